@@ -53,8 +53,8 @@ def test_site_fallback_builds_pages(smoke_runs, tmp_path):
     index = (tmp_path/'site'/'runs'/'index.html').read_text()
     assert 'smoke_aligned' in index and 'smoke_unaligned' in index and '±' in index
     df = pd.read_csv(runs/'smoke_aligned'/'results.csv')   # the table on the page is the results file's
-    m = df[(df.method == 'concat') & (df.scale == df.scale.max())].accuracy * 100
-    assert f"{m.mean():.2f} ± {m.std():.2f}" in index
+    m = df[(df.method == 'concat') & (df.scale == df.scale.max())].accuracy
+    assert f"{m.mean() * 100:.2f} ± {m.std() * 100:.2f}" in index
     for name in ('smoke_aligned', 'smoke_unaligned'):
         assert (tmp_path/'site'/'runs'/name/'study.html').exists()
     assert 'runs/index.html' in (tmp_path/'site'/'index.html').read_text()
