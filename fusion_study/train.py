@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .core import FusionStudyError, RunConfig, get_device, code_version
 from .data import Features, Pairs, split_pairs, add_noise

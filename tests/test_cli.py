@@ -19,7 +19,7 @@ def test_smoke_run_produces_results_and_notebooks(smoke_runs):
         info = json.loads((d/'run.json').read_text())
         assert info['config']['name'] == c['name'] and info['config']['backbone'] == c['backbone'] and info['code_version']
         nb = json.loads((d/'study.ipynb').read_text())
-        outputs = json.dumps([c.get('outputs') for c in nb['cells'] if c['cell_type'] == 'code'])
+        outputs = json.dumps([c.get('outputs') for c in nb['cells'] if c['cell_type'] == 'code'], ensure_ascii=False)
         assert '±' in outputs and 'injected-parameters' in json.dumps(nb)   # papermill ran it with our parameters
     assert 'running' in first.stdout
 
