@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_runner.ipynb #6823c543
 from __future__ import annotations
-import time
+import sys, time
 from pathlib import Path
 
 from .core import FusionStudyError, RunConfig, load_params, project_root
@@ -46,7 +46,7 @@ def run_params(params, runs_dir='runs', force:bool=False, log=print) -> dict:
         try:
             pm.execute_notebook(str(notebook_path(cfg.notebook)), str(nb_out), kernel_name='python3',
                                 parameters=dict(config=cfg.to_dict(), out_dir=str(out.resolve())),
-                                progress_bar=False, cwd=str(out))
+                                progress_bar=sys.stderr.isatty(), cwd=str(out))
         except pm.PapermillExecutionError as e:
             msg = e.evalue.strip().splitlines()[0] if e.evalue else e.ename
             log(f"{cfg.name}: FAILED ({e.ename}: {msg}); the executed notebook with the error is {nb_out}")

@@ -14,7 +14,7 @@ from .core import FusionStudyError, RunConfig, project_root
 from .study import RUN_INFO, read_results, summarise
 
 # %% auto #0
-__all__ = ['collect_runs', 'source_label', 'index_notebook', 'build_site']
+__all__ = ['LIBRARY_CELL', 'collect_runs', 'source_label', 'index_notebook', 'report_view', 'build_site']
 
 # %% ../nbs/11_site.ipynb #d7f59a97
 def collect_runs(runs_dir) -> list[dict]:
@@ -52,9 +52,16 @@ def index_notebook(runs:list) -> nbformat.NotebookNode:
     return nbformat.v4.new_notebook(cells=cells, metadata={'title': 'fusion_study results'})
 
 # %% ../nbs/11_site.ipynb #29856bd4
+LIBRARY_CELL = ('#| export', '#| default_exp', '#| hide')
+
+def report_view(nb:nbformat.NotebookNode) -> nbformat.NotebookNode:
+    "The notebook as a results page: library definitions without output (`#| export`, `#| hide`…) are left to the source notebook."
+    nb.cells = [c for c in nb.cells if c.cell_type != 'code' or c.get('outputs') or not c.source.lstrip().startswith(LIBRARY_CELL)]
+    return nb
+
 def _html(nb_path:Path, dest:Path):
     from nbconvert import HTMLExporter
-    body, _ = HTMLExporter(template_name='lab').from_notebook_node(nbformat.read(nb_path, as_version=4))
+    body, _ = HTMLExporter(template_name='lab').from_notebook_node(report_view(nbformat.read(nb_path, as_version=4)))
     dest.parent.mkdir(parents=True, exist_ok=True); dest.write_text(body, encoding='utf-8')
 
 def build_site(runs_dir='runs', out='_site', use_quarto=None, log=print) -> Path:
