@@ -45,6 +45,7 @@ class RunConfig:
     split_by_image: bool = False
     engine: str = 'auto'                     # trainer engine: 'auto', 'loop'
     device: str = 'auto'                     # 'auto' (cuda if present), 'cpu', 'cuda'
+    inputs: typing.List[str] = field(default_factory=list)  # other configurations (same runs folder) whose results this notebook reads
 
     def __post_init__(self): check_fields(type(self), asdict(self), where=f"configuration {self.name!r}")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json, time
 from pathlib import Path
 
+import altair as alt
 import pandas as pd
 
 from .core import FusionStudyError, RunConfig, code_version, write_atomic, get_device
@@ -15,7 +16,8 @@ from .fusion import METHODS
 from .train import METRICS, RESULT_COLUMNS, config_specs, train_runs, ENGINES
 
 # %% auto #0
-__all__ = ['RESULTS', 'RUN_INFO', 'preflight', 'is_complete', 'read_results', 'run_config', 'summarise']
+__all__ = ['RESULTS', 'RUN_INFO', 'preflight', 'inline_chart_html', 'use_inline_charts', 'is_complete', 'read_results',
+           'run_config', 'summarise']
 
 # %% ../nbs/05_study.ipynb #f226577d
 def preflight(cfg:RunConfig):
@@ -32,6 +34,20 @@ def preflight(cfg:RunConfig):
         limit = 2 * cfg.n_images * cfg.captions_per_image
         if max(cfg.scales) > limit:
             raise FusionStudyError(f"Scale {max(cfg.scales)} in configuration {cfg.name!r} is more than the data allows ({limit} pairs from {cfg.n_images} images × {cfg.captions_per_image} captions); lower the scale or raise n_images.")
+
+# %% ../nbs/05_study.ipynb #432028c6
+def inline_chart_html(spec:dict) -> str:
+    "HTML for one Vega-Lite `spec` with its JavaScript inline (no CDN), rendered by vega-embed."
+    import uuid, vl_convert as vlc
+    div = f"vis-{uuid.uuid4().hex[:12]}"
+    js = vlc.javascript_bundle(f"vegaEmbed('#{div}', {json.dumps(spec)}, {{actions: false}}).catch(e => {{document.getElementById('{div}').textContent = 'chart error: ' + e;}});")
+    return f'<div id="{div}" class="fusion-chart"></div>\n<script type="module">{js}</script>'
+
+def use_inline_charts():
+    "Make Altair render every displayed chart through `inline_chart_html`."
+    alt.renderers.register('fusion_inline', lambda spec, **kw: {'text/html': inline_chart_html(spec)})
+    alt.renderers.enable('fusion_inline')
+    alt.data_transformers.disable_max_rows()
 
 # %% ../nbs/05_study.ipynb #7365a94a
 RESULTS, RUN_INFO = 'results.csv', 'run.json'
