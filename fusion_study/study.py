@@ -16,8 +16,8 @@ from .fusion import METHODS
 from .train import METRICS, RESULT_COLUMNS, config_specs, train_runs, ENGINES
 
 # %% auto #0
-__all__ = ['RESULTS', 'RUN_INFO', 'preflight', 'inline_chart_html', 'use_inline_charts', 'is_complete', 'read_results',
-           'run_config', 'summarise']
+__all__ = ['RESULTS', 'RUN_INFO', 'preflight', 'inline_chart_html', 'use_inline_charts', 'record_run', 'is_complete',
+           'read_results', 'run_config', 'summarise']
 
 # %% ../nbs/05_study.ipynb #f226577d
 def preflight(cfg:RunConfig):
@@ -52,12 +52,29 @@ def use_inline_charts():
 # %% ../nbs/05_study.ipynb #7365a94a
 RESULTS, RUN_INFO = 'results.csv', 'run.json'
 
+def _input_hashes(out:Path, cfg:RunConfig) -> dict:
+    "The recorded configuration hash of each input configuration (a sibling folder of `out`), or None where it has none."
+    hashes = {}
+    for name in cfg.inputs:
+        try: hashes[name] = json.loads((out.parent/name/RUN_INFO).read_text()).get('config_hash')
+        except (OSError, ValueError): hashes[name] = None
+    return hashes
+
+def record_run(out_dir, cfg:RunConfig, files=(RESULTS,), **extra):
+    "Write `run.json` last: the configuration, its hash, the code version, the files it produced and the inputs it read."
+    out = Path(out_dir)
+    info = dict(config=cfg.to_dict(), config_hash=cfg.hash(), code_version=code_version(), files=list(files),
+                inputs=_input_hashes(out, cfg), **extra)
+    write_atomic(out/RUN_INFO, json.dumps(info, indent=1, default=str))
+    return info
+
 def is_complete(out_dir, cfg:RunConfig) -> bool:
-    "Does `out_dir` hold complete results for exactly this configuration?"
+    "Does `out_dir` hold complete output of exactly this configuration, made from the current state of its inputs?"
     out = Path(out_dir)
     try: info = json.loads((out/RUN_INFO).read_text())
     except (OSError, ValueError): return False
-    return info.get('config_hash') == cfg.hash() and (out/RESULTS).exists()
+    return (info.get('config_hash') == cfg.hash() and all((out/f).exists() for f in info.get('files', [RESULTS]))
+            and info.get('inputs', {}) == _input_hashes(out, cfg) and None not in info.get('inputs', {}).values())
 
 def read_results(out_dir) -> pd.DataFrame:
     "The results table of a finished configuration."
@@ -82,9 +99,8 @@ def run_config(cfg:RunConfig, out_dir, progress:bool=True) -> pd.DataFrame:
     order = {s.key(): i for i, s in enumerate(specs)}
     df = df.iloc[sorted(range(len(df)), key=lambda i: order.get((df.method[i], df.scale[i], df.seed[i], df.noise[i]), -1))]
     write_atomic(out/RESULTS, df.to_csv(index=False))
-    info = dict(config=cfg.to_dict(), config_hash=cfg.hash(), code_version=code_version(), features=feats.meta,
-                runs=len(df), resumed_runs=len(specs) - len(todo), started=started, seconds=time.time() - started)
-    write_atomic(out/RUN_INFO, json.dumps(info, indent=1, default=str))
+    record_run(out, cfg, [RESULTS], features=feats.meta, runs=len(df), resumed_runs=len(specs) - len(todo),
+               started=started, seconds=time.time() - started)
     partial.unlink(missing_ok=True)
     return df.reset_index(drop=True)
 
