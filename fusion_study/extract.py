@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_extract.ipynb #cb6b2f9e
 from __future__ import annotations
-import difflib, functools, hashlib, json, os, platform, shlex, shutil, time, urllib.error, urllib.request, zipfile
+import difflib, functools, hashlib, http.client, json, os, platform, shlex, shutil, time, urllib.error, urllib.request, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,7 +80,7 @@ def download(url, dest, size=None, sha256=None, timeout:float=15, progress:bool=
                                              desc=dest.name, disable=not progress) as bar:
                 try:
                     while block := resp.read(1 << 20): f.write(block); bar.update(len(block))
-                except (OSError, urllib.error.URLError) as e:
+                except (OSError, urllib.error.URLError, http.client.HTTPException) as e:
                     raise FusionStudyError(f"Downloading {url} stopped after {f.tell()} bytes ({e}); run the same command again to resume.") from None
     got = part.stat().st_size
     if total is not None and got != total:
