@@ -24,6 +24,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('--out', default='_site', help='output folder (default: _site)')
     s.add_argument('--quarto', dest='use_quarto', action='store_true', default=None, help='require quarto')
     s.add_argument('--no-quarto', dest='use_quarto', action='store_false', help='always use the static fallback')
+    d = sub.add_parser('data', help='get a data set (download, verify, unpack) or check an existing folder')
+    d.add_argument('dataset', choices=['flickr8k'], help='the data set')
+    d.add_argument('--dest', default=None, help='folder to download to or check (default: $FUSION_STUDY_CACHE/data/flickr8k)')
+    d.add_argument('--base-url', default=None, help='mirror holding Flickr8k_Dataset.zip and Flickr8k_text.zip (default: the GitHub release)')
+    e = sub.add_parser('extract', help='extract and cache image and text features of a data set folder')
+    e.add_argument('--params', default=None, help='extract what every source: features configuration of this params file needs')
+    e.add_argument('--data', default=None, help='Flickr8k folder (default: $FUSION_STUDY_CACHE/data/flickr8k)')
+    e.add_argument('--image-encoder', default='clip:ViT-B-32/openai', help='e.g. clip:ViT-B-32/openai, torchvision:resnet18/IMAGENET1K_V1')
+    e.add_argument('--text-encoder', default='clip:ViT-B-32/openai', help='e.g. clip:ViT-B-32/openai, hf:sentence-transformers/all-MiniLM-L6-v2')
+    e.add_argument('--device', default='auto', help='auto (cuda if present), cpu or cuda')
+    e.add_argument('--batch-size', type=int, default=256, help='images per batch (captions: 4x)')
+    e.add_argument('--workers', type=int, default=None, help='DataLoader workers decoding JPEGs (default: min(16, cores))')
+    e.add_argument('--raw', action='store_true', help='also keep the raw (not L2-normalised) features')
+    e.add_argument('--max-bad-frac', type=float, default=0.01, help='fraction of undecodable images tolerated (default 0.01)')
     return p
 
 def main(argv=None) -> int:
@@ -38,6 +52,23 @@ def main(argv=None) -> int:
             from fusion_study.site import build_site
             index = build_site(args.runs_dir, args.out, use_quarto=args.use_quarto)
             print(f"open {index}")
+        elif args.command == 'data':
+            from fusion_study.extract import get_flickr8k, default_data_dir, format_report
+            ds = get_flickr8k(args.dest or default_data_dir(), base_url=args.base_url)
+            print(format_report(ds.report))
+            print(f"next: fusion-study extract --data {ds.layout.root}")
+        elif args.command == 'extract':
+            from fusion_study.extract import extract_features
+            jobs = [(args.data, args.image_encoder, args.text_encoder)]
+            if args.params:
+                from fusion_study.core import load_params
+                cfgs = [c for c in load_params(args.params) if c.source == 'features']
+                if not cfgs: raise FusionStudyError(f"No configuration in {args.params} has source: features; nothing to extract.")
+                jobs = list(dict.fromkeys((c.data_dir, c.image_encoder, c.text_encoder) for c in cfgs))
+            for data, image, text in jobs:
+                f = extract_features(data, image, text, device=args.device, batch_size=args.batch_size, text_batch_size=4 * args.batch_size,
+                                     num_workers=args.workers, keep_raw=args.raw, max_bad_frac=args.max_bad_frac)
+                print(f"ready: {f!r}; {len(f.meta['bad_images'])} bad image(s) skipped")
     except FusionStudyError as e:
         print(f"fusion-study: error: {e}", file=sys.stderr)
         return 2

@@ -46,6 +46,10 @@ class RunConfig:
     engine: str = 'auto'                     # trainer engine: 'auto', 'loop'
     device: str = 'auto'                     # 'auto' (cuda if present), 'cpu', 'cuda'
     inputs: typing.List[str] = field(default_factory=list)  # other configurations (same runs folder) whose results this notebook reads
+    data_dir: typing.Optional[str] = None    # features: the Flickr8k folder (absolute; None = cache_dir()/data/flickr8k)
+    image_encoder: str = 'clip:ViT-B-32/openai'   # features: image encoder name (see 02_extract)
+    text_encoder: str = 'clip:ViT-B-32/openai'    # features: text encoder name
+    feature_dims: typing.Optional[typing.List[int]] = None  # features: expected (image, text) widths, checked on load
 
     def __post_init__(self): check_fields(type(self), asdict(self), where=f"configuration {self.name!r}")
 

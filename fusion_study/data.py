@@ -197,4 +197,7 @@ def load_features(cfg:RunConfig) -> Features:
             raise FusionStudyError(f"Unknown synthetic backbone {cfg.backbone!r}; use one of {list(BACKBONES)} or set alignment.")
         a = cfg.alignment if cfg.alignment is not None else BACKBONES[cfg.backbone]
         return synthetic_features(cfg.n_images, cfg.captions_per_image, cfg.dim, alignment=a, seed=cfg.data_seed)
-    raise FusionStudyError(f"Unknown feature source {cfg.source!r}; use 'synthetic'.")
+    if cfg.source == 'features':                     # cached real features (02_extract); never extracts here
+        from fusion_study.extract import features_for_config
+        return features_for_config(cfg)
+    raise FusionStudyError(f"Unknown feature source {cfg.source!r}; use 'synthetic' or 'features'.")

@@ -34,6 +34,10 @@ def preflight(cfg:RunConfig):
         limit = 2 * cfg.n_images * cfg.captions_per_image
         if max(cfg.scales) > limit:
             raise FusionStudyError(f"Scale {max(cfg.scales)} in configuration {cfg.name!r} is more than the data allows ({limit} pairs from {cfg.n_images} images × {cfg.captions_per_image} captions); lower the scale or raise n_images.")
+    elif cfg.source == 'features':                   # cached real features: present, matching, wide enough for the grid
+        from fusion_study.extract import preflight_features
+        preflight_features(cfg)
+    else: raise FusionStudyError(f"Unknown feature source {cfg.source!r} in configuration {cfg.name!r}; use 'synthetic' or 'features'.")
 
 # %% ../nbs/05_study.ipynb #432028c6
 def inline_chart_html(spec:dict) -> str:

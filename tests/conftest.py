@@ -21,3 +21,19 @@ def smoke_runs(tmp_path_factory):
     first = cli('run', ROOT/'params'/'smoke.yaml', '--runs-dir', runs)
     assert first.returncode == 0, first.stdout + first.stderr
     return runs, first
+
+@pytest.fixture(scope='session')
+def flickr(tmp_path_factory):
+    "A Flickr8k-shaped fixture in both layouts (12 JPEGs, one truncated), a tiny open_clip config and a tiny local BERT."
+    import types
+    from fusion_study.extract import fake_flickr8k, tiny_clip_config, _WORDS
+    from transformers import BertConfig, BertModel, BertTokenizer
+    root = tmp_path_factory.mktemp('flickr8k')
+    official = fake_flickr8k(root/'official', n_images=12, size=(120, 90))
+    kaggle = fake_flickr8k(root/'kaggle', n_images=12, size=(120, 90), layout='kaggle')
+    tiny = tiny_clip_config(root/'tiny-clip.json')
+    (root/'vocab.txt').write_text('\n'.join(['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '.', *dict.fromkeys(_WORDS)]))
+    BertTokenizer(str(root/'vocab.txt')).save_pretrained(root/'tiny-bert')
+    cfg = BertConfig(vocab_size=len(_WORDS) + 6, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    BertModel(cfg).save_pretrained(root/'tiny-bert')
+    return types.SimpleNamespace(root=root, official=official, kaggle=kaggle, clip=f'clip:{tiny}/none', hf=f"hf:{root/'tiny-bert'}")
