@@ -43,7 +43,7 @@ class RunConfig:
     weight_decay: float = 0.01
     val_frac: float = 0.2
     split_by_image: bool = False
-    engine: str = 'auto'                     # trainer engine: 'auto', 'loop'
+    engine: str = 'auto'                     # trainer engine: 'auto', 'loop', 'batched'
     device: str = 'auto'                     # 'auto' (cuda if present), 'cpu', 'cuda'
 
     def __post_init__(self): check_fields(type(self), asdict(self), where=f"configuration {self.name!r}")
