@@ -1,0 +1,59 @@
+"The batched engine trains the same runs as the loop engine."
+import pytest
+import torch
+
+from fusion_study import train as T
+from fusion_study.core import FusionStudyError, RunConfig
+from fusion_study.data import synthetic_features
+from fusion_study.study import preflight
+
+KEYS = ['method', 'scale', 'seed', 'noise', 'n_train', 'n_val', 'n_params']
+
+@pytest.fixture(scope='module')
+def feats(): return synthetic_features(300, alignment=0.5)
+
+@pytest.fixture(scope='module')
+def grid():
+    "Mixed scales (different steps per epoch and totals), both paper methods, noise on some runs."
+    return [T.RunSpec(method=m, scale=n, seed=s, noise=sig, epochs=2)
+            for m in ('concat', 'cross') for n in (128, 256, 512) for s in (1, 2) for sig in (0.0, 0.3)]
+
+@pytest.fixture(scope='module')
+def loop(feats, grid):
+    threads = torch.get_num_threads(); torch.set_num_threads(1)
+    try: return T.train_runs(feats, grid, engine='loop', device='cpu', progress=False)
+    finally: torch.set_num_threads(threads)
+
+@pytest.mark.parametrize('lanes,max_group', [(1, None), (2, 3)])
+def test_batched_equals_loop(feats, grid, loop, monkeypatch, lanes, max_group):
+    monkeypatch.setitem(T.ENGINES, 'batched', lambda f, s, d: T.train_batched(f, s, d, lanes=lanes, max_group=max_group))
+    seen = []
+    batched = T.train_runs(feats, grid, engine='batched', device='cpu', progress=False, on_row=seen.append)
+    assert sorted((r['method'], r['scale'], r['seed'], r['noise']) for r in seen) == sorted(s.key() for s in grid)
+    assert len(seen) == len(grid)
+    assert batched[KEYS].equals(loop[KEYS])                      # same order as the specs, same splits
+    assert (batched[T.METRICS] - loop[T.METRICS]).abs().max().max() <= 1e-6
+    assert (batched.engine == 'batched').all() and (batched.train_seconds > 0).all()
+
+def test_cross_tokens_batched(feats):
+    specs = [T.RunSpec(method='cross_tokens', scale=n, seed=s, epochs=1) for n in (128, 256) for s in (1, 2)]
+    a = T.train_runs(feats, specs, engine='loop', device='cpu', progress=False)
+    b = T.train_runs(feats, specs, engine='batched', device='cpu', progress=False)
+    assert (a[T.METRICS] - b[T.METRICS]).abs().max().max() <= 1e-6
+
+def test_groups_follow_free_memory(feats, grid, monkeypatch):
+    per = T.run_bytes(grid[0], feats.dims, len(feats.image), len(feats.text))
+    monkeypatch.setattr(T, '_free_bytes', lambda device: 5 * per)      # half of it: 2 runs of the noise-free kind
+    groups = T.plan_groups(grid, feats, torch.device('cpu'))
+    assert sorted(i for g in groups for i in g) == list(range(len(grid)))
+    assert all(len({grid[i].method for i in g}) == 1 and len(g) <= 2 for g in groups)
+
+def test_failing_group_raises(feats):
+    specs = [T.RunSpec(method='concat', scale=128, seed=1, epochs=1), T.RunSpec(method='cross', scale=10**6, seed=1, epochs=1)]
+    with pytest.raises(FusionStudyError, match='at most'):
+        T.train_runs(feats, specs, engine='batched', device='cpu', progress=False)
+
+def test_engine_names():
+    assert T.pick_engine('auto', torch.device('cpu')) == 'batched'
+    preflight(RunConfig(engine='batched', device='cpu'))
+    with pytest.raises(FusionStudyError, match='batched'): preflight(RunConfig(engine='fast', device='cpu'))
