@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_train.ipynb #98607d4d
 from __future__ import annotations
-import math, os, queue, threading, time
+import math, os, queue, threading, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, asdict, fields
 
@@ -103,7 +103,7 @@ def train_one(feats:Features, spec:RunSpec, device='cpu') -> dict:
     return dict(n_train=len(train), n_val=len(val), **classification_metrics(val.label, pred),
                 train_seconds=seconds, n_params=n_params(model))
 
-# %% ../nbs/04_train.ipynb #364e8610
+# %% ../nbs/04_train.ipynb #89632256
 def _lin(x, W, b):
     "A stack of Linear layers: `x` (R, B, in) times `W` (R, in, out) plus `b` (R, out)."
     return torch.baddbmm(b.unsqueeze(1), x, W)
@@ -162,7 +162,7 @@ def stack_params(models, device) -> dict:
     return {n: torch.stack([_stored(n, dict(m.named_parameters())[n].detach()) for m in models]).to(device).contiguous().requires_grad_()
             for n in names}
 
-# %% ../nbs/04_train.ipynb #09143d80
+# %% ../nbs/04_train.ipynb #8bbe85be
 class RunStream:
     "One run's batches and dropout masks, drawn from its own generator in exactly the loop engine's order."
     def __init__(self, n:int, seed:int, batch_size:int, widths=(256, 128), p:float=0.1):
@@ -173,16 +173,17 @@ class RunStream:
 
     def _epoch(self):
         "Per epoch the loop draws one permutation, then per batch `rand(b, w0)` and `rand(b, w1)`: one stream, cut up."
-        n, bs, spe, W = self.n, self.bs, self.spe, sum(self.widths)
+        n, bs, spe, (w0, w1) = self.n, self.bs, self.spe, self.widths
         perm = torch.randperm(n, generator=self.g)
-        keep = torch.rand(n * W, generator=self.g) >= self.p
+        keep = torch.rand(n * (w0 + w1), generator=self.g) >= self.p
+        full, last = (spe - 1) * bs, n - (spe - 1) * bs     # rows in full batches; size of the last batch
         rows = torch.zeros(spe * bs, dtype=torch.long); rows[:n] = perm
-        weight = torch.zeros(spe * bs); masks = torch.zeros(spe * bs, W, dtype=torch.bool)
-        for a in range(0, n, bs):                          # batch a..a+b: [b*w0 | b*w1] consecutive draws
-            b = min(bs, n - a); k = keep[a * W:(a + b) * W]
-            masks[a:a + b] = torch.cat([k[:b * self.widths[0]].view(b, -1), k[b * self.widths[0]:].view(b, -1)], 1)
-            weight[a:a + b] = 1 / b                         # cross_entropy's mean over the real rows
-        self.buf, self.pos = (rows.view(spe, bs), weight.view(spe, bs), masks.view(spe, bs, W)), 0
+        weight = torch.zeros(spe * bs); weight[:full] = 1 / bs; weight[full:n] = 1 / last   # cross_entropy's mean
+        fb, lb = keep[:full * (w0 + w1)].view(spe - 1, -1), keep[full * (w0 + w1):]
+        masks = torch.zeros(spe, bs, w0 + w1, dtype=torch.bool)
+        masks[:-1] = torch.cat([fb[:, :bs * w0].reshape(-1, bs, w0), fb[:, bs * w0:].reshape(-1, bs, w1)], -1)
+        masks[-1, :last] = torch.cat([lb[:last * w0].view(last, w0), lb[last * w0:].view(last, w1)], -1)
+        self.buf, self.pos = (rows.view(spe, bs), weight.view(spe, bs), masks), 0
 
     def take(self, k:int) -> tuple:
         "The next `k` steps: rows (k, bs) into the run's train pairs, loss weights (k, bs), masks (k, bs, w0+w1) as bool."
@@ -193,7 +194,7 @@ class RunStream:
             out.append(tuple(b[self.pos:self.pos + m] for b in self.buf)); self.pos += m; k -= m
         return tuple(torch.cat(x) for x in zip(*out)) if len(out) > 1 else out[0]
 
-# %% ../nbs/04_train.ipynb #6ec40b2c
+# %% ../nbs/04_train.ipynb #103a8c62
 def run_steps(spec:RunSpec, n_train:int) -> int: return spec.epochs * math.ceil(n_train / spec.batch_size)
 
 def _free_bytes(device) -> int:
@@ -220,16 +221,62 @@ def runs_that_fit(specs, feats:Features, device, fraction:float=0.5) -> int:
     per = max(run_bytes(s, feats.dims, len(feats.image), len(feats.text)) for s in specs)
     return max(1, int(_free_bytes(torch.device(device)) * fraction // per))
 
-# %% ../nbs/04_train.ipynb #d8ecbddf
+# %% ../nbs/04_train.ipynb #b28e4265
 _init_lock = threading.Lock()
 
 def _fused_adamw(params, grads, m, v, step, lr, wd):
+    "One fused AdamW update (torch's kernel, torch's defaults) of equal-schedule tensors; `lr` a float or a 0-d device tensor."
     torch._fused_adamw_(params, grads, m, v, [], [step] * len(params), lr=lr, beta1=0.9, beta2=0.999,
                         weight_decay=wd, eps=1e-8, amsgrad=False, maximize=False)
 
-def train_group(feats:Features, specs:list, device='cpu', chunk:int=32, on_result=None, stop=None) -> list:
+class _Group:
+    "The stacked state of the runs still training in a group, and one optimiser step of them."
+    def __init__(self, P, fwd, skip, w0, device):
+        self.P, self.fwd, self.w0, self.device = P, fwd, w0, device
+        self.names = list(P); self.live = [n for n in self.names if n not in skip]; self.skip = skip
+        self.M = {n: torch.zeros_like(p) for n, p in P.items()}; self.S = {n: torch.zeros_like(p) for n, p in P.items()}
+        self.step_count = torch.zeros((), device=device)
+        self.zero = {n: torch.zeros_like(P[n]) for n in skip}          # the exactly-zero gradients of `skip`
+        self.classes, self.graph = [], None
+
+    def keep(self, ix:list):
+        "Drop finished runs: keep stack rows `ix`."
+        ix = torch.tensor(ix, device=self.device)
+        self.P = {n: p.detach()[ix].requires_grad_() for n, p in self.P.items()}
+        self.M = {n: x[ix] for n, x in self.M.items()}; self.S = {n: x[ix] for n, x in self.S.items()}
+        self.zero = {n: torch.zeros_like(self.P[n]) for n in self.skip}
+        self.graph = None
+
+    def step(self, V, T, batch, lrs):
+        "Forward, backward and AdamW of all runs for one batch (I, X, L, W, D); `lrs` one per schedule class."
+        I, X, L, Wt, D = batch
+        logits = self.fwd(self.P, V[I], T[X], (D[..., :self.w0], D[..., self.w0:]))
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), L.reshape(-1), reduction='none')
+        grads = dict(zip(self.live, torch.autograd.grad((ce * Wt.reshape(-1)).sum(), [self.P[n] for n in self.live])))
+        self.step_count += 1
+        with torch.no_grad():
+            for ((a, b), wd), lr in zip(self.classes, lrs):
+                _fused_adamw([self.P[n][a:b] for n in self.names],
+                             [grads[n][a:b].contiguous() if n in grads else self.zero[n][a:b] for n in self.names],
+                             [self.M[n][a:b] for n in self.names], [self.S[n][a:b] for n in self.names], self.step_count, lr, wd)
+
+    def capture(self, V, T, batch):
+        "CUDA only: record `step` as a graph over static input buffers; later steps copy their inputs in and replay."
+        self.static = [x.clone() for x in batch]
+        self.static_lr = torch.zeros(len(self.classes), device=self.device)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph): self.step(V, T, self.static, list(self.static_lr.unbind()))
+
+    def replay(self, batch, lrs:torch.Tensor):
+        for s, x in zip(self.static, batch): s.copy_(x, non_blocking=True)
+        self.static_lr.copy_(lrs, non_blocking=True)
+        self.graph.replay()
+
+def train_group(feats:Features, specs:list, device='cpu', chunk:int=None, on_result=None, stop=None, graphs:bool=None) -> list:
     "Train same-method `specs` in lock-step on stacked parameters; each run ends, and is evaluated, at its own last step."
     device = torch.device(device)
+    cuda = device.type == 'cuda'
+    chunk, graphs = chunk or (256 if cuda else 32), cuda if graphs is None else graphs and cuda
     method = specs[0].method
     if any(s.method != method or s.batch_size != specs[0].batch_size for s in specs):
         raise FusionStudyError("train_group needs runs of one method and batch size; train_batched groups them.")
@@ -256,65 +303,70 @@ def train_group(feats:Features, specs:list, device='cpu', chunk:int=32, on_resul
         with _init_lock:
             torch.manual_seed(s.seed); models.append(make_model(s.method, *feats.dims))
     n_par, head = n_params(models[0]), models[0].head
-    P = stack_params(models, device); del models
-    names = list(P)
-    M = {n: torch.zeros_like(p) for n, p in P.items()}; S = {n: torch.zeros_like(p) for n, p in P.items()}
-    skip = [n for n in ZERO_GRAD.get(method, ()) if n in P]
-    live = [n for n in names if n not in skip]
-    step = torch.zeros((), device=device)
+    G = _Group(stack_params(models, device), BATCHED[method], [n for n in ZERO_GRAD.get(method, ()) if n in models[0].state_dict()],
+               head.widths[0], device)
+    del models
     streams = [RunStream(len(d[2]), s.seed, s.batch_size, head.widths, head.p) for s, d in zip(specs, data)]
-    fwd, w0, keep_scale = BATCHED[method], head.widths[0], 1 - head.p
+    pool = ThreadPoolExecutor(min(16, cpu_lanes())) if cuda else None    # a GPU outruns one core drawing the masks
+    side, warm = torch.cuda.Stream(device) if graphs else None, 0
     active, results, t, clock, seconds = list(range(len(specs))), {}, 0, time.perf_counter(), [0.0] * len(specs)
-    while active:
-        if stop is not None and stop.is_set(): raise FusionStudyError("training stopped: another group failed.")
-        k = min(chunk, totals[active[-1]] - t)       # never cross the end of the shortest run still active
-        parts = [streams[r].take(k) for r in active]
-        I = torch.stack([img[r][p[0]] for r, p in zip(active, parts)]).to(device)
-        X = torch.stack([txt[r][p[0]] for r, p in zip(active, parts)]).to(device)
-        L = torch.stack([lab[r][p[0]] for r, p in zip(active, parts)]).to(device)
-        Wt = torch.stack([p[1] for p in parts]).to(device)
-        D = (torch.stack([p[2] for p in parts]).to(device).float() / keep_scale)
-        classes = []                                  # (slice of the active stack, total, lr, wd): one AdamW call each
-        for j, r in enumerate(active):
-            key = (totals[r], specs[r].lr, specs[r].weight_decay)
-            if classes and classes[-1][1:] == key: classes[-1][0][1] = j + 1
-            else: classes.append([[j, j + 1], *key])
-        zero = {n: torch.zeros_like(P[n]) for n in skip}
-        for i in range(k):
-            logits = fwd(P, V[I[:, i]], T[X[:, i]], (D[:, i, :, :w0], D[:, i, :, w0:]))
-            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), L[:, i].reshape(-1), reduction='none')
-            grads = dict(zip(live, torch.autograd.grad((ce * Wt[:, i].reshape(-1)).sum(), [P[n] for n in live])))
-            grads.update(zero)
-            step += 1
+    try:
+        while active:
+            if stop is not None and stop.is_set(): raise FusionStudyError("training stopped: another group failed.")
+            k = min(chunk, totals[active[-1]] - t)       # never cross the end of the shortest run still active
+            parts = list(pool.map(lambda r: streams[r].take(k), active)) if pool else [streams[r].take(k) for r in active]
+            I = torch.stack([img[r][p[0]] for r, p in zip(active, parts)]).to(device)
+            X = torch.stack([txt[r][p[0]] for r, p in zip(active, parts)]).to(device)
+            L = torch.stack([lab[r][p[0]] for r, p in zip(active, parts)]).to(device)
+            Wt = torch.stack([p[1] for p in parts]).to(device)
+            D = torch.stack([p[2] for p in parts]).to(device).float() / (1 - head.p)
+            classes = []                                  # runs sharing a schedule: one AdamW call each
+            for j, r in enumerate(active):
+                key = (totals[r], specs[r].lr, specs[r].weight_decay)
+                if classes and classes[-1][1] == key: classes[-1][0][1] = j + 1
+                else: classes.append([[j, j + 1], key])
+            G.classes = [((a, b), wd) for (a, b), (_, _, wd) in classes]
+            lrs = [[lr * cosine_lr(t + i, total) for (_, (total, lr, _)) in classes] for i in range(k)]
+            lr_dev = torch.tensor(lrs, device=device) if graphs else None
+            for i in range(k):
+                batch = (I[:, i], X[:, i], L[:, i], Wt[:, i], D[:, i])
+                if G.graph is not None: G.replay(batch, lr_dev[i])
+                elif not graphs: G.step(V, T, batch, lrs[i])
+                else:                                     # warm-up steps on a side stream, then capture the step
+                    side.wait_stream(torch.cuda.current_stream())
+                    with torch.cuda.stream(side): G.step(V, T, batch, lrs[i])
+                    torch.cuda.current_stream().wait_stream(side)
+                    warm += 1
+                    if warm >= 3 and totals[active[-1]] - t > 16:
+                        try: G.capture(V, T, batch)
+                        except Exception as e:            # keep training, eagerly
+                            warnings.warn(f"CUDA graph capture failed ({e!r}); the batched engine goes on without graphs.")
+                            graphs, G.graph = False, None
+                        warm = 0
+                t += 1
+            if cuda: torch.cuda.synchronize()
+            now = time.perf_counter()
+            for r in active: seconds[r] += (now - clock) / len(active)      # each run's share of the lock-step time
+            clock = now
+            done = [j for j, r in enumerate(active) if totals[r] == t]
+            if not done: continue
             with torch.no_grad():
-                for (a, b), total, lr, wd in classes:
-                    _fused_adamw([P[n][a:b] for n in names], [grads[n][a:b].contiguous() for n in names],
-                                 [M[n][a:b] for n in names], [S[n][a:b] for n in names], step, lr * cosine_lr(t, total), wd)
-            t += 1
-        if device.type == 'cuda': torch.cuda.synchronize()
-        now = time.perf_counter()
-        for r in active: seconds[r] += (now - clock) / len(active)      # each run's share of the lock-step time
-        clock = now
-        done = [j for j, r in enumerate(active) if totals[r] == t]
-        if not done: continue
-        with torch.no_grad():
-            for j in done:
-                r, val = active[j], data[active[j]][3]
-                pred = fwd({n: p[j:j + 1] for n, p in P.items()}, V[(val.image + where[r] * nv).to(device)][None],
-                           T[(val.text + where[r] * nt).to(device)][None])[0].argmax(-1)
-                results[order[r]] = out = dict(n_train=len(data[r][2]), n_val=len(val), **classification_metrics(val.label, pred),
-                                               train_seconds=seconds[r], n_params=n_par)
-                if on_result is not None: on_result(order[r], out)
-        kept = [j for j in range(len(active)) if j not in done]
-        active = [active[j] for j in kept]
-        if active:                                    # drop finished runs from the stack: no wasted work
-            ix = torch.tensor(kept, device=device)
-            P = {n: p.detach()[ix].requires_grad_() for n, p in P.items()}
-            M = {n: x[ix] for n, x in M.items()}; S = {n: x[ix] for n, x in S.items()}
-        clock = time.perf_counter()
+                for j in done:
+                    r, val = active[j], data[active[j]][3]
+                    pred = G.fwd({n: p[j:j + 1] for n, p in G.P.items()}, V[(val.image + where[r] * nv).to(device)][None],
+                                 T[(val.text + where[r] * nt).to(device)][None])[0].argmax(-1)
+                    results[order[r]] = out = dict(n_train=len(data[r][2]), n_val=len(val), **classification_metrics(val.label, pred),
+                                                   train_seconds=seconds[r], n_params=n_par)
+                    if on_result is not None: on_result(order[r], out)
+            kept = [j for j in range(len(active)) if j not in done]
+            active = [active[j] for j in kept]
+            if active: G.keep(kept)                      # drop finished runs from the stack: no wasted work
+            clock = time.perf_counter()
+    finally:
+        if pool: pool.shutdown()
     return [results[r] for r in range(len(specs))]
 
-# %% ../nbs/04_train.ipynb #996ced12
+# %% ../nbs/04_train.ipynb #621cdb47
 def run_cost(spec:RunSpec) -> float:
     "Relative compute of a run: optimiser steps × the model's multiply-adds per example."
     return spec.epochs * spec.scale * {'concat': 1.0, 'cross': 1.5}.get(spec.method, 3.0)
