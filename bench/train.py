@@ -28,8 +28,9 @@ def grid(name:str, epochs:int):
     aligned, unaligned = synthetic_features(8091, alignment=1.0), synthetic_features(8091, alignment=0.0)
     table1 = [(f, [spec(method=m, scale=n, seed=s) for n in SCALES for m in METHODS for s in SEEDS]) for f in (aligned, unaligned)]
     if name == 'default': return table1
-    if name == 'paper84':
-        return table1 + [(aligned, [spec(method=m, scale=SCALES[-1], seed=s, noise=sig) for sig in NOISE for m in METHODS for s in SEEDS])]
+    if name == 'paper84':                      # Table 2 shares the aligned features with Table 1: one call, bigger groups
+        table2 = [spec(method=m, scale=SCALES[-1], seed=s, noise=sig) for sig in NOISE for m in METHODS for s in SEEDS]
+        return [(aligned, table1[0][1] + table2), table1[1]]
     raise SystemExit(f"unknown grid {name!r}")
 
 def main():
@@ -41,6 +42,8 @@ def main():
     ap.add_argument('--threads', type=int, default=None, help='torch intra-op threads of the process (default: torch\'s)')
     ap.add_argument('--lanes', type=int, default=None, help='batched on CPU: groups trained side by side (default: cores)')
     ap.add_argument('--max-group', type=int, default=None, help=f'batched: runs per group (default: CPU {T.CPU_GROUP}, GPU memory)')
+    ap.add_argument('--no-graphs', action='store_true', help='batched on GPU: no CUDA graphs')
+    ap.add_argument('--csv', default=None, help='write each engine\'s result rows to CSV-PREFIX-<engine>.csv')
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     device = get_device(a.device)
@@ -49,8 +52,9 @@ def main():
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f"{os.cpu_count()}-core {platform.machine()} CPU"
     print(f"grid {a.grid}: {n} runs, {len(jobs)} feature sets, device {name}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}", flush=True)
-    if a.lanes or a.max_group:
-        T.ENGINES['batched'] = lambda f, s, d: T.train_batched(f, s, d, lanes=a.lanes, max_group=a.max_group)
+    if a.lanes or a.max_group or a.no_graphs:
+        T.ENGINES['batched'] = lambda f, s, d: T.train_batched(f, s, d, lanes=a.lanes, max_group=a.max_group,
+                                                               **(dict(graphs=False) if a.no_graphs else {}))
     results = {}
     for engine in a.engines.split(','):
         if device.type == 'cuda': torch.cuda.synchronize()
@@ -59,6 +63,7 @@ def main():
         if device.type == 'cuda': torch.cuda.synchronize()
         results[engine] = (time.perf_counter() - start, dfs)
         print(f"  {engine}: {results[engine][0]:.1f} s", flush=True)
+        if a.csv: __import__('pandas').concat(dfs).to_csv(f'{a.csv}-{engine}.csv', index=False)
     first = next(iter(results))
     print(f"\n{'engine':10} {'runs':>5} {'wall s':>9} {'s/run':>8} {'speed-up':>9} {'max |Δ metric|':>15}")
     for engine, (wall, dfs) in results.items():

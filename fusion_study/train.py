@@ -103,7 +103,7 @@ def train_one(feats:Features, spec:RunSpec, device='cpu') -> dict:
     return dict(n_train=len(train), n_val=len(val), **classification_metrics(val.label, pred),
                 train_seconds=seconds, n_params=n_params(model))
 
-# %% ../nbs/04_train.ipynb #89632256
+# %% ../nbs/04_train.ipynb #03f4a583
 def _lin(x, W, b):
     "A stack of Linear layers: `x` (R, B, in) times `W` (R, in, out) plus `b` (R, out)."
     return torch.baddbmm(b.unsqueeze(1), x, W)
@@ -162,7 +162,7 @@ def stack_params(models, device) -> dict:
     return {n: torch.stack([_stored(n, dict(m.named_parameters())[n].detach()) for m in models]).to(device).contiguous().requires_grad_()
             for n in names}
 
-# %% ../nbs/04_train.ipynb #8bbe85be
+# %% ../nbs/04_train.ipynb #51db8678
 class RunStream:
     "One run's batches and dropout masks, drawn from its own generator in exactly the loop engine's order."
     def __init__(self, n:int, seed:int, batch_size:int, widths=(256, 128), p:float=0.1):
@@ -194,7 +194,7 @@ class RunStream:
             out.append(tuple(b[self.pos:self.pos + m] for b in self.buf)); self.pos += m; k -= m
         return tuple(torch.cat(x) for x in zip(*out)) if len(out) > 1 else out[0]
 
-# %% ../nbs/04_train.ipynb #103a8c62
+# %% ../nbs/04_train.ipynb #0038f591
 def run_steps(spec:RunSpec, n_train:int) -> int: return spec.epochs * math.ceil(n_train / spec.batch_size)
 
 def _free_bytes(device) -> int:
@@ -221,7 +221,7 @@ def runs_that_fit(specs, feats:Features, device, fraction:float=0.5) -> int:
     per = max(run_bytes(s, feats.dims, len(feats.image), len(feats.text)) for s in specs)
     return max(1, int(_free_bytes(torch.device(device)) * fraction // per))
 
-# %% ../nbs/04_train.ipynb #b28e4265
+# %% ../nbs/04_train.ipynb #969a11e8
 _init_lock = threading.Lock()
 
 def _fused_adamw(params, grads, m, v, step, lr, wd):
@@ -272,8 +272,9 @@ class _Group:
         self.static_lr.copy_(lrs, non_blocking=True)
         self.graph.replay()
 
-def train_group(feats:Features, specs:list, device='cpu', chunk:int=None, on_result=None, stop=None, graphs:bool=None) -> list:
+def train_group(feats:Features, specs:list, device='cpu', chunk:int=None, on_result=None, stop=None, graphs:bool=None, draw_threads:int=None) -> list:
     "Train same-method `specs` in lock-step on stacked parameters; each run ends, and is evaluated, at its own last step."
+    # on a GPU: `chunk` steps of data at a time, CUDA graphs, and `draw_threads` CPU threads drawing noise, batches and masks
     device = torch.device(device)
     cuda = device.type == 'cuda'
     chunk, graphs = chunk or (256 if cuda else 32), cuda if graphs is None else graphs and cuda
@@ -281,7 +282,10 @@ def train_group(feats:Features, specs:list, device='cpu', chunk:int=None, on_res
     if any(s.method != method or s.batch_size != specs[0].batch_size for s in specs):
         raise FusionStudyError("train_group needs runs of one method and batch size; train_batched groups them.")
     if method not in BATCHED: raise FusionStudyError(f"The batched engine has no form of method {method!r}; use engine='loop'.")
-    data = [run_data(feats, s, 'cpu') for s in specs]
+    draw_threads = (min(16, cpu_lanes()) if cuda else 0) if draw_threads is None else draw_threads
+    pool = ThreadPoolExecutor(draw_threads) if draw_threads > 1 else None   # a GPU outruns one core drawing random numbers
+    pmap = (lambda f, xs: list(pool.map(f, xs))) if pool else (lambda f, xs: [f(x) for x in xs])
+    data = pmap(lambda s: run_data(feats, s, 'cpu'), specs)
     totals = [run_steps(s, len(d[2])) for s, d in zip(specs, data)]
     # order runs so that runs sharing a schedule (same total steps, lr, weight decay) are contiguous
     order = sorted(range(len(specs)), key=lambda r: (-totals[r], specs[r].lr, specs[r].weight_decay))
@@ -292,8 +296,8 @@ def train_group(feats:Features, specs:list, device='cpu', chunk:int=None, on_res
         key = (v.data_ptr(), t.data_ptr())
         if key not in tables: tables[key] = (len(tables), v, t)
         where.append(tables[key][0])
-    V = torch.cat([v for _, v, _ in tables.values()]).to(device)
-    T = torch.cat([t for _, _, t in tables.values()]).to(device)
+    V = torch.cat([v for _, v, _ in tables.values()]).to(device) if len(tables) > 1 else v.to(device)
+    T = torch.cat([t for _, _, t in tables.values()]).to(device) if len(tables) > 1 else t.to(device)
     nv, nt = len(feats.image), len(feats.text)
     img = [d[2].image + w * nv for d, w in zip(data, where)]
     txt = [d[2].text + w * nt for d, w in zip(data, where)]
@@ -307,14 +311,13 @@ def train_group(feats:Features, specs:list, device='cpu', chunk:int=None, on_res
                head.widths[0], device)
     del models
     streams = [RunStream(len(d[2]), s.seed, s.batch_size, head.widths, head.p) for s, d in zip(specs, data)]
-    pool = ThreadPoolExecutor(min(16, cpu_lanes())) if cuda else None    # a GPU outruns one core drawing the masks
     side, warm = torch.cuda.Stream(device) if graphs else None, 0
     active, results, t, clock, seconds = list(range(len(specs))), {}, 0, time.perf_counter(), [0.0] * len(specs)
     try:
         while active:
             if stop is not None and stop.is_set(): raise FusionStudyError("training stopped: another group failed.")
             k = min(chunk, totals[active[-1]] - t)       # never cross the end of the shortest run still active
-            parts = list(pool.map(lambda r: streams[r].take(k), active)) if pool else [streams[r].take(k) for r in active]
+            parts = pmap(lambda r: streams[r].take(k), active)
             I = torch.stack([img[r][p[0]] for r, p in zip(active, parts)]).to(device)
             X = torch.stack([txt[r][p[0]] for r, p in zip(active, parts)]).to(device)
             L = torch.stack([lab[r][p[0]] for r, p in zip(active, parts)]).to(device)
@@ -366,7 +369,7 @@ def train_group(feats:Features, specs:list, device='cpu', chunk:int=None, on_res
         if pool: pool.shutdown()
     return [results[r] for r in range(len(specs))]
 
-# %% ../nbs/04_train.ipynb #621cdb47
+# %% ../nbs/04_train.ipynb #87631f1c
 def run_cost(spec:RunSpec) -> float:
     "Relative compute of a run: optimiser steps × the model's multiply-adds per example."
     return spec.epochs * spec.scale * {'concat': 1.0, 'cross': 1.5}.get(spec.method, 3.0)
@@ -388,7 +391,7 @@ def cpu_lanes() -> int:
     try: return len(os.sched_getaffinity(0))
     except AttributeError: return os.cpu_count() or 1
 
-def train_batched(feats:Features, specs:list, device='cpu', lanes:int=None, max_group:int=None, chunk:int=32):
+def train_batched(feats:Features, specs:list, device='cpu', lanes:int=None, max_group:int=None, **group_kw):
     "The batched engine: yield `(index, result)` as runs finish. On CPU, `lanes` groups train side by side, one core each."
     device = torch.device(device)
     lanes = lanes or (1 if device.type == 'cuda' else cpu_lanes())
@@ -397,13 +400,13 @@ def train_batched(feats:Features, specs:list, device='cpu', lanes:int=None, max_
     if lanes == 1 or len(groups) == 1:
         for g in groups:
             done = []
-            train_group(feats, [specs[i] for i in g], device, chunk, on_result=lambda j, out: done.append((g[j], out)))
+            train_group(feats, [specs[i] for i in g], device, on_result=lambda j, out: done.append((g[j], out)), **group_kw)
             yield from done
         return
     finished, stop, threads = queue.Queue(), threading.Event(), torch.get_num_threads()
     def lane(g):
         torch.set_num_threads(1)                            # one core per lane: no OpenMP barriers across cores
-        train_group(feats, [specs[i] for i in g], device, chunk, on_result=lambda j, out: finished.put((g[j], out)), stop=stop)
+        train_group(feats, [specs[i] for i in g], device, on_result=lambda j, out: finished.put((g[j], out)), stop=stop, **group_kw)
     try:
         with ThreadPoolExecutor(min(lanes, len(groups))) as pool:
             futures = [pool.submit(lane, g) for g in groups]

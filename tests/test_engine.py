@@ -24,9 +24,10 @@ def loop(feats, grid):
     try: return T.train_runs(feats, grid, engine='loop', device='cpu', progress=False)
     finally: torch.set_num_threads(threads)
 
-@pytest.mark.parametrize('lanes,max_group', [(1, None), (2, 3)])
-def test_batched_equals_loop(feats, grid, loop, monkeypatch, lanes, max_group):
-    monkeypatch.setitem(T.ENGINES, 'batched', lambda f, s, d: T.train_batched(f, s, d, lanes=lanes, max_group=max_group))
+@pytest.mark.parametrize('kw', [dict(lanes=1), dict(lanes=2, max_group=3), dict(lanes=1, draw_threads=3, chunk=5)])
+def test_batched_equals_loop(feats, grid, loop, monkeypatch, kw):
+    "One group; CPU lanes of small groups; the GPU's way of drawing the random streams in threads, in odd chunks."
+    monkeypatch.setitem(T.ENGINES, 'batched', lambda f, s, d: T.train_batched(f, s, d, **kw))
     seen = []
     batched = T.train_runs(feats, grid, engine='batched', device='cpu', progress=False, on_row=seen.append)
     assert sorted((r['method'], r['scale'], r['seed'], r['noise']) for r in seen) == sorted(s.key() for s in grid)
