@@ -54,6 +54,9 @@ def test_failing_group_raises(feats):
     with pytest.raises(FusionStudyError, match='at most'):
         T.train_runs(feats, specs, engine='batched', device='cpu', progress=False)
 
+def test_no_specs(feats):
+    for engine in T.ENGINES: assert len(T.train_runs(feats, [], engine=engine, device='cpu', progress=False)) == 0
+
 def test_engine_names():
     assert T.pick_engine('auto', torch.device('cpu')) == 'batched'
     preflight(RunConfig(engine='batched', device='cpu'))
