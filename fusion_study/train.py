@@ -103,7 +103,7 @@ def train_one(feats:Features, spec:RunSpec, device='cpu') -> dict:
     return dict(n_train=len(train), n_val=len(val), **classification_metrics(val.label, pred),
                 train_seconds=seconds, n_params=n_params(model))
 
-# %% ../nbs/04_train.ipynb #35f145e5
+# %% ../nbs/04_train.ipynb #f45fde9f
 def _lin(x, W, b):
     "A stack of Linear layers: `x` (R, B, in) times `W` (R, in, out) plus `b` (R, out)."
     return torch.baddbmm(b.unsqueeze(1), x, W)
@@ -162,7 +162,7 @@ def stack_params(models, device) -> dict:
     return {n: torch.stack([_stored(n, dict(m.named_parameters())[n].detach()) for m in models]).to(device).contiguous().requires_grad_()
             for n in names}
 
-# %% ../nbs/04_train.ipynb #bb4fb63e
+# %% ../nbs/04_train.ipynb #7d9039d6
 class RunStream:
     "One run's batches and dropout masks, drawn from its own generator in exactly the loop engine's order."
     def __init__(self, n:int, seed:int, batch_size:int, widths=(256, 128), p:float=0.1):
@@ -194,15 +194,16 @@ class RunStream:
             out.append(tuple(b[self.pos:self.pos + m] for b in self.buf)); self.pos += m; k -= m
         return tuple(torch.cat(x) for x in zip(*out)) if len(out) > 1 else out[0]
 
-# %% ../nbs/04_train.ipynb #034ddc60
+# %% ../nbs/04_train.ipynb #db2d8b62
 def run_steps(spec:RunSpec, n_train:int) -> int: return spec.epochs * math.ceil(n_train / spec.batch_size)
 
 def _free_bytes(device) -> int:
     "Free memory on `device`: the CUDA allocator's view, or MemAvailable from /proc/meminfo."
     if device.type == 'cuda': return torch.cuda.mem_get_info(device)[0]
     try:
-        for line in open('/proc/meminfo'):
-            if line.startswith('MemAvailable:'): return int(line.split()[1]) * 1024
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'): return int(line.split()[1]) * 1024
     except OSError: pass
     return 4 << 30
 
@@ -221,7 +222,7 @@ def runs_that_fit(specs, feats:Features, device, fraction:float=0.5) -> int:
     per = max(run_bytes(s, feats.dims, len(feats.image), len(feats.text)) for s in specs)
     return max(1, int(_free_bytes(torch.device(device)) * fraction // per))
 
-# %% ../nbs/04_train.ipynb #09978515
+# %% ../nbs/04_train.ipynb #1b0e6806
 _init_lock = threading.Lock()
 
 def _fused_adamw(params, grads, m, v, step, lr, wd):
@@ -238,6 +239,7 @@ class _Group:
         self.step_count = torch.zeros((), device=device)
         self.zero = {n: torch.zeros_like(P[n]) for n in skip}          # the exactly-zero gradients of `skip`
         self.classes, self.graph = [], None
+        self.lr_dtype = torch.float32 if device.type == 'cuda' else torch.float64   # learning rates of a replayed step
 
     def keep(self, ix:list):
         "Drop finished runs: keep stack rows `ix`."
@@ -261,11 +263,18 @@ class _Group:
                              [self.M[n][a:b] for n in self.names], [self.S[n][a:b] for n in self.names], self.step_count, lr, wd)
 
     def capture(self, V, T, batch):
-        "CUDA only: record `step` as a graph over static input buffers; later steps copy their inputs in and replay."
+        "Record `step` over static input buffers (a CUDA graph); later steps copy their inputs in and replay."
         self.static = [x.clone() for x in batch]
-        self.static_lr = torch.zeros(len(self.classes), device=self.device)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph): self.step(V, T, self.static, list(self.static_lr.unbind()))
+        self.static_lr = torch.zeros(len(self.classes), dtype=self.lr_dtype, device=self.device)
+        self.graph = self._record(lambda: self.step(V, T, self.static, list(self.static_lr.unbind())), self.device)
+
+    @staticmethod
+    def _record(fn, device):
+        "`fn`'s kernels as a CUDA graph (tests substitute a recorder whose `replay` calls `fn`, to run this path on CPU)."
+        if device.type != 'cuda': raise FusionStudyError(f"CUDA graphs need a CUDA device, not {device}.")
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph): fn()
+        return graph
 
     def replay(self, batch, lrs:torch.Tensor):
         for s, x in zip(self.static, batch): s.copy_(x, non_blocking=True)
@@ -277,7 +286,7 @@ def train_group(feats:Features, specs:list, device='cpu', chunk:int=None, on_res
     # on a GPU: `chunk` steps of data at a time, CUDA graphs, and `draw_threads` CPU threads drawing noise, batches and masks
     device = torch.device(device)
     cuda = device.type == 'cuda'
-    chunk, graphs = chunk or (256 if cuda else 32), cuda if graphs is None else graphs and cuda
+    chunk, graphs = chunk or (256 if cuda else 32), cuda if graphs is None else graphs
     method = specs[0].method
     if any(s.method != method or s.batch_size != specs[0].batch_size for s in specs):
         raise FusionStudyError("train_group needs runs of one method and batch size; train_batched groups them.")
@@ -311,7 +320,7 @@ def train_group(feats:Features, specs:list, device='cpu', chunk:int=None, on_res
                head.widths[0], device)
     del models
     streams = [RunStream(len(d[2]), s.seed, s.batch_size, head.widths, head.p) for s, d in zip(specs, data)]
-    side, warm = torch.cuda.Stream(device) if graphs else None, 0
+    side, warm = torch.cuda.Stream(device) if graphs and cuda else None, 0
     active, results, t, clock, seconds = list(range(len(specs))), {}, 0, time.perf_counter(), [0.0] * len(specs)
     try:
         while active:
@@ -330,17 +339,19 @@ def train_group(feats:Features, specs:list, device='cpu', chunk:int=None, on_res
                 else: classes.append([[j, j + 1], key])
             G.classes = [((a, b), wd) for (a, b), (_, _, wd) in classes]
             lrs = [[lr * cosine_lr(t + i, total) for (_, (total, lr, _)) in classes] for i in range(k)]
-            lr_dev = torch.tensor(lrs, device=device) if graphs else None
+            lr_dev = torch.tensor(lrs, dtype=G.lr_dtype, device=device) if graphs else None
             for i in range(k):
                 batch = (I[:, i], X[:, i], L[:, i], Wt[:, i], D[:, i])
                 if G.graph is not None: G.replay(batch, lr_dev[i])
                 elif not graphs: G.step(V, T, batch, lrs[i])
                 else:                                     # warm-up steps on a side stream, then capture the step
-                    side.wait_stream(torch.cuda.current_stream())
-                    with torch.cuda.stream(side): G.step(V, T, batch, lrs[i])
-                    torch.cuda.current_stream().wait_stream(side)
+                    if side is None: G.step(V, T, batch, lrs[i])
+                    else:
+                        side.wait_stream(torch.cuda.current_stream())
+                        with torch.cuda.stream(side): G.step(V, T, batch, lrs[i])
+                        torch.cuda.current_stream().wait_stream(side)
                     warm += 1
-                    if warm >= 3 and totals[active[-1]] - t > 16:
+                    if warm >= 3 and totals[active[-1]] - t > 8:
                         try: G.capture(V, T, batch)
                         except Exception as e:            # keep training, eagerly
                             warnings.warn(f"CUDA graph capture failed ({e!r}); the batched engine goes on without graphs.")
@@ -369,7 +380,7 @@ def train_group(feats:Features, specs:list, device='cpu', chunk:int=None, on_res
         if pool: pool.shutdown()
     return [results[r] for r in range(len(specs))]
 
-# %% ../nbs/04_train.ipynb #a0185d67
+# %% ../nbs/04_train.ipynb #4a12c4b7
 def run_cost(spec:RunSpec) -> float:
     "Relative compute of a run: optimiser steps × the model's multiply-adds per example."
     return spec.epochs * spec.scale * {'concat': 1.0, 'cross': 1.5}.get(spec.method, 3.0)
