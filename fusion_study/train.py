@@ -103,7 +103,7 @@ def train_one(feats:Features, spec:RunSpec, device='cpu') -> dict:
     return dict(n_train=len(train), n_val=len(val), **classification_metrics(val.label, pred),
                 train_seconds=seconds, n_params=n_params(model))
 
-# %% ../nbs/04_train.ipynb #f45fde9f
+# %% ../nbs/04_train.ipynb #b21cf750
 def _lin(x, W, b):
     "A stack of Linear layers: `x` (R, B, in) times `W` (R, in, out) plus `b` (R, out)."
     return torch.baddbmm(b.unsqueeze(1), x, W)
@@ -162,7 +162,7 @@ def stack_params(models, device) -> dict:
     return {n: torch.stack([_stored(n, dict(m.named_parameters())[n].detach()) for m in models]).to(device).contiguous().requires_grad_()
             for n in names}
 
-# %% ../nbs/04_train.ipynb #7d9039d6
+# %% ../nbs/04_train.ipynb #d4cc1607
 class RunStream:
     "One run's batches and dropout masks, drawn from its own generator in exactly the loop engine's order."
     def __init__(self, n:int, seed:int, batch_size:int, widths=(256, 128), p:float=0.1):
@@ -194,7 +194,7 @@ class RunStream:
             out.append(tuple(b[self.pos:self.pos + m] for b in self.buf)); self.pos += m; k -= m
         return tuple(torch.cat(x) for x in zip(*out)) if len(out) > 1 else out[0]
 
-# %% ../nbs/04_train.ipynb #db2d8b62
+# %% ../nbs/04_train.ipynb #24fff18b
 def run_steps(spec:RunSpec, n_train:int) -> int: return spec.epochs * math.ceil(n_train / spec.batch_size)
 
 def _free_bytes(device) -> int:
@@ -222,7 +222,7 @@ def runs_that_fit(specs, feats:Features, device, fraction:float=0.5) -> int:
     per = max(run_bytes(s, feats.dims, len(feats.image), len(feats.text)) for s in specs)
     return max(1, int(_free_bytes(torch.device(device)) * fraction // per))
 
-# %% ../nbs/04_train.ipynb #1b0e6806
+# %% ../nbs/04_train.ipynb #0be3af37
 _init_lock = threading.Lock()
 
 def _fused_adamw(params, grads, m, v, step, lr, wd):
@@ -380,7 +380,7 @@ def train_group(feats:Features, specs:list, device='cpu', chunk:int=None, on_res
         if pool: pool.shutdown()
     return [results[r] for r in range(len(specs))]
 
-# %% ../nbs/04_train.ipynb #4a12c4b7
+# %% ../nbs/04_train.ipynb #a45c185f
 def run_cost(spec:RunSpec) -> float:
     "Relative compute of a run: optimiser steps × the model's multiply-adds per example."
     return spec.epochs * spec.scale * {'concat': 1.0, 'cross': 1.5}.get(spec.method, 3.0)
