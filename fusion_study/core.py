@@ -43,7 +43,7 @@ class RunConfig:
     weight_decay: float = 0.01
     val_frac: float = 0.2
     split_by_image: bool = False
-    engine: str = 'auto'                     # trainer engine: 'auto', 'loop'
+    engine: str = 'auto'                     # trainer engine: 'auto', 'loop', 'batched'
     device: str = 'auto'                     # 'auto' (cuda if present), 'cpu', 'cuda'
     inputs: typing.List[str] = field(default_factory=list)  # other configurations (same runs folder) whose results this notebook reads
     data_dir: typing.Optional[str] = None    # features: the Flickr8k folder (absolute; None = cache_dir()/data/flickr8k)

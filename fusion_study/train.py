@@ -4,7 +4,8 @@
 
 # %% ../nbs/04_train.ipynb #98607d4d
 from __future__ import annotations
-import math, time
+import math, os, queue, threading, time, warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, asdict, fields
 
 import pandas as pd
@@ -18,8 +19,11 @@ from .data import Features, Pairs, split_pairs, add_noise
 from .fusion import make_model, n_params, dropout_masks
 
 # %% auto #0
-__all__ = ['METRICS', 'RESULT_COLUMNS', 'ENGINES', 'RunSpec', 'config_specs', 'classification_metrics', 'run_data', 'cosine_lr',
-           'train_one', 'pick_engine', 'train_runs']
+__all__ = ['METRICS', 'RESULT_COLUMNS', 'BATCHED', 'ZERO_GRAD', 'CPU_GROUP', 'ENGINES', 'RunSpec', 'config_specs',
+           'classification_metrics', 'run_data', 'cosine_lr', 'train_one', 'batched_concat', 'batched_cross',
+           'batched_cross_tokens', 'stack_params', 'RunStream', 'run_steps', 'run_bytes', 'runs_that_fit',
+           'train_group', 'run_cost', 'plan_groups', 'cpu_lanes', 'train_batched', 'train_loop', 'pick_engine',
+           'train_runs']
 
 # %% ../nbs/04_train.ipynb #0a67ff9d
 @dataclass
@@ -99,24 +103,361 @@ def train_one(feats:Features, spec:RunSpec, device='cpu') -> dict:
     return dict(n_train=len(train), n_val=len(val), **classification_metrics(val.label, pred),
                 train_seconds=seconds, n_params=n_params(model))
 
+# %% ../nbs/04_train.ipynb #b21cf750
+def _lin(x, W, b):
+    "A stack of Linear layers: `x` (R, B, in) times `W` (R, in, out) plus `b` (R, out)."
+    return torch.baddbmm(b.unsqueeze(1), x, W)
+
+def _head(P, h, drop):
+    "The shared `Head`, batched over runs; `drop` = the two dropout masks (R, B, w) or None (eval)."
+    h = F.relu(h)
+    if drop is not None: h = h * drop[0]
+    h = F.relu(_lin(h, P['head.fc1.weight'], P['head.fc1.bias']))
+    if drop is not None: h = h * drop[1]
+    return _lin(h, P['head.fc2.weight'], P['head.fc2.bias'])
+
+def _norm(x, P, name):
+    "`LayerNorm` with per-run affine parameters."
+    shape = (len(x),) + (1,) * (x.dim() - 2) + x.shape[-1:]
+    return F.layer_norm(x, x.shape[-1:]) * P[f'{name}.weight'].view(shape) + P[f'{name}.bias'].view(shape)
+
+def _attend(P, x_q, x_kv, heads):
+    "`CrossAttention` batched over runs: x_q (R, B, Tq, d), x_kv (R, B, Tk, d)."
+    R, B, Tq, d = x_q.shape
+    lin = lambda x, n: _lin(x.reshape(R, -1, d), P[f'attn.{n}.weight'], P[f'attn.{n}.bias'])
+    split = lambda x: x.view(R, B, -1, heads, d // heads).transpose(2, 3)          # (R, B, H, T, d_h)
+    q, k, v = split(lin(x_q, 'q')), split(lin(x_kv, 'k')), split(lin(x_kv, 'v'))
+    w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // heads), dim=-1)
+    return lin((w @ v).transpose(2, 3).reshape(R, B, Tq, d), 'o').view(R, B, Tq, d)
+
+def batched_concat(P, v, t, drop=None):
+    "`ConcatFusion` for a stack of runs: v (R, B, d_v), t (R, B, d_t) → logits (R, B, 2)."
+    return _head(P, _lin(torch.cat([v, t], -1), P['fuse.weight'], P['fuse.bias']), drop)
+
+def batched_cross(P, v, t, drop=None):
+    "`CrossAttentionFusion` for a stack of runs. One key: the softmax weight is exactly 1, so attention = o(v(key))."
+    q = _lin(t, P['text_proj.weight'], P['text_proj.bias'])
+    kv = _lin(v, P['image_proj.weight'], P['image_proj.bias'])
+    a = _lin(_lin(kv, P['attn.v.weight'], P['attn.v.bias']), P['attn.o.weight'], P['attn.o.bias'])
+    return _head(P, _norm(q + a, P, 'norm'), drop)
+
+def batched_cross_tokens(P, v, t, drop=None, tokens=8, heads=4):
+    "`CrossAttentionTokens` for a stack of runs."
+    R, B = v.shape[:2]
+    tok = lambda x, proj, pos: torch.einsum('rbtc,rtcd->rbtd', x.view(R, B, tokens, -1), P[proj]) + P[pos].unsqueeze(1)
+    q, kv = tok(t, 'text_proj', 'text_pos'), tok(v, 'image_proj', 'image_pos')
+    return _head(P, _norm(q + _attend(P, q, kv, heads), P, 'norm').mean(2), drop)
+
+BATCHED = {'concat': batched_concat, 'cross': batched_cross, 'cross_tokens': batched_cross_tokens}
+# parameters that cannot change the output and get an exactly-zero gradient (cross: one key, softmax ≡ 1)
+ZERO_GRAD = {'cross': ('attn.q.weight', 'attn.q.bias', 'attn.k.weight', 'attn.k.bias')}
+
+def _stored(name, p):
+    "Linear weights are stored transposed, (in, out), so the batched matmul and its gradient are contiguous."
+    return p.t() if p.dim() == 2 and name.endswith('weight') and not name.startswith('norm') else p
+
+def stack_params(models, device) -> dict:
+    "The parameters of same-architecture `models` stacked on a leading run axis, as leaf tensors on `device`."
+    names = [n for n, _ in models[0].named_parameters()]
+    return {n: torch.stack([_stored(n, dict(m.named_parameters())[n].detach()) for m in models]).to(device).contiguous().requires_grad_()
+            for n in names}
+
+# %% ../nbs/04_train.ipynb #d4cc1607
+class RunStream:
+    "One run's batches and dropout masks, drawn from its own generator in exactly the loop engine's order."
+    def __init__(self, n:int, seed:int, batch_size:int, widths=(256, 128), p:float=0.1):
+        self.n, self.bs, self.widths, self.p = n, batch_size, tuple(widths), p
+        self.g = torch.Generator().manual_seed(seed)
+        self.spe = math.ceil(n / batch_size)               # steps per epoch; the last batch is short
+        self.buf, self.pos = None, 0
+
+    def _epoch(self):
+        "Per epoch the loop draws one permutation, then per batch `rand(b, w0)` and `rand(b, w1)`: one stream, cut up."
+        n, bs, spe, (w0, w1) = self.n, self.bs, self.spe, self.widths
+        perm = torch.randperm(n, generator=self.g)
+        keep = torch.rand(n * (w0 + w1), generator=self.g) >= self.p
+        full, last = (spe - 1) * bs, n - (spe - 1) * bs     # rows in full batches; size of the last batch
+        rows = torch.zeros(spe * bs, dtype=torch.long); rows[:n] = perm
+        weight = torch.zeros(spe * bs); weight[:full] = 1 / bs; weight[full:n] = 1 / last   # cross_entropy's mean
+        fb, lb = keep[:full * (w0 + w1)].view(spe - 1, -1), keep[full * (w0 + w1):]
+        masks = torch.zeros(spe, bs, w0 + w1, dtype=torch.bool)
+        masks[:-1] = torch.cat([fb[:, :bs * w0].reshape(-1, bs, w0), fb[:, bs * w0:].reshape(-1, bs, w1)], -1)
+        masks[-1, :last] = torch.cat([lb[:last * w0].view(last, w0), lb[last * w0:].view(last, w1)], -1)
+        self.buf, self.pos = (rows.view(spe, bs), weight.view(spe, bs), masks), 0
+
+    def take(self, k:int) -> tuple:
+        "The next `k` steps: rows (k, bs) into the run's train pairs, loss weights (k, bs), masks (k, bs, w0+w1) as bool."
+        out = []
+        while k:
+            if self.buf is None or self.pos == self.spe: self._epoch()
+            m = min(k, self.spe - self.pos)
+            out.append(tuple(b[self.pos:self.pos + m] for b in self.buf)); self.pos += m; k -= m
+        return tuple(torch.cat(x) for x in zip(*out)) if len(out) > 1 else out[0]
+
+# %% ../nbs/04_train.ipynb #24fff18b
+def run_steps(spec:RunSpec, n_train:int) -> int: return spec.epochs * math.ceil(n_train / spec.batch_size)
+
+def _free_bytes(device) -> int:
+    "Free memory on `device`: the CUDA allocator's view, or MemAvailable from /proc/meminfo."
+    if device.type == 'cuda': return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'): return int(line.split()[1]) * 1024
+    except OSError: pass
+    return 4 << 30
+
+def run_bytes(spec:RunSpec, dims, n_images:int, n_captions:int, chunk:int=32) -> int:
+    "Estimated memory of one run in a lock-step group: parameters with gradients and AdamW state, activations, its random stream, its own noisy features."
+    model_params = {'concat': 300_000, 'cross': 760_000}.get(spec.method, 1_100_000) * sum(dims) // 1024
+    n_train = spec.scale - 2 * round(spec.scale * spec.val_frac / 2)
+    params = 6 * 4 * model_params                                   # param, grad, 2 AdamW moments, transients
+    acts = 4 * spec.batch_size * (sum(dims) + 16 * 256) * 4          # a generous bound on saved activations
+    stream = n_train * (4 + 8 + 4 + 384 * 1) + chunk * spec.batch_size * (384 * 5 + 40)
+    noisy = 4 * (n_images * dims[0] + n_captions * dims[1]) if spec.noise else 0
+    return params + acts + stream + noisy
+
+def runs_that_fit(specs, feats:Features, device, fraction:float=0.5) -> int:
+    "How many of `specs` fit at once in `fraction` of the device's free memory (at least 1)."
+    per = max(run_bytes(s, feats.dims, len(feats.image), len(feats.text)) for s in specs)
+    return max(1, int(_free_bytes(torch.device(device)) * fraction // per))
+
+# %% ../nbs/04_train.ipynb #0be3af37
+_init_lock = threading.Lock()
+
+def _fused_adamw(params, grads, m, v, step, lr, wd):
+    "One fused AdamW update (torch's kernel, torch's defaults) of equal-schedule tensors; `lr` a float or a 0-d device tensor."
+    torch._fused_adamw_(params, grads, m, v, [], [step] * len(params), lr=lr, beta1=0.9, beta2=0.999,
+                        weight_decay=wd, eps=1e-8, amsgrad=False, maximize=False)
+
+class _Group:
+    "The stacked state of the runs still training in a group, and one optimiser step of them."
+    def __init__(self, P, fwd, skip, w0, device):
+        self.P, self.fwd, self.w0, self.device = P, fwd, w0, device
+        self.names = list(P); self.live = [n for n in self.names if n not in skip]; self.skip = skip
+        self.M = {n: torch.zeros_like(p) for n, p in P.items()}; self.S = {n: torch.zeros_like(p) for n, p in P.items()}
+        self.step_count = torch.zeros((), device=device)
+        self.zero = {n: torch.zeros_like(P[n]) for n in skip}          # the exactly-zero gradients of `skip`
+        self.classes, self.graph = [], None
+        self.lr_dtype = torch.float32 if device.type == 'cuda' else torch.float64   # learning rates of a replayed step
+
+    def keep(self, ix:list):
+        "Drop finished runs: keep stack rows `ix`."
+        ix = torch.tensor(ix, device=self.device)
+        self.P = {n: p.detach()[ix].requires_grad_() for n, p in self.P.items()}
+        self.M = {n: x[ix] for n, x in self.M.items()}; self.S = {n: x[ix] for n, x in self.S.items()}
+        self.zero = {n: torch.zeros_like(self.P[n]) for n in self.skip}
+        self.graph = None
+
+    def step(self, V, T, batch, lrs):
+        "Forward, backward and AdamW of all runs for one batch (I, X, L, W, D); `lrs` one per schedule class."
+        I, X, L, Wt, D = batch
+        logits = self.fwd(self.P, V[I], T[X], (D[..., :self.w0], D[..., self.w0:]))
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), L.reshape(-1), reduction='none')
+        grads = dict(zip(self.live, torch.autograd.grad((ce * Wt.reshape(-1)).sum(), [self.P[n] for n in self.live])))
+        self.step_count += 1
+        with torch.no_grad():
+            for ((a, b), wd), lr in zip(self.classes, lrs):
+                _fused_adamw([self.P[n][a:b] for n in self.names],
+                             [grads[n][a:b].contiguous() if n in grads else self.zero[n][a:b] for n in self.names],
+                             [self.M[n][a:b] for n in self.names], [self.S[n][a:b] for n in self.names], self.step_count, lr, wd)
+
+    def capture(self, V, T, batch):
+        "Record `step` over static input buffers (a CUDA graph); later steps copy their inputs in and replay."
+        self.static = [x.clone() for x in batch]
+        self.static_lr = torch.zeros(len(self.classes), dtype=self.lr_dtype, device=self.device)
+        self.graph = self._record(lambda: self.step(V, T, self.static, list(self.static_lr.unbind())), self.device)
+
+    @staticmethod
+    def _record(fn, device):
+        "`fn`'s kernels as a CUDA graph (tests substitute a recorder whose `replay` calls `fn`, to run this path on CPU)."
+        if device.type != 'cuda': raise FusionStudyError(f"CUDA graphs need a CUDA device, not {device}.")
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph): fn()
+        return graph
+
+    def replay(self, batch, lrs:torch.Tensor):
+        for s, x in zip(self.static, batch): s.copy_(x, non_blocking=True)
+        self.static_lr.copy_(lrs, non_blocking=True)
+        self.graph.replay()
+
+def train_group(feats:Features, specs:list, device='cpu', chunk:int=None, on_result=None, stop=None, graphs:bool=None, draw_threads:int=None) -> list:
+    "Train same-method `specs` in lock-step on stacked parameters; each run ends, and is evaluated, at its own last step."
+    # on a GPU: `chunk` steps of data at a time, CUDA graphs, and `draw_threads` CPU threads drawing noise, batches and masks
+    device = torch.device(device)
+    cuda = device.type == 'cuda'
+    chunk, graphs = chunk or (256 if cuda else 32), cuda if graphs is None else graphs
+    method = specs[0].method
+    if any(s.method != method or s.batch_size != specs[0].batch_size for s in specs):
+        raise FusionStudyError("train_group needs runs of one method and batch size; train_batched groups them.")
+    if method not in BATCHED: raise FusionStudyError(f"The batched engine has no form of method {method!r}; use engine='loop'.")
+    draw_threads = (min(16, cpu_lanes()) if cuda else 0) if draw_threads is None else draw_threads
+    pool = ThreadPoolExecutor(draw_threads) if draw_threads > 1 else None   # a GPU outruns one core drawing random numbers
+    pmap = (lambda f, xs: list(pool.map(f, xs))) if pool else (lambda f, xs: [f(x) for x in xs])
+    data = pmap(lambda s: run_data(feats, s, 'cpu'), specs)
+    totals = [run_steps(s, len(d[2])) for s, d in zip(specs, data)]
+    # order runs so that runs sharing a schedule (same total steps, lr, weight decay) are contiguous
+    order = sorted(range(len(specs)), key=lambda r: (-totals[r], specs[r].lr, specs[r].weight_decay))
+    specs, data, totals = [specs[r] for r in order], [data[r] for r in order], [totals[r] for r in order]
+    # the feature tables, once on the device: runs without noise share one; noisy runs bring their own
+    tables, where = {}, []
+    for v, t, _, _ in data:
+        key = (v.data_ptr(), t.data_ptr())
+        if key not in tables: tables[key] = (len(tables), v, t)
+        where.append(tables[key][0])
+    V = torch.cat([v for _, v, _ in tables.values()]).to(device) if len(tables) > 1 else v.to(device)
+    T = torch.cat([t for _, _, t in tables.values()]).to(device) if len(tables) > 1 else t.to(device)
+    nv, nt = len(feats.image), len(feats.text)
+    img = [d[2].image + w * nv for d, w in zip(data, where)]
+    txt = [d[2].text + w * nt for d, w in zip(data, where)]
+    lab = [d[2].label for d in data]
+    models = []
+    for s in specs:
+        with _init_lock:
+            torch.manual_seed(s.seed); models.append(make_model(s.method, *feats.dims))
+    n_par, head = n_params(models[0]), models[0].head
+    G = _Group(stack_params(models, device), BATCHED[method], [n for n in ZERO_GRAD.get(method, ()) if n in models[0].state_dict()],
+               head.widths[0], device)
+    del models
+    streams = [RunStream(len(d[2]), s.seed, s.batch_size, head.widths, head.p) for s, d in zip(specs, data)]
+    side, warm = torch.cuda.Stream(device) if graphs and cuda else None, 0
+    active, results, t, clock, seconds = list(range(len(specs))), {}, 0, time.perf_counter(), [0.0] * len(specs)
+    try:
+        while active:
+            if stop is not None and stop.is_set(): raise FusionStudyError("training stopped: another group failed.")
+            k = min(chunk, totals[active[-1]] - t)       # never cross the end of the shortest run still active
+            parts = pmap(lambda r: streams[r].take(k), active)
+            I = torch.stack([img[r][p[0]] for r, p in zip(active, parts)]).to(device)
+            X = torch.stack([txt[r][p[0]] for r, p in zip(active, parts)]).to(device)
+            L = torch.stack([lab[r][p[0]] for r, p in zip(active, parts)]).to(device)
+            Wt = torch.stack([p[1] for p in parts]).to(device)
+            D = torch.stack([p[2] for p in parts]).to(device).float() / (1 - head.p)
+            classes = []                                  # runs sharing a schedule: one AdamW call each
+            for j, r in enumerate(active):
+                key = (totals[r], specs[r].lr, specs[r].weight_decay)
+                if classes and classes[-1][1] == key: classes[-1][0][1] = j + 1
+                else: classes.append([[j, j + 1], key])
+            G.classes = [((a, b), wd) for (a, b), (_, _, wd) in classes]
+            lrs = [[lr * cosine_lr(t + i, total) for (_, (total, lr, _)) in classes] for i in range(k)]
+            lr_dev = torch.tensor(lrs, dtype=G.lr_dtype, device=device) if graphs else None
+            for i in range(k):
+                batch = (I[:, i], X[:, i], L[:, i], Wt[:, i], D[:, i])
+                if G.graph is not None: G.replay(batch, lr_dev[i])
+                elif not graphs: G.step(V, T, batch, lrs[i])
+                else:                                     # warm-up steps on a side stream, then capture the step
+                    if side is None: G.step(V, T, batch, lrs[i])
+                    else:
+                        side.wait_stream(torch.cuda.current_stream())
+                        with torch.cuda.stream(side): G.step(V, T, batch, lrs[i])
+                        torch.cuda.current_stream().wait_stream(side)
+                    warm += 1
+                    if warm >= 3 and totals[active[-1]] - t > 8:
+                        try: G.capture(V, T, batch)
+                        except Exception as e:            # keep training, eagerly
+                            warnings.warn(f"CUDA graph capture failed ({e!r}); the batched engine goes on without graphs.")
+                            graphs, G.graph = False, None
+                        warm = 0
+                t += 1
+            if cuda: torch.cuda.synchronize()
+            now = time.perf_counter()
+            for r in active: seconds[r] += (now - clock) / len(active)      # each run's share of the lock-step time
+            clock = now
+            done = [j for j, r in enumerate(active) if totals[r] == t]
+            if not done: continue
+            with torch.no_grad():
+                for j in done:
+                    r, val = active[j], data[active[j]][3]
+                    pred = G.fwd({n: p[j:j + 1] for n, p in G.P.items()}, V[(val.image + where[r] * nv).to(device)][None],
+                                 T[(val.text + where[r] * nt).to(device)][None])[0].argmax(-1)
+                    results[order[r]] = out = dict(n_train=len(data[r][2]), n_val=len(val), **classification_metrics(val.label, pred),
+                                                   train_seconds=seconds[r], n_params=n_par)
+                    if on_result is not None: on_result(order[r], out)
+            kept = [j for j in range(len(active)) if j not in done]
+            active = [active[j] for j in kept]
+            if active: G.keep(kept)                      # drop finished runs from the stack: no wasted work
+            clock = time.perf_counter()
+    finally:
+        if pool: pool.shutdown()
+    return [results[r] for r in range(len(specs))]
+
+# %% ../nbs/04_train.ipynb #a45c185f
+def run_cost(spec:RunSpec) -> float:
+    "Relative compute of a run: optimiser steps × the model's multiply-adds per example."
+    return spec.epochs * spec.scale * {'concat': 1.0, 'cross': 1.5}.get(spec.method, 3.0)
+
+def plan_groups(specs:list, feats:Features, device, max_group:int=None) -> list[list[int]]:
+    "Indices of `specs` in lock-step groups: one method and batch size each, scales mixed, no bigger than memory allows; costliest first."
+    by = {}
+    for i, s in enumerate(specs): by.setdefault((s.method, s.batch_size), []).append(i)
+    groups = []
+    for idx in by.values():
+        size = min(max_group or len(idx), runs_that_fit([specs[i] for i in idx], feats, device))
+        idx = sorted(idx, key=lambda i: -run_cost(specs[i]))
+        n = math.ceil(len(idx) / size)
+        groups += [idx[g::n] for g in range(n)]             # deal round-robin: every group gets every scale
+    return sorted(groups, key=lambda g: -sum(run_cost(specs[i]) for i in g))
+
+def cpu_lanes() -> int:
+    "CPU cores this process may use."
+    try: return len(os.sched_getaffinity(0))
+    except AttributeError: return os.cpu_count() or 1
+
+def train_batched(feats:Features, specs:list, device='cpu', lanes:int=None, max_group:int=None, **group_kw):
+    "The batched engine: yield `(index, result)` as runs finish. On CPU, `lanes` groups train side by side, one core each."
+    device = torch.device(device)
+    lanes = lanes or (1 if device.type == 'cuda' else cpu_lanes())
+    if max_group is None and device.type == 'cpu': max_group = CPU_GROUP
+    groups = plan_groups(specs, feats, device, max_group)
+    if not groups: return
+    if lanes == 1 or len(groups) == 1:
+        for g in groups:
+            done = []
+            train_group(feats, [specs[i] for i in g], device, on_result=lambda j, out: done.append((g[j], out)), **group_kw)
+            yield from done
+        return
+    finished, stop, threads = queue.Queue(), threading.Event(), torch.get_num_threads()
+    def lane(g):
+        torch.set_num_threads(1)                            # one core per lane: no OpenMP barriers across cores
+        train_group(feats, [specs[i] for i in g], device, on_result=lambda j, out: finished.put((g[j], out)), stop=stop, **group_kw)
+    try:
+        with ThreadPoolExecutor(min(lanes, len(groups))) as pool:
+            futures = [pool.submit(lane, g) for g in groups]
+            try:
+                for _ in range(len(specs)):
+                    while True:
+                        try: yield finished.get(timeout=0.2); break
+                        except queue.Empty:
+                            for f in futures:
+                                if f.done() and f.exception(): raise f.exception()
+            except BaseException: stop.set(); raise           # the other lanes stop at their next chunk
+    finally: torch.set_num_threads(threads)
+
+CPU_GROUP = 6        # runs per lock-step group on CPU (bench/train.py: bigger groups leave the caches)
+
 # %% ../nbs/04_train.ipynb #fd948fb6
-ENGINES = {'loop': train_one}
+def train_loop(feats:Features, specs:list, device='cpu'):
+    "The loop engine over many specs: yield `(index, result)` run by run."
+    for i, spec in enumerate(specs): yield i, train_one(feats, spec, device)
+
+ENGINES = {'loop': train_loop, 'batched': train_batched}
 
 def pick_engine(engine:str, device) -> str:
-    "Resolve 'auto' to the engine that is fastest on `device`."
-    if engine == 'auto': return 'loop'
+    "Resolve 'auto' to the engine that is fastest on `device` (measured by bench/train.py: batched on CPU and GPU)."
+    if engine == 'auto': return 'batched'
     if engine not in ENGINES: raise FusionStudyError(f"Unknown engine {engine!r}; choose from {['auto', *ENGINES]}.")
     return engine
 
 def train_runs(feats:Features, specs:list, engine:str='auto', device='auto', progress:bool=True, on_row=None) -> pd.DataFrame:
-    "Train every spec on `feats`; return one row per run in the results schema. `on_row(row)` sees each row as it finishes."
+    "Train every spec on `feats`; return one row per run (in the order of `specs`) in the results schema. `on_row(row)` sees each row as its run finishes."
     device = get_device(device) if isinstance(device, str) else device
     engine, version = pick_engine(engine, device), code_version()
-    rows = []
-    for spec in tqdm(specs, desc=f'training ({engine}, {device.type})', disable=not progress):
-        out = ENGINES[engine](feats, spec, device)
-        row = {**spec.tags, **{f.name: getattr(spec, f.name) for f in fields(spec) if f.name != 'tags'},
-               **out, 'engine': engine, 'device': device.type, 'code_version': version}
-        rows.append(row)
-        if on_row is not None: on_row(row)
+    rows = {}
+    with tqdm(total=len(specs), desc=f'training ({engine}, {device.type})', disable=not progress) as bar:
+        for i, out in ENGINES[engine](feats, specs, device):
+            spec = specs[i]
+            rows[i] = row = {**spec.tags, **{f.name: getattr(spec, f.name) for f in fields(spec) if f.name != 'tags'},
+                             **out, 'engine': engine, 'device': device.type, 'code_version': version}
+            if on_row is not None: on_row(row)
+            bar.update()
+    rows = [rows[i] for i in sorted(rows)]
     return pd.DataFrame(rows).reindex(columns=RESULT_COLUMNS + [c for c in (rows[0] if rows else {}) if c not in RESULT_COLUMNS])

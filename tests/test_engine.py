@@ -1,0 +1,88 @@
+"The batched engine trains the same runs as the loop engine."
+import pytest
+import torch
+
+from fusion_study import train as T
+from fusion_study.core import FusionStudyError, RunConfig
+from fusion_study.data import synthetic_features
+from fusion_study.study import preflight
+
+KEYS = ['method', 'scale', 'seed', 'noise', 'n_train', 'n_val', 'n_params']
+
+@pytest.fixture(scope='module')
+def feats(): return synthetic_features(300, alignment=0.5)
+
+@pytest.fixture(scope='module')
+def grid():
+    "Mixed scales (different steps per epoch and totals), both paper methods, noise on some runs."
+    return [T.RunSpec(method=m, scale=n, seed=s, noise=sig, epochs=2)
+            for m in ('concat', 'cross') for n in (128, 256, 512) for s in (1, 2) for sig in (0.0, 0.3)]
+
+@pytest.fixture(scope='module')
+def loop(feats, grid):
+    threads = torch.get_num_threads(); torch.set_num_threads(1)
+    try: return T.train_runs(feats, grid, engine='loop', device='cpu', progress=False)
+    finally: torch.set_num_threads(threads)
+
+@pytest.mark.parametrize('kw', [dict(lanes=1), dict(lanes=2, max_group=3), dict(lanes=1, draw_threads=3, chunk=5)])
+def test_batched_equals_loop(feats, grid, loop, monkeypatch, kw):
+    "One group; CPU lanes of small groups; the GPU's way of drawing the random streams in threads, in odd chunks."
+    monkeypatch.setitem(T.ENGINES, 'batched', lambda f, s, d: T.train_batched(f, s, d, **kw))
+    seen = []
+    batched = T.train_runs(feats, grid, engine='batched', device='cpu', progress=False, on_row=seen.append)
+    assert sorted((r['method'], r['scale'], r['seed'], r['noise']) for r in seen) == sorted(s.key() for s in grid)
+    assert len(seen) == len(grid)
+    assert batched[KEYS].equals(loop[KEYS])                      # same order as the specs, same splits
+    assert (batched[T.METRICS] - loop[T.METRICS]).abs().max().max() <= 1e-6
+    assert (batched.engine == 'batched').all() and (batched.train_seconds > 0).all()
+
+class Replayer:
+    "Stands in for a CUDA graph on CPU: replaying calls the recorded step, which reads the static buffers."
+    def __init__(self, fn): self.fn, self.replays = fn, 0
+    def replay(self): self.fn(); self.replays += 1
+
+def test_graph_path_on_cpu(feats, monkeypatch):
+    "The CUDA-graph bookkeeping (warm-up, capture per segment, static inputs, learning rates as tensors), run on CPU."
+    grid = [T.RunSpec(method=m, scale=n, seed=1, noise=sig, epochs=6) for m in ('concat', 'cross') for n in (128, 256, 512) for sig in (0.0, 0.3)]
+    threads = torch.get_num_threads(); torch.set_num_threads(1)
+    try: loop = T.train_runs(feats, grid, engine='loop', device='cpu', progress=False)
+    finally: torch.set_num_threads(threads)
+    recorded = []
+    monkeypatch.setattr(T._Group, '_record', staticmethod(lambda fn, device: recorded.append(Replayer(fn)) or recorded[-1]))
+    monkeypatch.setitem(T.ENGINES, 'batched', lambda f, s, d: T.train_batched(f, s, d, lanes=1, graphs=True, chunk=7))
+    batched = T.train_runs(feats, grid, engine='batched', device='cpu', progress=False)
+    assert len(recorded) == 6 and sum(r.replays for r in recorded) >= 100   # a capture per segment, most steps replayed
+    assert (batched[T.METRICS] - loop[T.METRICS]).abs().max().max() <= 1e-6
+
+def test_graph_capture_failure_falls_back(feats, grid, loop):
+    "On CPU a real capture fails: the engine warns and trains on eagerly, with the same results."
+    rows = [i for i, s in enumerate(grid) if s.scale == 512 and s.method == 'cross']      # 26 steps: long enough to capture
+    with pytest.warns(UserWarning, match='CUDA graph capture failed'):
+        out = list(T.train_batched(feats, [grid[i] for i in rows], 'cpu', lanes=1, graphs=True))
+    assert len(out) == len(rows) and max(abs(r['accuracy'] - loop.accuracy[rows[i]]) for i, r in out) <= 1e-6
+
+def test_cross_tokens_batched(feats):
+    specs = [T.RunSpec(method='cross_tokens', scale=n, seed=s, epochs=1) for n in (128, 256) for s in (1, 2)]
+    a = T.train_runs(feats, specs, engine='loop', device='cpu', progress=False)
+    b = T.train_runs(feats, specs, engine='batched', device='cpu', progress=False)
+    assert (a[T.METRICS] - b[T.METRICS]).abs().max().max() <= 1e-6
+
+def test_groups_follow_free_memory(feats, grid, monkeypatch):
+    per = T.run_bytes(grid[0], feats.dims, len(feats.image), len(feats.text))
+    monkeypatch.setattr(T, '_free_bytes', lambda device: 5 * per)      # half of it: 2 runs of the noise-free kind
+    groups = T.plan_groups(grid, feats, torch.device('cpu'))
+    assert sorted(i for g in groups for i in g) == list(range(len(grid)))
+    assert all(len({grid[i].method for i in g}) == 1 and len(g) <= 2 for g in groups)
+
+def test_failing_group_raises(feats):
+    specs = [T.RunSpec(method='concat', scale=128, seed=1, epochs=1), T.RunSpec(method='cross', scale=10**6, seed=1, epochs=1)]
+    with pytest.raises(FusionStudyError, match='at most'):
+        T.train_runs(feats, specs, engine='batched', device='cpu', progress=False)
+
+def test_no_specs(feats):
+    for engine in T.ENGINES: assert len(T.train_runs(feats, [], engine=engine, device='cpu', progress=False)) == 0
+
+def test_engine_names():
+    assert T.pick_engine('auto', torch.device('cpu')) == 'batched'
+    preflight(RunConfig(engine='batched', device='cpu'))
+    with pytest.raises(FusionStudyError, match='batched'): preflight(RunConfig(engine='fast', device='cpu'))
