@@ -17,7 +17,7 @@ from fusion_study.core import get_device
 from fusion_study.data import synthetic_features
 
 SEEDS, SCALES, METHODS = [42, 123, 456], [2048, 4096, 8192, 16384], ['concat', 'cross']
-NOISE = [0.0, 0.05, 0.1, 0.2, 0.5, 1.0]       # Table 2: feature noise on the aligned backbone at the largest scale
+NOISE = [0.0, 0.05, 0.1, 0.2, 0.3, 0.5]       # Table 2 (the paper's σ levels): feature noise on the aligned backbone at the largest scale
 
 def grid(name:str, epochs:int):
     "[(features, specs)] of a named grid: one entry per feature set."
