@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .core import FusionStudyError
@@ -15,10 +16,10 @@ from .fusion import PAPER_PARAMS
 # %% auto #0
 __all__ = ['PAPER_REF', 'PAPER', 'VERDICTS', 'REPORT_DIR', 'VERDICT_COLOURS', 'paper_table', 'collect_runs', 'read_table',
            'backbone_kind', 'is_real', 'is_clip', 'source_label', 'of_kind', 'table1_claims', 'table2_claims',
-           'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'configurations', 'table1_side_by_side',
-           'gap_chart']
+           'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'page_link', 'configurations',
+           'table1_side_by_side', 'gap_chart']
 
-# %% ../nbs/09_report.ipynb #9d4c86fc
+# %% ../nbs/09_report.ipynb #bfeaa5ab
 PAPER_REF = 'Zhou & Xie, Feature Alignment Determines Fusion Strategy, arXiv 2606.01207v1 (31 May 2026)'
 
 PAPER = {
@@ -59,7 +60,7 @@ def paper_table() -> pd.DataFrame:
             for k, v in PAPER.items()]
     return pd.DataFrame(rows).set_index('key')
 
-# %% ../nbs/09_report.ipynb #df546ec9
+# %% ../nbs/09_report.ipynb #9218c4eb
 VERDICTS = ('reproduced', 'not reproduced', 'not testable on this data', 'not run')
 REPORT_DIR = 'report'
 
@@ -102,7 +103,7 @@ def source_label(info:dict) -> str:
 def of_kind(runs:dict, notebook:str, complete:bool=True) -> list:
     return [r for r in runs.values() if r['notebook'] == notebook and (r['complete'] or not complete)]
 
-# %% ../nbs/09_report.ipynb #5940c50e
+# %% ../nbs/09_report.ipynb #8b6a0a60
 def _row(key, claim, paper, ours, verdict, decided_by, run=None, file=None):
     assert verdict in VERDICTS, verdict
     return dict(table=PAPER[key]['table'] if key in PAPER else key, claim=claim, paper=paper, ours=ours, verdict=verdict, decided_by=decided_by,
@@ -147,7 +148,7 @@ def table1_claims(runs:dict) -> list:
                          u[0], 'paired_tests.csv'))
     return rows
 
-# %% ../nbs/09_report.ipynb #285912ec
+# %% ../nbs/09_report.ipynb #f38114fb
 def table2_claims(runs:dict) -> list:
     from fusion_study.degradation import advantage_trend
     P, C, rows = PAPER['degradation_advantage'], PAPER['degradation_chance'], []
@@ -200,21 +201,36 @@ def table3_claims(runs:dict) -> list:
                          'reproduced' if f.get('cross', 0) < f.get('concat', 0) else 'not reproduced', 'forward FLOPs per pair measured by torch FlopCounterMode', an[0], 'table3_cost.csv'))
     return rows
 
-# %% ../nbs/09_report.ipynb #ac342a6f
+# %% ../nbs/09_report.ipynb #b303b778
 def theory_claims(runs:dict) -> list:
-    "Rows the theory notebook records itself (any of its CSV files with claim/verdict columns), else 'not run' rows."
-    rows = []
+    "Verdicts from the theory notebook's files: the d_v·d_t/(d_v + d_t) ratio and, for aligned features, whether the fitted R(N) = B + V/N curves cross."
+    rows, S, Q = [], PAPER['sample_complexity'], PAPER['practical_sizes']
     for r in of_kind(runs, 'theory'):
-        for f in r['files']:
+        cx = read_table(r, 'theory_complexity.csv')
+        if cx is not None and 'cross' in set(cx.method):
+            x = cx.set_index('method').loc['cross']
+            same = int(x.d_v) == int(x.d_t) == S['dim']
+            rows.append(_row('sample_complexity', 'cross needs d_v·d_t / (d_v + d_t) = 256× the samples of concat at d = 512', f"{S['ratio']}×", f"{x.vs_concat:g}× at d_v = {int(x.d_v)}, d_t = {int(x.d_t)}",
+                             ('reproduced' if abs(x.vs_concat - S['ratio']) < 1e-9 else 'not reproduced') if same else 'not testable on this data',
+                             'the orders of the paper evaluated at our feature widths (an argument, not a measurement; see the cross degeneracy below)', r, 'theory_complexity.csv'))
+        co = read_table(r, 'theory_crossover.csv')
+        if co is None: continue
+        for _, x in co[co.method == 'cross'].iterrows():
+            if backbone_kind(dict(backbone=x.backbone)) != 'aligned': continue
+            practical = 10 * int(x.scale_max)
+            ok = not np.isfinite(x.N_star) or x.N_star > practical
+            rows.append(_row('practical_sizes', 'With aligned features cross never overtakes concat at practical sizes', 'no crossover',
+                             f"N* = {x.N_star:,.0f} [{x.N_star_lo:,.0f}, {x.N_star_hi:,.0f}]" if np.isfinite(x.N_star) else 'no crossover (N* = ∞)',
+                             'reproduced' if ok else 'not reproduced',
+                             f"fitted N* beyond 10× our largest scale ({practical:,}) or none; P(bias gap > 0) over the seed bootstrap = {x.p_crossover:.2f}", r, 'theory_crossover.csv'))
+        for f in r['files']:                      # any table of its own verdicts the theory notebook records
             t = read_table(r, f) if f.endswith('.csv') else None
-            if t is None or not {'claim', 'verdict'} <= set(t.columns): continue
-            for _, x in t.iterrows():
-                v = x['verdict'] if x['verdict'] in VERDICTS else 'not testable on this data'
-                rows.append(dict(table=x.get('table', 'Table 4, Fig. 6 (theory)'), claim=x['claim'], paper=str(x.get('paper', '—')), ours=str(x.get('ours', '—')),
-                                 verdict=v, decided_by=str(x.get('decided_by', x.get('rule', '—'))), data=source_label(r['info']), file=f"{r['name']}/{f}"))
+            if t is None or not {'claim', 'verdict'} <= set(t.columns) or not t.verdict.isin(VERDICTS).all(): continue
+            rows += [dict(table=x.get('table', 'Table 4, Fig. 6 (theory)'), claim=x['claim'], paper=str(x.get('paper', '—')), ours=str(x.get('ours', '—')), verdict=x['verdict'],
+                          decided_by=str(x.get('decided_by', '—')), data=source_label(r['info']), file=f"{r['name']}/{f}") for _, x in t.iterrows()]
     if not rows:
         for key in ('sample_complexity', 'practical_sizes'):
-            rows.append(_row(key, PAPER[key]['claim'], PAPER[key]['quote'][:60] + '…', '—', 'not run', 'no finished theory configuration with a verdict table'))
+            rows.append(_row(key, PAPER[key]['claim'], PAPER[key]['quote'][:60] + '…', '—', 'not run', 'no finished theory configuration'))
     return rows
 
 def claims(runs:dict) -> pd.DataFrame:
@@ -229,13 +245,17 @@ def styled(df:pd.DataFrame, col:str='verdict'):
     if col in df: s = s.map(lambda v: f"background-color: {VERDICT_COLOURS.get(v, 'white')}", subset=[col])
     return s.set_table_attributes('class="report-table dataframe"')
 
-# %% ../nbs/09_report.ipynb #8c39e352
+# %% ../nbs/09_report.ipynb #e7a628c5
 def page_links(runs:dict) -> str:
     "Markdown links from the report to every configuration's executed notebook page."
     order = ['study', 'degradation', 'analysis', 'theory']
     rs = sorted(runs.values(), key=lambda r: (order.index(r['notebook']) if r['notebook'] in order else 9, r['name']))
     return ' · '.join(f"[{r['notebook']}: {r['name']}](../{r['name']}/{nb.stem}.html)" + ('' if r['complete'] else ' (failed or unfinished)')
                       for r in rs for nb in r['notebooks']) or 'no configuration has run yet'
+
+def page_link(run:dict, text:str) -> str:
+    "A markdown link to a configuration's executed notebook page, or just `text` when it has none."
+    return f"[{text}](../{run['name']}/{run['notebooks'][0].stem}.html)" if run['notebooks'] else text
 
 def configurations(runs:dict) -> pd.DataFrame:
     "One row per configuration: its notebook, status, data source, size and provenance."
