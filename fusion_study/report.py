@@ -19,7 +19,7 @@ __all__ = ['PAPER_REF', 'PAPER', 'VERDICTS', 'REPORT_DIR', 'VERDICT_COLOURS', 'p
            'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'page_link', 'configurations',
            'table1_side_by_side', 'gap_chart']
 
-# %% ../nbs/09_report.ipynb #bfeaa5ab
+# %% ../nbs/09_report.ipynb #fe4b5aab
 PAPER_REF = 'Zhou & Xie, Feature Alignment Determines Fusion Strategy, arXiv 2606.01207v1 (31 May 2026)'
 
 PAPER = {
@@ -60,7 +60,7 @@ def paper_table() -> pd.DataFrame:
             for k, v in PAPER.items()]
     return pd.DataFrame(rows).set_index('key')
 
-# %% ../nbs/09_report.ipynb #9218c4eb
+# %% ../nbs/09_report.ipynb #b38825a6
 VERDICTS = ('reproduced', 'not reproduced', 'not testable on this data', 'not run')
 REPORT_DIR = 'report'
 
@@ -103,7 +103,7 @@ def source_label(info:dict) -> str:
 def of_kind(runs:dict, notebook:str, complete:bool=True) -> list:
     return [r for r in runs.values() if r['notebook'] == notebook and (r['complete'] or not complete)]
 
-# %% ../nbs/09_report.ipynb #8b6a0a60
+# %% ../nbs/09_report.ipynb #d6b17ffb
 def _row(key, claim, paper, ours, verdict, decided_by, run=None, file=None):
     assert verdict in VERDICTS, verdict
     return dict(table=PAPER[key]['table'] if key in PAPER else key, claim=claim, paper=paper, ours=ours, verdict=verdict, decided_by=decided_by,
@@ -148,7 +148,7 @@ def table1_claims(runs:dict) -> list:
                          u[0], 'paired_tests.csv'))
     return rows
 
-# %% ../nbs/09_report.ipynb #f38114fb
+# %% ../nbs/09_report.ipynb #669d7225
 def table2_claims(runs:dict) -> list:
     from fusion_study.degradation import advantage_trend
     P, C, rows = PAPER['degradation_advantage'], PAPER['degradation_chance'], []
@@ -201,11 +201,18 @@ def table3_claims(runs:dict) -> list:
                          'reproduced' if f.get('cross', 0) < f.get('concat', 0) else 'not reproduced', 'forward FLOPs per pair measured by torch FlopCounterMode', an[0], 'table3_cost.csv'))
     return rows
 
-# %% ../nbs/09_report.ipynb #b303b778
+# %% ../nbs/09_report.ipynb #f53c996a
 def theory_claims(runs:dict) -> list:
     "Verdicts from the theory notebook's files: the d_v·d_t/(d_v + d_t) ratio and, for aligned features, whether the fitted R(N) = B + V/N curves cross."
     rows, S, Q = [], PAPER['sample_complexity'], PAPER['practical_sizes']
     for r in of_kind(runs, 'theory'):
+        own = []
+        for f in r['files']:                      # a table of its own verdicts, when the theory notebook records one, takes precedence
+            t = read_table(r, f) if f.endswith('.csv') else None
+            if t is None or not {'claim', 'verdict'} <= set(t.columns) or not t.verdict.isin(VERDICTS).all(): continue
+            own += [dict(table=x.get('table', 'Table 4, Fig. 6 (theory)'), claim=x['claim'], paper=str(x.get('paper', '—')), ours=str(x.get('ours', '—')), verdict=x['verdict'],
+                         decided_by=str(x.get('decided_by', '—')), data=source_label(r['info']), file=f"{r['name']}/{f}") for _, x in t.iterrows()]
+        if own: rows += own; continue
         cx = read_table(r, 'theory_complexity.csv')
         if cx is not None and 'cross' in set(cx.method):
             x = cx.set_index('method').loc['cross']
@@ -223,11 +230,6 @@ def theory_claims(runs:dict) -> list:
                              f"N* = {x.N_star:,.0f} [{x.N_star_lo:,.0f}, {x.N_star_hi:,.0f}]" if np.isfinite(x.N_star) else 'no crossover (N* = ∞)',
                              'reproduced' if ok else 'not reproduced',
                              f"fitted N* beyond 10× our largest scale ({practical:,}) or none; P(bias gap > 0) over the seed bootstrap = {x.p_crossover:.2f}", r, 'theory_crossover.csv'))
-        for f in r['files']:                      # any table of its own verdicts the theory notebook records
-            t = read_table(r, f) if f.endswith('.csv') else None
-            if t is None or not {'claim', 'verdict'} <= set(t.columns) or not t.verdict.isin(VERDICTS).all(): continue
-            rows += [dict(table=x.get('table', 'Table 4, Fig. 6 (theory)'), claim=x['claim'], paper=str(x.get('paper', '—')), ours=str(x.get('ours', '—')), verdict=x['verdict'],
-                          decided_by=str(x.get('decided_by', '—')), data=source_label(r['info']), file=f"{r['name']}/{f}") for _, x in t.iterrows()]
     if not rows:
         for key in ('sample_complexity', 'practical_sizes'):
             rows.append(_row(key, PAPER[key]['claim'], PAPER[key]['quote'][:60] + '…', '—', 'not run', 'no finished theory configuration'))
@@ -245,7 +247,7 @@ def styled(df:pd.DataFrame, col:str='verdict'):
     if col in df: s = s.map(lambda v: f"background-color: {VERDICT_COLOURS.get(v, 'white')}", subset=[col])
     return s.set_table_attributes('class="report-table dataframe"')
 
-# %% ../nbs/09_report.ipynb #e7a628c5
+# %% ../nbs/09_report.ipynb #92339b17
 def page_links(runs:dict) -> str:
     "Markdown links from the report to every configuration's executed notebook page."
     order = ['study', 'degradation', 'analysis', 'theory']
