@@ -15,11 +15,11 @@ from .fusion import PAPER_PARAMS
 
 # %% auto #0
 __all__ = ['PAPER_REF', 'PAPER', 'VERDICTS', 'REPORT_DIR', 'VERDICT_COLOURS', 'paper_table', 'collect_runs', 'read_table',
-           'backbone_kind', 'is_real', 'is_clip', 'source_label', 'of_kind', 'table1_claims', 'table2_claims',
-           'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'page_link', 'configurations',
-           'table1_side_by_side', 'gap_chart']
+           'backbone_kind', 'is_real', 'is_clip', 'source_label', 'short_label', 'of_kind', 'table1_claims',
+           'table2_claims', 'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'page_link',
+           'configurations', 'table1_side_by_side', 'gap_chart']
 
-# %% ../nbs/09_report.ipynb #fe4b5aab
+# %% ../nbs/09_report.ipynb #5541a3bb
 PAPER_REF = 'Zhou & Xie, Feature Alignment Determines Fusion Strategy, arXiv 2606.01207v1 (31 May 2026)'
 
 PAPER = {
@@ -60,7 +60,7 @@ def paper_table() -> pd.DataFrame:
             for k, v in PAPER.items()]
     return pd.DataFrame(rows).set_index('key')
 
-# %% ../nbs/09_report.ipynb #b38825a6
+# %% ../nbs/09_report.ipynb #dc1d862d
 VERDICTS = ('reproduced', 'not reproduced', 'not testable on this data', 'not run')
 REPORT_DIR = 'report'
 
@@ -95,19 +95,26 @@ def is_clip(cfg:dict) -> bool: return is_real(cfg) and 'clip' in str(cfg.get('ba
 def source_label(info:dict) -> str:
     "Where a configuration's features came from, in words."
     c, f = info['config'], info.get('features') or {}
+    if c.get('notebook') == 'theory' and c.get('inputs'): return 'fits of the results of ' + ', '.join(c['inputs'])
     if not is_real(c):
         return f"synthetic default ({c['backbone']}, alignment {f.get('alignment', c.get('alignment'))}, {c['n_images']} scenes, data seed {c['data_seed']})"
     enc = ', '.join(f"{k}: {v}" for k, v in f.items() if any(w in k for w in ('encoder', 'model', 'backbone', 'checkpoint')) and isinstance(v, (str, int, float)))
     return f"real Flickr8k features ({c['source']}, backbone {c['backbone']}{'; ' + enc if enc else ''})"
 
+def short_label(info:dict) -> str:
+    "A few words for the data of a configuration: 'synthetic, aligned', 'Flickr8k features, clip', or the inputs a theory run fits."
+    c = info['config']
+    if c.get('notebook') == 'theory' and c.get('inputs'): return 'fits of ' + ', '.join(c['inputs'])
+    return f"{'real ' + c['source'] if is_real(c) else 'synthetic'}, {c['backbone'] if c.get('alignment') is None else 'alignment ' + str(c['alignment'])}"
+
 def of_kind(runs:dict, notebook:str, complete:bool=True) -> list:
     return [r for r in runs.values() if r['notebook'] == notebook and (r['complete'] or not complete)]
 
-# %% ../nbs/09_report.ipynb #d6b17ffb
+# %% ../nbs/09_report.ipynb #96a5c6f9
 def _row(key, claim, paper, ours, verdict, decided_by, run=None, file=None):
     assert verdict in VERDICTS, verdict
     return dict(table=PAPER[key]['table'] if key in PAPER else key, claim=claim, paper=paper, ours=ours, verdict=verdict, decided_by=decided_by,
-                data=source_label(run['info']) if run else '—', file=f"{run['name']}/{file}" if run and file else '—')
+                data=short_label(run['info']) if run else '—', file=f"{run['name']}/{file}" if run and file else '—')
 
 def _gaps(run) -> pd.DataFrame:
     t = read_table(run, 'paired_tests.csv')
@@ -148,7 +155,7 @@ def table1_claims(runs:dict) -> list:
                          u[0], 'paired_tests.csv'))
     return rows
 
-# %% ../nbs/09_report.ipynb #669d7225
+# %% ../nbs/09_report.ipynb #425b089f
 def table2_claims(runs:dict) -> list:
     from fusion_study.degradation import advantage_trend
     P, C, rows = PAPER['degradation_advantage'], PAPER['degradation_chance'], []
@@ -201,7 +208,7 @@ def table3_claims(runs:dict) -> list:
                          'reproduced' if f.get('cross', 0) < f.get('concat', 0) else 'not reproduced', 'forward FLOPs per pair measured by torch FlopCounterMode', an[0], 'table3_cost.csv'))
     return rows
 
-# %% ../nbs/09_report.ipynb #f53c996a
+# %% ../nbs/09_report.ipynb #e73a7207
 def theory_claims(runs:dict) -> list:
     "Verdicts from the theory notebook's files: the d_v·d_t/(d_v + d_t) ratio and, for aligned features, whether the fitted R(N) = B + V/N curves cross."
     rows, S, Q = [], PAPER['sample_complexity'], PAPER['practical_sizes']
@@ -211,7 +218,7 @@ def theory_claims(runs:dict) -> list:
             t = read_table(r, f) if f.endswith('.csv') else None
             if t is None or not {'claim', 'verdict'} <= set(t.columns) or not t.verdict.isin(VERDICTS).all(): continue
             own += [dict(table=x.get('table', 'Table 4, Fig. 6 (theory)'), claim=x['claim'], paper=str(x.get('paper', '—')), ours=str(x.get('ours', '—')), verdict=x['verdict'],
-                         decided_by=str(x.get('decided_by', '—')), data=source_label(r['info']), file=f"{r['name']}/{f}") for _, x in t.iterrows()]
+                         decided_by=str(x.get('decided_by', '—')), data=short_label(r['info']), file=f"{r['name']}/{f}") for _, x in t.iterrows()]
         if own: rows += own; continue
         cx = read_table(r, 'theory_complexity.csv')
         if cx is not None and 'cross' in set(cx.method):
@@ -247,7 +254,7 @@ def styled(df:pd.DataFrame, col:str='verdict'):
     if col in df: s = s.map(lambda v: f"background-color: {VERDICT_COLOURS.get(v, 'white')}", subset=[col])
     return s.set_table_attributes('class="report-table dataframe"')
 
-# %% ../nbs/09_report.ipynb #92339b17
+# %% ../nbs/09_report.ipynb #1dc38c93
 def page_links(runs:dict) -> str:
     "Markdown links from the report to every configuration's executed notebook page."
     order = ['study', 'degradation', 'analysis', 'theory']

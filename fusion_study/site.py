@@ -55,8 +55,10 @@ def ensure_report(runs_dir, log=print) -> Path:
 LIBRARY_CELL = ('#| export', '#| default_exp', '#| hide')
 
 def report_view(nb:nbformat.NotebookNode) -> nbformat.NotebookNode:
-    "The notebook as a results page: library definitions without output (`#| export`, `#| hide`…) are left to the source notebook."
-    nb.cells = [c for c in nb.cells if c.cell_type != 'code' or c.get('outputs') or not c.source.lstrip().startswith(LIBRARY_CELL)]
+    """The notebook as a results page: library definitions without output (`#| export`, `#| hide`…) are left to the source notebook,
+    and a notebook with a cell tagged `site-start` (the report) starts its page there."""
+    start = next((i for i, c in enumerate(nb.cells) if 'site-start' in c.metadata.get('tags', [])), 0)
+    nb.cells = [c for c in nb.cells[start:] if c.cell_type != 'code' or c.get('outputs') or not c.source.lstrip().startswith(LIBRARY_CELL)]
     return nb
 
 def _html(nb_path:Path, dest:Path, nav:str='', exclude_input:bool=False):
