@@ -19,7 +19,7 @@ from .study import RUN_INFO, read_results, run_config, paired_tests, use_inline_
 __all__ = ['RUN_INDEPENDENT', 'ALPHA', 'DEGRADATION_TABLES', 'reusable_rows', 'chance_p', 'table2', 'chance_onset',
            'advantage_trend', 'fig3']
 
-# %% ../nbs/06_degradation.ipynb #ca33528b
+# %% ../nbs/06_degradation.ipynb #b3c35b98
 RUN_INDEPENDENT = {'name', 'notebook', 'methods', 'scales', 'seeds', 'noise', 'engine', 'device', 'inputs'}
 
 def reusable_rows(cfg:RunConfig, out_dir) -> pd.DataFrame:
@@ -37,13 +37,13 @@ def reusable_rows(cfg:RunConfig, out_dir) -> pd.DataFrame:
         found.append(df[[k in grid for k in keys]])
     return pd.concat(found, ignore_index=True) if found else pd.DataFrame()
 
-# %% ../nbs/06_degradation.ipynb #faaba21f
+# %% ../nbs/06_degradation.ipynb #85066366
 ALPHA = 0.05
 
 def chance_p(accuracy, n_val) -> float:
-    "Two-sided exact binomial test of the pooled correct predictions of runs against 50%."
+    "One-sided exact binomial test that the pooled correct predictions of runs are better than 50% (its p-value)."
     k = int(np.round(np.asarray(accuracy) * np.asarray(n_val)).sum())
-    return float(stats.binomtest(k, int(np.sum(n_val)), 0.5).pvalue)
+    return float(stats.binomtest(k, int(np.sum(n_val)), 0.5, alternative='greater').pvalue)
 
 def table2(df:pd.DataFrame, a:str='concat', b:str='cross', alpha:float=ALPHA) -> pd.DataFrame:
     "Table 2: per noise σ, accuracy mean and std (%) of both methods, the advantage `a` − `b` (points) and the chance tests."
@@ -80,7 +80,7 @@ def advantage_trend(t2:pd.DataFrame) -> dict:
     return dict(first_noise=at('noise', 0), first=at('advantage', 0), last_noise=at('noise', -1), last=at('advantage', -1),
                 n_levels=len(live), spearman_rho=rho.statistic if rho else np.nan, spearman_p=rho.pvalue if rho else np.nan, chance_onset=onset)
 
-# %% ../nbs/06_degradation.ipynb #c8722579
+# %% ../nbs/06_degradation.ipynb #efa9358a
 def fig3(df:pd.DataFrame, title:str=None) -> alt.Chart:
     "Fig. 3: accuracy (%) against noise σ per method, mean ± 1 std over seeds, with the 50% chance line."
     s = (df.assign(acc=df.accuracy * 100).groupby(['noise', 'method'])['acc'].agg(['mean', 'std']).reset_index().fillna({'std': 0}))

@@ -19,7 +19,7 @@ __all__ = ['PAPER_REF', 'PAPER', 'VERDICTS', 'REPORT_DIR', 'VERDICT_COLOURS', 'p
            'table2_claims', 'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'page_link',
            'configurations', 'table1_side_by_side', 'gap_chart']
 
-# %% ../nbs/09_report.ipynb #5541a3bb
+# %% ../nbs/09_report.ipynb #c0ca873b
 PAPER_REF = 'Zhou & Xie, Feature Alignment Determines Fusion Strategy, arXiv 2606.01207v1 (31 May 2026)'
 
 PAPER = {
@@ -60,7 +60,7 @@ def paper_table() -> pd.DataFrame:
             for k, v in PAPER.items()]
     return pd.DataFrame(rows).set_index('key')
 
-# %% ../nbs/09_report.ipynb #dc1d862d
+# %% ../nbs/09_report.ipynb #be3e9697
 VERDICTS = ('reproduced', 'not reproduced', 'not testable on this data', 'not run')
 REPORT_DIR = 'report'
 
@@ -110,7 +110,7 @@ def short_label(info:dict) -> str:
 def of_kind(runs:dict, notebook:str, complete:bool=True) -> list:
     return [r for r in runs.values() if r['notebook'] == notebook and (r['complete'] or not complete)]
 
-# %% ../nbs/09_report.ipynb #96a5c6f9
+# %% ../nbs/09_report.ipynb #cb28f226
 def _row(key, claim, paper, ours, verdict, decided_by, run=None, file=None):
     assert verdict in VERDICTS, verdict
     return dict(table=PAPER[key]['table'] if key in PAPER else key, claim=claim, paper=paper, ours=ours, verdict=verdict, decided_by=decided_by,
@@ -155,7 +155,7 @@ def table1_claims(runs:dict) -> list:
                          u[0], 'paired_tests.csv'))
     return rows
 
-# %% ../nbs/09_report.ipynb #425b089f
+# %% ../nbs/09_report.ipynb #7a26883c
 def table2_claims(runs:dict) -> list:
     from fusion_study.degradation import advantage_trend
     P, C, rows = PAPER['degradation_advantage'], PAPER['degradation_chance'], []
@@ -168,8 +168,9 @@ def table2_claims(runs:dict) -> list:
         ours = f"{tr['first']:+.2f} (σ = {tr['first_noise']:g}) → {tr['last']:+.2f} (σ = {tr['last_noise']:g})" if tr['n_levels'] else 'at chance at every σ'
         if tr['n_levels'] < 2: v, why = 'not testable on this data', f"only {tr['n_levels']} noise level(s) before both methods are at chance"
         else:
-            grows = tr['last'] > tr['first'] and tr['spearman_rho'] > 0
-            v, why = ('reproduced' if grows else 'not reproduced'), f"advantage {tr['first']:+.2f} → {tr['last']:+.2f} points over {tr['n_levels']} σ levels before chance, Spearman ρ(σ, advantage) = {tr['spearman_rho']:.2f}"
+            grows = tr['last'] > tr['first'] and (tr['n_levels'] == 2 or tr['spearman_rho'] > 0)
+            rho = f", Spearman ρ(σ, advantage) = {tr['spearman_rho']:.2f}" if tr['n_levels'] > 2 else ''
+            v, why = ('reproduced' if grows else 'not reproduced'), f"advantage {tr['first']:+.2f} → {tr['last']:+.2f} points over {tr['n_levels']} σ levels before chance{rho}"
         rows.append(_row('degradation_advantage', "concat's advantage grows as alignment degrades", 'grows monotonically', ours, v, why, r, 'table2.csv'))
         if is_clip(r['config']):
             ok = tr['n_levels'] > 0 and abs(tr['first'] - P['low']) <= 1 and abs(tr['last'] - P['high']) <= 1
@@ -181,7 +182,7 @@ def table2_claims(runs:dict) -> list:
         if is_real(r['config']): v = 'reproduced' if onset is not None and abs(onset - C['sigma']) < 1e-9 else 'not reproduced'
         else: v = 'not testable on this data'
         rows.append(_row('degradation_chance', 'both methods are at chance from σ = 0.2', f"σ ≥ {C['sigma']:g}", ours, v,
-                         'smallest σ from which both methods are at chance (binomial test vs 50%, p ≥ 0.05)' + ('' if is_real(r['config']) else '; how fast synthetic features drown in noise depends on the generator'), r, 'table2.csv'))
+                         'smallest σ from which both methods are no better than chance (one-sided binomial test vs 50%, p ≥ 0.05)' + ('' if is_real(r['config']) else '; how fast synthetic features drown in noise depends on the generator'), r, 'table2.csv'))
     return rows
 
 def table3_claims(runs:dict) -> list:
@@ -208,7 +209,7 @@ def table3_claims(runs:dict) -> list:
                          'reproduced' if f.get('cross', 0) < f.get('concat', 0) else 'not reproduced', 'forward FLOPs per pair measured by torch FlopCounterMode', an[0], 'table3_cost.csv'))
     return rows
 
-# %% ../nbs/09_report.ipynb #e73a7207
+# %% ../nbs/09_report.ipynb #c59379ef
 def theory_claims(runs:dict) -> list:
     "Verdicts from the theory notebook's files: the d_v·d_t/(d_v + d_t) ratio and, for aligned features, whether the fitted R(N) = B + V/N curves cross."
     rows, S, Q = [], PAPER['sample_complexity'], PAPER['practical_sizes']
@@ -254,7 +255,7 @@ def styled(df:pd.DataFrame, col:str='verdict'):
     if col in df: s = s.map(lambda v: f"background-color: {VERDICT_COLOURS.get(v, 'white')}", subset=[col])
     return s.set_table_attributes('class="report-table dataframe"')
 
-# %% ../nbs/09_report.ipynb #1dc38c93
+# %% ../nbs/09_report.ipynb #97f71f71
 def page_links(runs:dict) -> str:
     "Markdown links from the report to every configuration's executed notebook page."
     order = ['study', 'degradation', 'analysis', 'theory']

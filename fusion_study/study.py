@@ -159,7 +159,9 @@ def paired_tests(df:pd.DataFrame, metric:str='accuracy', a:str='concat', b:str='
                          mean_diff=d.mean(), std_diff=d.std(ddof=1) if n > 1 else np.nan,
                          t=t.statistic if t else np.nan, t_p=t.pvalue if t else np.nan,
                          wilcoxon_w=w.statistic if w else np.nan, wilcoxon_p=w.pvalue if w else np.nan,
-                         wilcoxon_min_p=2 * 0.5 ** n if n else np.nan))
+                         wilcoxon_min_p=2 * 0.5 ** n if n else np.nan, seeds=' '.join(map(str, p.index)),
+                         config=' '.join(sorted(g.config.astype(str).unique())) if 'config' in g else '',
+                         code_version=' '.join(sorted(g.code_version.astype(str).unique())) if 'code_version' in g else ''))
     return pd.DataFrame(rows)
 
 # %% ../nbs/05_study.ipynb #f2ae801c
