@@ -19,7 +19,7 @@ __all__ = ['PAPER_REF', 'PAPER', 'VERDICTS', 'REPORT_DIR', 'VERDICT_COLOURS', 'p
            'table2_claims', 'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'page_link',
            'configurations', 'table1_side_by_side', 'gap_chart']
 
-# %% ../nbs/09_report.ipynb #c0ca873b
+# %% ../nbs/09_report.ipynb #eec8fae4
 PAPER_REF = 'Zhou & Xie, Feature Alignment Determines Fusion Strategy, arXiv 2606.01207v1 (31 May 2026)'
 
 PAPER = {
@@ -60,7 +60,7 @@ def paper_table() -> pd.DataFrame:
             for k, v in PAPER.items()]
     return pd.DataFrame(rows).set_index('key')
 
-# %% ../nbs/09_report.ipynb #be3e9697
+# %% ../nbs/09_report.ipynb #81f20047
 VERDICTS = ('reproduced', 'not reproduced', 'not testable on this data', 'not run')
 REPORT_DIR = 'report'
 
@@ -110,7 +110,7 @@ def short_label(info:dict) -> str:
 def of_kind(runs:dict, notebook:str, complete:bool=True) -> list:
     return [r for r in runs.values() if r['notebook'] == notebook and (r['complete'] or not complete)]
 
-# %% ../nbs/09_report.ipynb #cb28f226
+# %% ../nbs/09_report.ipynb #363ff880
 def _row(key, claim, paper, ours, verdict, decided_by, run=None, file=None):
     assert verdict in VERDICTS, verdict
     return dict(table=PAPER[key]['table'] if key in PAPER else key, claim=claim, paper=paper, ours=ours, verdict=verdict, decided_by=decided_by,
@@ -155,7 +155,7 @@ def table1_claims(runs:dict) -> list:
                          u[0], 'paired_tests.csv'))
     return rows
 
-# %% ../nbs/09_report.ipynb #7a26883c
+# %% ../nbs/09_report.ipynb #0a46bda2
 def table2_claims(runs:dict) -> list:
     from fusion_study.degradation import advantage_trend
     P, C, rows = PAPER['degradation_advantage'], PAPER['degradation_chance'], []
@@ -209,7 +209,7 @@ def table3_claims(runs:dict) -> list:
                          'reproduced' if f.get('cross', 0) < f.get('concat', 0) else 'not reproduced', 'forward FLOPs per pair measured by torch FlopCounterMode', an[0], 'table3_cost.csv'))
     return rows
 
-# %% ../nbs/09_report.ipynb #c59379ef
+# %% ../nbs/09_report.ipynb #ebe16488
 def theory_claims(runs:dict) -> list:
     "Verdicts from the theory notebook's files: the d_v·d_t/(d_v + d_t) ratio and, for aligned features, whether the fitted R(N) = B + V/N curves cross."
     rows, S, Q = [], PAPER['sample_complexity'], PAPER['practical_sizes']
@@ -255,7 +255,7 @@ def styled(df:pd.DataFrame, col:str='verdict'):
     if col in df: s = s.map(lambda v: f"background-color: {VERDICT_COLOURS.get(v, 'white')}", subset=[col])
     return s.set_table_attributes('class="report-table dataframe"')
 
-# %% ../nbs/09_report.ipynb #97f71f71
+# %% ../nbs/09_report.ipynb #a65f903d
 def page_links(runs:dict) -> str:
     "Markdown links from the report to every configuration's executed notebook page."
     order = ['study', 'degradation', 'analysis', 'theory']

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_site.ipynb #49d84614
 from __future__ import annotations
-import html, shutil, subprocess
+import html, re, shutil, subprocess
 from pathlib import Path
 
 import nbformat
@@ -13,7 +13,7 @@ from .core import FusionStudyError, project_root
 from .report import collect_runs, REPORT_DIR
 
 # %% auto #0
-__all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'site_pages', 'navbar', 'ensure_report', 'report_view', 'build_site']
+__all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'EXTERNAL_SCRIPT', 'site_pages', 'navbar', 'ensure_report', 'report_view', 'build_site']
 
 # %% ../nbs/11_site.ipynb #d7f59a97
 NAV_ORDER = ['report', 'study', 'degradation', 'analysis', 'theory']
@@ -53,6 +53,7 @@ def ensure_report(runs_dir, log=print) -> Path:
 
 # %% ../nbs/11_site.ipynb #29856bd4
 LIBRARY_CELL = ('#| export', '#| default_exp', '#| hide')
+EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>')
 
 def report_view(nb:nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The notebook as a results page: library definitions without output (`#| export`, `#| hide`…) are left to the source notebook,
@@ -64,6 +65,7 @@ def report_view(nb:nbformat.NotebookNode) -> nbformat.NotebookNode:
 def _html(nb_path:Path, dest:Path, nav:str='', exclude_input:bool=False):
     from nbconvert import HTMLExporter
     body, _ = HTMLExporter(template_name='lab', exclude_input=exclude_input).from_notebook_node(report_view(nbformat.read(nb_path, as_version=4)))
+    body = EXTERNAL_SCRIPT.sub('', body)          # nbconvert's require.js / MathJax from a CDN: unused here, and they would fail offline
     if nav:
         i = body.find('>', body.find('<body')) + 1
         body = body[:i] + nav + body[i:]
