@@ -11,7 +11,7 @@ from .core import FusionStudyError, RunConfig, load_params, project_root
 from .study import preflight, is_complete
 
 # %% auto #0
-__all__ = ['nbs_dir', 'notebook_path', 'run_params']
+__all__ = ['REPORT', 'nbs_dir', 'notebook_path', 'order_by_inputs', 'run_report', 'run_params']
 
 # %% ../nbs/10_runner.ipynb #a57c62b1
 def nbs_dir() -> Path:
@@ -29,11 +29,45 @@ def notebook_path(name:str) -> Path:
     return found[0]
 
 # %% ../nbs/10_runner.ipynb #9f4cb436
-def run_params(params, runs_dir='runs', force:bool=False, log=print) -> dict:
-    "Run every configuration of the params file `params`; return {name: 'done'|'skipped'|'failed'}."
+REPORT = 'report'
+
+def order_by_inputs(cfgs:list) -> list:
+    "`cfgs` in file order, except that a configuration comes after the configurations of the same list it names in `inputs`."
+    by_name, done, out = {c.name: c for c in cfgs}, set(), []
+    def visit(c, path=()):
+        if c.name in done: return
+        if c.name in path: raise FusionStudyError(f"Configurations {' → '.join(path + (c.name,))} read each other through inputs; remove the cycle.")
+        for name in c.inputs:
+            if name in by_name: visit(by_name[name], path + (c.name,))
+        done.add(c.name); out.append(c)
+    for c in cfgs: visit(c)
+    return out
+
+def _execute(nb:Path, out_nb:Path, parameters:dict, cwd:Path):
+    import papermill as pm
+    pm.execute_notebook(str(nb), str(out_nb), kernel_name='python3', parameters=parameters,
+                        progress_bar=sys.stderr.isatty(), cwd=str(cwd))
+
+def run_report(runs_dir='runs', log=print) -> Path:
+    "Execute the report notebook on `runs_dir` into `<runs_dir>/report/report.ipynb`; return its path."
+    import papermill as pm
+    runs = Path(runs_dir); out = runs/REPORT; out.mkdir(parents=True, exist_ok=True)
+    nb_out = out/f'{REPORT}.ipynb'
+    try: _execute(notebook_path(REPORT), nb_out, dict(runs_dir=str(runs.resolve())), out)
+    except pm.PapermillExecutionError as e:
+        msg = e.evalue.strip().splitlines()[0] if e.evalue else e.ename
+        raise FusionStudyError(f"The report notebook failed ({e.ename}: {msg}); open {nb_out} to see where, fix it and run `fusion-study site` again.") from None
+    log(f"report: rebuilt {nb_out} from every configuration in {runs}")
+    return nb_out
+
+def run_params(params, runs_dir='runs', force:bool=False, log=print, report:bool=True) -> dict:
+    "Run every configuration of the params file `params`, then the report; return {name: 'done'|'skipped'|'failed'}."
     import papermill as pm
     cfgs = load_params(params)
-    for cfg in cfgs: preflight(cfg); notebook_path(cfg.notebook)      # fail before any work
+    for cfg in cfgs:
+        if cfg.name == REPORT: raise FusionStudyError(f"Configuration name {REPORT!r} in {params} is reserved for the results report; rename the configuration.")
+        preflight(cfg); notebook_path(cfg.notebook)      # fail before any work
+    cfgs = order_by_inputs(cfgs)
     runs, status, errors = Path(runs_dir), {}, []
     for cfg in cfgs:
         out = runs/cfg.name
@@ -43,16 +77,14 @@ def run_params(params, runs_dir='runs', force:bool=False, log=print) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         nb_out, start = out/f'{cfg.notebook}.ipynb', time.time()
         log(f"{cfg.name}: running {nb_out} …")
-        try:
-            pm.execute_notebook(str(notebook_path(cfg.notebook)), str(nb_out), kernel_name='python3',
-                                parameters=dict(config=cfg.to_dict(), out_dir=str(out.resolve())),
-                                progress_bar=sys.stderr.isatty(), cwd=str(out))
+        try: _execute(notebook_path(cfg.notebook), nb_out, dict(config=cfg.to_dict(), out_dir=str(out.resolve())), out)
         except pm.PapermillExecutionError as e:
             msg = e.evalue.strip().splitlines()[0] if e.evalue else e.ename
             log(f"{cfg.name}: FAILED ({e.ename}: {msg}); the executed notebook with the error is {nb_out}")
             status[cfg.name] = 'failed'; errors.append(f"{cfg.name} ({msg})"); continue
         log(f"{cfg.name}: done in {time.time() - start:.0f}s")
         status[cfg.name] = 'done'
+    if report: run_report(runs, log)
     if errors:
         raise FusionStudyError(f"{len(errors)} of {len(cfgs)} configurations failed: {'; '.join(errors)}. Finished results are kept; fix the cause and re-run to resume.")
     return status

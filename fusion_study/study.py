@@ -8,7 +8,9 @@ import json, time
 from pathlib import Path
 
 import altair as alt
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .core import FusionStudyError, RunConfig, code_version, write_atomic, get_device
 from .data import load_features, BACKBONES
@@ -16,8 +18,8 @@ from .fusion import METHODS
 from .train import METRICS, RESULT_COLUMNS, config_specs, train_runs, ENGINES
 
 # %% auto #0
-__all__ = ['RESULTS', 'RUN_INFO', 'preflight', 'inline_chart_html', 'use_inline_charts', 'record_run', 'is_complete',
-           'read_results', 'run_config', 'summarise']
+__all__ = ['RESULTS', 'RUN_INFO', 'STUDY_TABLES', 'preflight', 'inline_chart_html', 'use_inline_charts', 'record_run',
+           'is_complete', 'read_results', 'run_config', 'summarise', 'table1', 'paired_tests', 'fig1', 'fig2']
 
 # %% ../nbs/05_study.ipynb #f226577d
 def preflight(cfg:RunConfig):
@@ -86,15 +88,21 @@ def read_results(out_dir) -> pd.DataFrame:
     if not path.exists(): raise FusionStudyError(f"No results in {out_dir}; run `fusion-study run` on its params file first.")
     return pd.read_csv(path)
 
-def run_config(cfg:RunConfig, out_dir, progress:bool=True) -> pd.DataFrame:
-    "Train every run of `cfg` not already in `out_dir`, then write its results and run record."
+def run_config(cfg:RunConfig, out_dir, progress:bool=True, tables:dict=None, reuse:pd.DataFrame=None) -> pd.DataFrame:
+    """Train every run of `cfg` not already in `out_dir`, then write its results, the derived `tables` ({file name: function of
+    the results → DataFrame}) and the run record. Rows of `reuse` (same schema, e.g. another configuration's identical runs) count as done."""
     preflight(cfg)
     if is_complete(out_dir, cfg): return read_results(out_dir)
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     started, partial = time.time(), out/f'partial-{cfg.hash()}.csv'
     done = pd.read_csv(partial) if partial.exists() else pd.DataFrame(columns=RESULT_COLUMNS)
+    specs, n_reused = config_specs(cfg), 0
+    if reuse is not None and len(reuse):
+        wanted, have = {s.key() for s in specs}, set(zip(done.method, done.scale, done.seed, done.noise))
+        keys = list(zip(reuse.method, reuse.scale, reuse.seed, reuse.noise))
+        take = reuse[[k in wanted and k not in have for k in keys]]
+        done, n_reused = pd.concat([d for d in (done, take) if len(d)], ignore_index=True), len(take)
     finished = set(zip(done.method, done.scale, done.seed, done.noise))
-    specs = config_specs(cfg)
     todo = [s for s in specs if s.key() not in finished]
     def keep(row): pd.DataFrame([row]).to_csv(partial, mode='a', header=not partial.exists(), index=False)
     feats = load_features(cfg)
@@ -102,11 +110,14 @@ def run_config(cfg:RunConfig, out_dir, progress:bool=True) -> pd.DataFrame:
     df = pd.concat([d for d in (done, new) if d is not None and len(d)], ignore_index=True)
     order = {s.key(): i for i, s in enumerate(specs)}
     df = df.iloc[sorted(range(len(df)), key=lambda i: order.get((df.method[i], df.scale[i], df.seed[i], df.noise[i]), -1))]
+    df = df.reset_index(drop=True)
     write_atomic(out/RESULTS, df.to_csv(index=False))
-    record_run(out, cfg, [RESULTS], features=feats.meta, runs=len(df), resumed_runs=len(specs) - len(todo),
+    for name, make in (tables or {}).items(): write_atomic(out/name, make(df).to_csv(index=False))
+    record_run(out, cfg, [RESULTS, *(tables or {})], features=feats.meta, runs=len(df), resumed_runs=len(specs) - len(todo) - n_reused,
+               reused_runs=n_reused,
                started=started, seconds=time.time() - started)
     partial.unlink(missing_ok=True)
-    return df.reset_index(drop=True)
+    return df
 
 # %% ../nbs/05_study.ipynb #1ff24091
 def summarise(df:pd.DataFrame, metrics=METRICS, by=('noise', 'scale')) -> pd.DataFrame:
@@ -121,3 +132,70 @@ def summarise(df:pd.DataFrame, metrics=METRICS, by=('noise', 'scale')) -> pd.Dat
         acc = mean['accuracy'].unstack('method')
         table[('concat − cross', 'accuracy')] = (acc['concat'] - acc['cross']).map('{:+.2f}'.format)
     return table
+
+# %% ../nbs/05_study.ipynb #830a73fd
+def table1(df:pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
+    "Table 1 as a tidy table: mean and std (ddof=1) over seeds of each metric, per noise × scale × method."
+    keys = ['config', 'source', 'backbone', 'noise', 'scale', 'method']
+    long = df.melt(id_vars=keys + ['seed'], value_vars=list(metrics), var_name='metric')
+    out = (long.groupby(keys + ['metric'], sort=False)['value']
+               .agg(mean='mean', std=lambda s: s.std(ddof=1), n_seeds='count').reset_index())
+    out['seeds'] = ' '.join(map(str, sorted(df.seed.unique())))
+    out['code_version'] = ' '.join(sorted(df.code_version.astype(str).unique()))
+    return out
+
+# %% ../nbs/05_study.ipynb #14772080
+def paired_tests(df:pd.DataFrame, metric:str='accuracy', a:str='concat', b:str='cross') -> pd.DataFrame:
+    "Per noise × scale: mean and std of `a` − `b` over seeds (points), paired t-test and Wilcoxon signed-rank test (scipy)."
+    import warnings
+    rows = []
+    for (noise, scale), g in df.groupby(['noise', 'scale']):
+        p = g.pivot_table(index='seed', columns='method', values=metric)
+        if a not in p or b not in p: continue
+        p = p[[a, b]].dropna()
+        d, n = (p[a] - p[b]) * 100, len(p)
+        t = w = None
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            if n > 1 and d.std(ddof=1) > 0: t = stats.ttest_rel(p[a], p[b])
+            if n > 1 and (d != 0).any(): w = stats.wilcoxon(p[a], p[b])
+        rows.append(dict(noise=noise, scale=scale, metric=metric, comparison=f'{a} − {b}', n_seeds=n,
+                         mean_diff=d.mean(), std_diff=d.std(ddof=1) if n > 1 else np.nan,
+                         t=t.statistic if t else np.nan, t_p=t.pvalue if t else np.nan,
+                         wilcoxon_w=w.statistic if w else np.nan, wilcoxon_p=w.pvalue if w else np.nan,
+                         wilcoxon_min_p=2 * 0.5 ** n if n else np.nan, seeds=' '.join(map(str, p.index)),
+                         config=' '.join(sorted(g.config.astype(str).unique())) if 'config' in g else '',
+                         code_version=' '.join(sorted(g.code_version.astype(str).unique())) if 'code_version' in g else ''))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/05_study.ipynb #f2ae801c
+def _mean_std(df:pd.DataFrame, metrics, by=('scale', 'method')) -> pd.DataFrame:
+    long = df.melt(id_vars=list(by), value_vars=list(metrics), var_name='metric')
+    s = long.groupby([*by, 'metric'], sort=False)['value'].agg(['mean', 'std']).reset_index().fillna({'std': 0})
+    s[['mean', 'std']] *= 100
+    return s.assign(lo=s['mean'] - s['std'], hi=s['mean'] + s['std'])
+
+def fig1(df:pd.DataFrame, metric:str='accuracy', title:str=None) -> alt.Chart:
+    "Fig. 1: `metric` (%) per scale, one bar per method, ±1 std over seeds as error bars."
+    s = _mean_std(df, [metric])
+    floor = float(max(0, 5 * np.floor((s.lo.min() - 5) / 5)))
+    base = alt.Chart(s).encode(x=alt.X('scale:O', title='training pairs (scale)'), xOffset='method:N',
+                               color=alt.Color('method:N', title='fusion'))
+    bars = base.mark_bar(clip=True).encode(y=alt.Y('mean:Q', title=f'{metric} (%)', scale=alt.Scale(domain=[floor, 100])),
+                                           tooltip=['method', 'scale', alt.Tooltip('mean:Q', format='.2f'), alt.Tooltip('std:Q', format='.2f')])
+    err = base.mark_rule(color='black').encode(y='lo:Q', y2='hi:Q')
+    return (bars + err).properties(width=320, height=260, title=title or f'Fig. 1: {metric} by scale (mean ± 1 std over seeds)')
+
+def fig2(df:pd.DataFrame, metrics=('accuracy', 'f1'), title:str=None) -> alt.Chart:
+    "Fig. 2: scaling curves of `metrics` (%) against scale, mean over seeds with a ±1 std band."
+    s = _mean_std(df, list(metrics))
+    x = alt.X('scale:Q', title='training pairs (scale, log axis)', scale=alt.Scale(type='log', base=2),
+              axis=alt.Axis(values=sorted(map(int, s.scale.unique())), format='d'))
+    base = alt.Chart().encode(x=x, color=alt.Color('method:N', title='fusion'))
+    band = base.mark_area(opacity=.25).encode(y=alt.Y('lo:Q', title='%', scale=alt.Scale(zero=False)), y2='hi:Q')
+    line = base.mark_line(point=True).encode(y='mean:Q', tooltip=['method', 'scale', 'metric', alt.Tooltip('mean:Q', format='.2f'), alt.Tooltip('std:Q', format='.2f')])
+    return (alt.layer(band, line, data=s).properties(width=280, height=220)
+               .facet(column=alt.Column('metric:N', title=None)).properties(title=title or 'Fig. 2: scaling curves (mean ± 1 std over seeds)'))
+
+# %% ../nbs/05_study.ipynb #e55cded2
+STUDY_TABLES = {'table1.csv': table1, 'paired_tests.csv': paired_tests}

@@ -5,35 +5,54 @@ import yaml
 from conftest import ROOT, cli, digest
 from fusion_study.train import RESULT_COLUMNS, METRICS
 
-def test_smoke_run_produces_results_and_notebooks(smoke_runs):
+TABLES = {'study': ['results.csv', 'table1.csv', 'paired_tests.csv'], 'degradation': ['results.csv', 'table2.csv', 'paired_tests.csv'],
+          'analysis': ['table3_cost.csv', 'tsne.csv'], 'theory': ['theory_fits.csv', 'theory_crossover.csv']}
+
+def smoke_configs():
+    smoke = yaml.safe_load((ROOT/'params'/'smoke.yaml').read_text())
+    return smoke, [{**smoke['defaults'], **c} for c in smoke['configs']]
+
+def test_smoke_covers_every_notebook_of_the_site():
+    assert {c.get('notebook', 'study') for c in smoke_configs()[1]} == set(TABLES)
+
+def test_smoke_run_produces_every_table(smoke_runs):
     runs, first = smoke_runs
-    cfg = yaml.safe_load((ROOT/'params'/'smoke.yaml').read_text())
-    for c in cfg['configs']:
-        d = runs/c['name']
-        df = pd.read_csv(d/'results.csv')
-        assert list(df.columns[:len(RESULT_COLUMNS)]) == RESULT_COLUMNS
-        n = len(cfg['defaults']['scales']) * 2 * len(cfg['defaults']['seeds'])
-        assert len(df) == n and set(df.method) == {'concat', 'cross'} and (df.config == c['name']).all()
-        assert df[METRICS].apply(lambda s: s.between(0, 1)).all().all()
-        assert (df.n_train + df.n_val == df.scale).all() and df.code_version.notna().all()
+    smoke, configs = smoke_configs()
+    for c in configs:
+        d, kind = runs/c['name'], c.get('notebook', 'study')
         info = json.loads((d/'run.json').read_text())
-        assert info['config']['name'] == c['name'] and info['config']['backbone'] == c['backbone'] and info['code_version']
-        nb = json.loads((d/'study.ipynb').read_text())
-        outputs = json.dumps([c.get('outputs') for c in nb['cells'] if c['cell_type'] == 'code'], ensure_ascii=False)
-        assert '±' in outputs and 'injected-parameters' in json.dumps(nb)   # papermill ran it with our parameters
+        assert info['config']['name'] == c['name'] and info['code_version'] and set(TABLES[kind]) <= set(info['files'])
+        for f in info['files']: assert len(pd.read_csv(d/f)) > 0, f"{c['name']}/{f} is empty"
+        nb = json.loads((d/f'{kind}.ipynb').read_text())
+        assert 'injected-parameters' in json.dumps(nb)                                   # papermill ran it with our parameters
+        if kind in ('study', 'degradation'):
+            df = pd.read_csv(d/'results.csv')
+            assert list(df.columns[:len(RESULT_COLUMNS)]) == RESULT_COLUMNS and df.code_version.notna().all()
+            assert len(df) == len(c['scales']) * 2 * len(c['seeds']) * len(c.get('noise', [0.0])) and set(df.method) == {'concat', 'cross'}
+            assert df[METRICS].apply(lambda s: s.between(0, 1)).all().all() and (df.n_train + df.n_val == df.scale).all()
+        if kind == 'study':
+            assert (pd.read_csv(d/'results.csv').config == c['name']).all() and info['config']['backbone'] == c['backbone']
+            tests = pd.read_csv(d/'paired_tests.csv')
+            assert list(tests.scale) == c['scales'] and tests.t_p.between(0, 1).all() and (tests.n_seeds == len(c['seeds'])).all()
+        if kind == 'degradation':                                                      # sigma = 0 reused from the study it names
+            df = pd.read_csv(d/'results.csv')
+            assert info['reused_runs'] == 2 * len(c['seeds']) and set(df[df.noise == 0].config) == set(c['inputs'])
+            assert list(pd.read_csv(d/'table2.csv').noise) == c['noise']
+    report = json.loads((runs/'report'/'report.ipynb').read_text())
+    assert 'Claims and verdicts' in json.dumps(report) and 'report: rebuilt' in first.stdout
     assert 'running' in first.stdout
 
 def test_second_run_resumes_without_training(smoke_runs):
     runs, _ = smoke_runs
-    before = digest(runs)
+    before = {k: v for k, v in digest(runs).items() if not k.startswith('report')}
     again = cli('run', ROOT/'params'/'smoke.yaml', '--runs-dir', runs)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count('skipped') == 2 and 'running' not in again.stdout
-    assert digest(runs) == before
+    assert again.stdout.count('skipped') == len(smoke_configs()[1]) and 'running' not in again.stdout and 'report: rebuilt' in again.stdout
+    assert {k: v for k, v in digest(runs).items() if not k.startswith('report')} == before
 
 def test_failed_configuration_keeps_finished_results(smoke_runs, tmp_path):
     runs, _ = smoke_runs
-    before = digest(runs)
+    before = {k: v for k, v in digest(runs).items() if not k.startswith('report')}
     smoke = yaml.safe_load((ROOT/'params'/'smoke.yaml').read_text())
     bad = {'defaults': smoke['defaults'], 'configs': [smoke['configs'][0], {'name': 'broken', 'alignment': 1.5}]}
     (tmp_path/'bad.yaml').write_text(yaml.safe_dump(bad))
@@ -43,18 +62,19 @@ def test_failed_configuration_keeps_finished_results(smoke_runs, tmp_path):
     assert (runs/'broken'/'study.ipynb').exists() and 'FusionStudyError' in (runs/'broken'/'study.ipynb').read_text()
     assert not (runs/'broken'/'run.json').exists()
     after = digest(runs)
-    assert {k: v for k, v in after.items() if not k.startswith('broken')} == before
+    assert {k: v for k, v in after.items() if not k.startswith(('broken', 'report'))} == before
+    assert 'broken' in (runs/'report'/'report.ipynb').read_text()                 # the report lists it as not run
 
 def test_site_fallback_builds_pages(smoke_runs, tmp_path):
     runs, _ = smoke_runs
     r = cli('site', '--runs-dir', runs, '--out', tmp_path/'site', '--no-quarto')
     assert r.returncode == 0, r.stderr
     assert 'fallback' in r.stdout and 'index.html' in r.stdout
-    index = (tmp_path/'site'/'runs'/'index.html').read_text()
+    index = (tmp_path/'site'/'runs'/'report'/'report.html').read_text()
     assert 'smoke_aligned' in index and 'smoke_unaligned' in index and '±' in index
     df = pd.read_csv(runs/'smoke_aligned'/'results.csv')   # the table on the page is the results file's
     m = df[(df.method == 'concat') & (df.scale == df.scale.max())].accuracy
     assert f"{m.mean() * 100:.2f} ± {m.std() * 100:.2f}" in index
-    for name in ('smoke_aligned', 'smoke_unaligned'):
-        assert (tmp_path/'site'/'runs'/name/'study.html').exists()
-    assert 'runs/index.html' in (tmp_path/'site'/'index.html').read_text()
+    for name, nb in (('smoke_aligned', 'study'), ('smoke_unaligned', 'study'), ('degradation', 'degradation')):
+        assert (tmp_path/'site'/'runs'/name/f'{nb}.html').exists()
+    assert 'runs/report/report.html' in (tmp_path/'site'/'index.html').read_text()
