@@ -90,7 +90,10 @@ def backbone_kind(cfg:dict) -> str:
     return 'aligned' if b == 'aligned' or 'clip' in b else 'unaligned'
 
 def is_real(cfg:dict) -> bool: return cfg.get('source', 'synthetic') != 'synthetic'
-def is_clip(cfg:dict) -> bool: return is_real(cfg) and 'clip' in str(cfg.get('backbone', '')).lower()
+def is_clip(cfg:dict) -> bool:
+    "Real features whose image and text both come from one CLIP model (the paper's aligned setting)."
+    enc = [str(cfg.get(k) or '') for k in ('image_encoder', 'text_encoder')]
+    return is_real(cfg) and enc[0].startswith('clip:') and enc[0] == enc[1]
 
 def source_label(info:dict) -> str:
     "Where a configuration's features came from, in words."
@@ -98,8 +101,7 @@ def source_label(info:dict) -> str:
     if c.get('notebook') == 'theory' and c.get('inputs'): return 'fits of the results of ' + ', '.join(c['inputs'])
     if not is_real(c):
         return f"synthetic default ({c['backbone']}, alignment {f.get('alignment', c.get('alignment'))}, {c['n_images']} scenes, data seed {c['data_seed']})"
-    enc = ', '.join(f"{k}: {v}" for k, v in f.items() if any(w in k for w in ('encoder', 'model', 'backbone', 'checkpoint')) and isinstance(v, (str, int, float)))
-    return f"real Flickr8k features ({c['source']}, backbone {c['backbone']}{'; ' + enc if enc else ''})"
+    return f"real Flickr8k features ({c['backbone']}: image {c.get('image_encoder')}, text {c.get('text_encoder')})"
 
 def short_label(info:dict) -> str:
     "A few words for the data of a configuration: 'synthetic, aligned', 'Flickr8k features, clip', or the inputs a theory run fits."
