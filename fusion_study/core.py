@@ -13,17 +13,27 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['PARAMS_KEYS', 'FusionStudyError', 'RunConfig', 'check_fields', 'load_params', 'seed_everything', 'get_device',
-           'cache_dir', 'project_root', 'code_version', 'write_atomic']
+__all__ = ['PARAMS_KEYS', 'FusionStudyError', 'Recipe', 'RunConfig', 'check_fields', 'load_params', 'seed_everything',
+           'get_device', 'cache_dir', 'project_root', 'code_version', 'write_atomic']
 
 # %% ../nbs/00_core.ipynb #61a976dd
 class FusionStudyError(Exception):
     "An error the user can act on: the message names the thing and the fix."
 
 # %% ../nbs/00_core.ipynb #4eacf93b
+@dataclass(kw_only=True)
+class Recipe:
+    "How each run trains — the paper's recipe by default: AdamW lr 1e-3, weight decay 0.01, cosine over 10 epochs, batch 32, 80/20 split."
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    val_frac: float = 0.2
+    split_by_image: bool = False                # split by image, so no image is on both sides
+
 @dataclass
-class RunConfig:
-    "One experiment: a feature source and the grid of runs trained on it."
+class RunConfig(Recipe):
+    "One experiment: a feature source, the grid of runs trained on it and (from `Recipe`) how each run trains."
     name: str = 'default'                    # folder name under the runs folder
     notebook: str = 'study'                  # the parameterized notebook that runs it
     source: str = 'synthetic'                # 'synthetic' (embedded, offline) or 'features' (cached extraction)
@@ -37,12 +47,6 @@ class RunConfig:
     scales: typing.List[int] = field(default_factory=lambda: [2048, 4096, 8192, 16384])
     seeds: typing.List[int] = field(default_factory=lambda: [42, 123, 456])
     noise: typing.List[float] = field(default_factory=lambda: [0.0])
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    val_frac: float = 0.2
-    split_by_image: bool = False
     engine: str = 'auto'                     # trainer engine: 'auto', 'loop', 'batched'
     device: str = 'auto'                     # 'auto' (cuda if present), 'cpu', 'cuda'
     inputs: typing.List[str] = field(default_factory=list)  # other configurations (same runs folder) whose results this notebook reads

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 from tqdm import tqdm
 
-from .core import FusionStudyError, RunConfig, get_device, code_version
+from .core import FusionStudyError, Recipe, RunConfig, get_device, code_version
 from .data import Features, Pairs, split_pairs, add_noise
 from .fusion import make_model, n_params, dropout_masks
 
@@ -27,18 +27,12 @@ __all__ = ['METRICS', 'RESULT_COLUMNS', 'BATCHED', 'ZERO_GRAD', 'CPU_GROUP', 'EN
 
 # %% ../nbs/04_train.ipynb #0a67ff9d
 @dataclass
-class RunSpec:
+class RunSpec(Recipe):
     "One training run: which model, on how many pairs, with which seed and feature noise."
     method: str = 'concat'
     scale: int = 2048
     seed: int = 42
     noise: float = 0.0
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    val_frac: float = 0.2
-    split_by_image: bool = False
     tags: dict = field(default_factory=dict)
 
     def key(self) -> tuple: return (self.method, self.scale, self.seed, self.noise)
@@ -47,8 +41,7 @@ def config_specs(cfg:RunConfig) -> list[RunSpec]:
     "Every run of a configuration's grid: noise × scale × method × seed."
     tags = dict(config=cfg.name, source=cfg.source, backbone=cfg.backbone,
                 alignment=cfg.alignment if cfg.alignment is not None else float('nan'))
-    recipe = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                  val_frac=cfg.val_frac, split_by_image=cfg.split_by_image)
+    recipe = {f.name: getattr(cfg, f.name) for f in fields(Recipe)}
     return [RunSpec(method=m, scale=n, seed=s, noise=sig, tags=tags, **recipe)
             for sig in cfg.noise for n in cfg.scales for m in cfg.methods for s in cfg.seeds]
 
@@ -179,7 +172,7 @@ class RunStream:
         full, last = (spe - 1) * bs, n - (spe - 1) * bs     # rows in full batches; size of the last batch
         rows = torch.zeros(spe * bs, dtype=torch.long); rows[:n] = perm
         weight = torch.zeros(spe * bs); weight[:full] = 1 / bs; weight[full:n] = 1 / last   # cross_entropy's mean
-        fb, lb = keep[:full * (w0 + w1)].view(spe - 1, -1), keep[full * (w0 + w1):]
+        fb, lb = keep[:full * (w0 + w1)].view(spe - 1, bs * (w0 + w1)), keep[full * (w0 + w1):]   # no full batch when n <= bs
         masks = torch.zeros(spe, bs, w0 + w1, dtype=torch.bool)
         masks[:-1] = torch.cat([fb[:, :bs * w0].reshape(-1, bs, w0), fb[:, bs * w0:].reshape(-1, bs, w1)], -1)
         masks[-1, :last] = torch.cat([lb[:last * w0].view(last, w0), lb[last * w0:].view(last, w1)], -1)

@@ -1,4 +1,5 @@
 "The whole path through the command line: params file → papermill → results → resume → site."
+import shutil
 import json
 import pandas as pd
 import yaml
@@ -51,7 +52,7 @@ def test_second_run_resumes_without_training(smoke_runs):
     assert {k: v for k, v in digest(runs).items() if not k.startswith('report')} == before
 
 def test_failed_configuration_keeps_finished_results(smoke_runs, tmp_path):
-    runs, _ = smoke_runs
+    runs = tmp_path/'runs'; shutil.copytree(smoke_runs[0], runs)      # a copy: the other tests keep a clean runs folder
     before = {k: v for k, v in digest(runs).items() if not k.startswith('report')}
     smoke = yaml.safe_load((ROOT/'params'/'smoke.yaml').read_text())
     bad = {'defaults': smoke['defaults'], 'configs': [smoke['configs'][0], {'name': 'broken', 'alignment': 1.5}]}

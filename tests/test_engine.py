@@ -86,3 +86,11 @@ def test_engine_names():
     assert T.pick_engine('auto', torch.device('cpu')) == 'batched'
     preflight(RunConfig(engine='batched', device='cpu'))
     with pytest.raises(FusionStudyError, match='batched'): preflight(RunConfig(engine='fast', device='cpu'))
+
+def test_batched_equals_loop_when_a_run_is_one_batch_per_epoch(feats):
+    "Scales whose train split fits in one batch (no full batch, only the short last one) train and match the loop."
+    specs = [T.RunSpec(method=m, scale=n, seed=42, epochs=2) for n in (24, 40, 80) for m in ('concat', 'cross')]
+    loop = T.train_runs(feats, specs, engine='loop', device='cpu', progress=False)
+    batched = T.train_runs(feats, specs, engine='batched', device='cpu', progress=False)
+    assert (loop.n_train <= 32).sum() == 4 and batched[KEYS].equals(loop[KEYS])
+    assert (batched[T.METRICS] - loop[T.METRICS]).abs().max().max() <= 1e-6
