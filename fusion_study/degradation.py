@@ -85,7 +85,7 @@ def fig3(df:pd.DataFrame, title:str=None) -> alt.Chart:
     "Fig. 3: accuracy (%) against noise σ per method, mean ± 1 std over seeds, with the 50% chance line."
     s = (df.assign(acc=df.accuracy * 100).groupby(['noise', 'method'])['acc'].agg(['mean', 'std']).reset_index().fillna({'std': 0}))
     s = s.assign(lo=s['mean'] - s['std'], hi=s['mean'] + s['std'])
-    x = alt.X('noise:Q', title='noise σ (Eq. 4)', axis=alt.Axis(values=sorted(s.noise.unique())))
+    x = alt.X('noise:Q', title='noise σ (Eq. 4)', axis=alt.Axis(values=sorted(s.noise.unique()), format='.2~f'))
     base = alt.Chart(s).encode(x=x, color=alt.Color('method:N', title='fusion'))
     band = base.mark_area(opacity=.25).encode(y=alt.Y('lo:Q', title='accuracy (%)', scale=alt.Scale(zero=False)), y2='hi:Q')
     line = base.mark_line(point=True).encode(y='mean:Q', tooltip=['method', 'noise', alt.Tooltip('mean:Q', format='.2f'), alt.Tooltip('std:Q', format='.2f')])
