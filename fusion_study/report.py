@@ -285,8 +285,8 @@ def configurations(runs:dict) -> pd.DataFrame:
 def table1_side_by_side(run:dict) -> pd.DataFrame:
     "Table 1 of one study configuration beside the paper: per scale accuracies, the gap, the paper's gap and the paired tests."
     P, t1, g = PAPER['clip_gap'], read_table(run, 'table1.csv'), _gaps(run)
-    acc = t1[(t1.metric == 'accuracy') & (t1.noise == 0)].pivot_table(index='scale', columns='method', values=['mean', 'std'])
-    cell = lambda m: (acc[('mean', m)] * 100).map('{:.2f}'.format) + ' ± ' + (acc[('std', m)] * 100).map('{:.2f}'.format)
+    acc = t1[(t1.metric == 'accuracy') & (t1.noise == 0)].pivot_table(index='scale', columns='method', values=['mean', 'std'], dropna=False)   # one seed: std is NaN, keep the column
+    cell = lambda m: (acc[('mean', m)] * 100).map('{:.2f}'.format) + ' ± ' + (acc[('std', m)] * 100).map(lambda s: 'n/a (1 seed)' if pd.isna(s) else f'{s:.2f}')
     paper = ['4.1–5.1 (range over 2048–16384)' if backbone_kind(run['config']) == 'aligned' and s in P['scales'] else
              ('in words only' if s in P['scales'] else 'not in the paper') for s in acc.index]
     g = g.set_index('scale').reindex(acc.index)
