@@ -13,7 +13,8 @@ import pandas as pd
 from scipy import stats
 
 from .core import FusionStudyError, RunConfig
-from .study import RUN_INFO, read_results, run_config, paired_tests, use_inline_charts
+from .study import RUN_INFO, read_results, run_config, run_keys, paired_tests, use_inline_charts
+from .train import config_specs
 
 # %% auto #0
 __all__ = ['RUN_INDEPENDENT', 'ALPHA', 'DEGRADATION_TABLES', 'reusable_rows', 'chance_p', 'table2', 'chance_onset',
@@ -24,7 +25,7 @@ RUN_INDEPENDENT = {'name', 'notebook', 'methods', 'scales', 'seeds', 'noise', 'e
 
 def reusable_rows(cfg:RunConfig, out_dir) -> pd.DataFrame:
     "Result rows of `cfg.inputs` (sibling folders of `out_dir`) that are runs of `cfg`'s grid trained with identical data and recipe."
-    grid = {(m, n, s, float(z)) for m in cfg.methods for n in cfg.scales for s in cfg.seeds for z in cfg.noise}
+    grid = {s.key() for s in config_specs(cfg)}
     mine, found = {k: v for k, v in cfg.to_dict().items() if k not in RUN_INDEPENDENT}, []
     for name in cfg.inputs:
         d = Path(out_dir).parent/name
@@ -33,8 +34,7 @@ def reusable_rows(cfg:RunConfig, out_dir) -> pd.DataFrame:
         if {k: other.get(k) for k in mine} != mine: continue
         try: df = read_results(d)
         except FusionStudyError: continue
-        keys = zip(df.method, df.scale, df.seed, df.noise.astype(float))
-        found.append(df[[k in grid for k in keys]])
+        found.append(df[[k in grid for k in run_keys(df)]])
     return pd.concat(found, ignore_index=True) if found else pd.DataFrame()
 
 # %% ../nbs/06_degradation.ipynb #85066366

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from .core import FusionStudyError, RunConfig, load_params, project_root
 from .study import preflight, is_complete
+from .report import REPORT_DIR as REPORT   # the report's folder and notebook name
 
 # %% auto #0
-__all__ = ['REPORT', 'nbs_dir', 'notebook_path', 'order_by_inputs', 'run_report', 'run_params']
+__all__ = ['nbs_dir', 'notebook_path', 'order_by_inputs', 'run_report', 'run_params']
 
 # %% ../nbs/10_runner.ipynb #a57c62b1
 def nbs_dir() -> Path:
@@ -29,7 +30,9 @@ def notebook_path(name:str) -> Path:
     return found[0]
 
 # %% ../nbs/10_runner.ipynb #9f4cb436
-REPORT = 'report'
+def _first_line(e) -> str:
+    "The first line of a papermill execution error's message, or its exception name."
+    return e.evalue.strip().splitlines()[0] if e.evalue else e.ename
 
 def order_by_inputs(cfgs:list) -> list:
     "`cfgs` in file order, except that a configuration comes after the configurations of the same list it names in `inputs`."
@@ -55,7 +58,7 @@ def run_report(runs_dir='runs', log=print) -> Path:
     nb_out = out/f'{REPORT}.ipynb'
     try: _execute(notebook_path(REPORT), nb_out, dict(runs_dir=str(runs.resolve())), out)
     except pm.PapermillExecutionError as e:
-        msg = e.evalue.strip().splitlines()[0] if e.evalue else e.ename
+        msg = _first_line(e)
         raise FusionStudyError(f"The report notebook failed ({e.ename}: {msg}); open {nb_out} to see where, fix it and run `fusion-study site` again.") from None
     log(f"report: rebuilt {nb_out} from every configuration in {runs}")
     return nb_out
@@ -79,7 +82,7 @@ def run_params(params, runs_dir='runs', force:bool=False, log=print, report:bool
         log(f"{cfg.name}: running {nb_out} …")
         try: _execute(notebook_path(cfg.notebook), nb_out, dict(config=cfg.to_dict(), out_dir=str(out.resolve())), out)
         except pm.PapermillExecutionError as e:
-            msg = e.evalue.strip().splitlines()[0] if e.evalue else e.ename
+            msg = _first_line(e)
             log(f"{cfg.name}: FAILED ({e.ename}: {msg}); the executed notebook with the error is {nb_out}")
             status[cfg.name] = 'failed'; errors.append(f"{cfg.name} ({msg})"); continue
         log(f"{cfg.name}: done in {time.time() - start:.0f}s")

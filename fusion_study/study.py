@@ -19,7 +19,8 @@ from .train import METRICS, RESULT_COLUMNS, config_specs, train_runs, ENGINES
 
 # %% auto #0
 __all__ = ['RESULTS', 'RUN_INFO', 'STUDY_TABLES', 'preflight', 'inline_chart_html', 'use_inline_charts', 'record_run',
-           'is_complete', 'read_results', 'run_config', 'summarise', 'table1', 'paired_tests', 'fig1', 'fig2']
+           'is_complete', 'read_results', 'run_keys', 'run_config', 'summarise', 'table1', 'paired_tests', 'fig1',
+           'fig2']
 
 # %% ../nbs/05_study.ipynb #f226577d
 def preflight(cfg:RunConfig):
@@ -88,6 +89,10 @@ def read_results(out_dir) -> pd.DataFrame:
     if not path.exists(): raise FusionStudyError(f"No results in {out_dir}; run `fusion-study run` on its params file first.")
     return pd.read_csv(path)
 
+def run_keys(df:pd.DataFrame) -> list:
+    "The `RunSpec.key()` of every result row: (method, scale, seed, noise)."
+    return list(zip(df.method, df.scale, df.seed, df.noise))
+
 def run_config(cfg:RunConfig, out_dir, progress:bool=True, tables:dict=None, reuse:pd.DataFrame=None) -> pd.DataFrame:
     """Train every run of `cfg` not already in `out_dir`, then write its results, the derived `tables` ({file name: function of
     the results → DataFrame}) and the run record. Rows of `reuse` (same schema, e.g. another configuration's identical runs) count as done."""
@@ -97,19 +102,20 @@ def run_config(cfg:RunConfig, out_dir, progress:bool=True, tables:dict=None, reu
     started, partial = time.time(), out/f'partial-{cfg.hash()}.csv'
     done = pd.read_csv(partial) if partial.exists() else pd.DataFrame(columns=RESULT_COLUMNS)
     specs, n_reused = config_specs(cfg), 0
+    finished = set(run_keys(done))
     if reuse is not None and len(reuse):
-        wanted, have = {s.key() for s in specs}, set(zip(done.method, done.scale, done.seed, done.noise))
-        keys = list(zip(reuse.method, reuse.scale, reuse.seed, reuse.noise))
-        take = reuse[[k in wanted and k not in have for k in keys]]
+        wanted = {s.key() for s in specs}
+        take = reuse[[k in wanted and k not in finished for k in run_keys(reuse)]]
         done, n_reused = pd.concat([d for d in (done, take) if len(d)], ignore_index=True), len(take)
-    finished = set(zip(done.method, done.scale, done.seed, done.noise))
+        finished |= set(run_keys(take))
     todo = [s for s in specs if s.key() not in finished]
     def keep(row): pd.DataFrame([row]).to_csv(partial, mode='a', header=not partial.exists(), index=False)
     feats = load_features(cfg)
     new = train_runs(feats, todo, engine=cfg.engine, device=cfg.device, progress=progress, on_row=keep) if todo else None
     df = pd.concat([d for d in (done, new) if d is not None and len(d)], ignore_index=True)
     order = {s.key(): i for i, s in enumerate(specs)}
-    df = df.iloc[sorted(range(len(df)), key=lambda i: order.get((df.method[i], df.scale[i], df.seed[i], df.noise[i]), -1))]
+    keys = run_keys(df)
+    df = df.iloc[sorted(range(len(df)), key=lambda i: order.get(keys[i], -1))]
     df = df.reset_index(drop=True)
     write_atomic(out/RESULTS, df.to_csv(index=False))
     for name, make in (tables or {}).items(): write_atomic(out/name, make(df).to_csv(index=False))
