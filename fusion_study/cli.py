@@ -9,7 +9,7 @@ import argparse, sys
 from .core import FusionStudyError
 
 # %% auto #0
-__all__ = ['parser', 'main']
+__all__ = ['INTERRUPTED', 'parser', 'main']
 
 # %% ../nbs/12_cli.ipynb #241e5d5a
 def parser() -> argparse.ArgumentParser:
@@ -40,6 +40,11 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument('--max-bad-frac', type=float, default=0.01, help='fraction of undecodable images tolerated (default 0.01)')
     return p
 
+INTERRUPTED = {'run': 'finished runs are kept; run the same command again to resume',
+               'site': 'the previous site is unchanged; run the same command again',
+               'data': 'partial downloads are kept; run the same command again to resume',
+               'extract': 'finished chunks are cached; run the same command again to resume'}
+
 def main(argv=None) -> int:
     "Entry point of the `fusion-study` command."
     args = parser().parse_args(argv)
@@ -50,8 +55,12 @@ def main(argv=None) -> int:
             print(f"results are in {args.runs_dir}/; build the site with: fusion-study site --runs-dir {args.runs_dir}")
         elif args.command == 'site':
             from fusion_study.site import build_site
-            index = build_site(args.runs_dir, args.out, use_quarto=args.use_quarto)
+            index, problems = build_site(args.runs_dir, args.out, use_quarto=args.use_quarto)
             print(f"open {index}")
+            if problems:
+                print(f"fusion-study: error: {len(problems)} page(s) of the site show no finished result (each opens with a red banner): "
+                      + '; '.join(problems), file=sys.stderr)
+                return 1
         elif args.command == 'data':
             from fusion_study.extract import get_flickr8k, default_data_dir, format_report
             ds = get_flickr8k(args.dest or default_data_dir(), base_url=args.base_url)
@@ -72,4 +81,7 @@ def main(argv=None) -> int:
     except FusionStudyError as e:
         print(f"fusion-study: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"fusion-study: interrupted; {INTERRUPTED.get(args.command, 'nothing finished is lost')}.", file=sys.stderr)
+        return 130
     return 0

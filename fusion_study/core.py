@@ -4,17 +4,18 @@
 
 # %% ../nbs/00_core.ipynb #2518b84f
 from __future__ import annotations
-import dataclasses, difflib, hashlib, json, os, random, subprocess, types, typing
+import contextlib, dataclasses, difflib, hashlib, json, math, os, random, re, subprocess, time, types, typing
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 # %% auto #0
-__all__ = ['PARAMS_KEYS', 'FusionStudyError', 'Recipe', 'RunConfig', 'check_fields', 'load_params', 'seed_everything',
-           'get_device', 'cache_dir', 'project_root', 'code_version', 'write_atomic']
+__all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'RANGES', 'GRID_LISTS', 'PARAMS_KEYS', 'LOCK_FILE', 'REPORT_DIR', 'CRASH_POINTS',
+           'FusionStudyError', 'Recipe', 'RunConfig', 'check_fields', 'min_scale', 'check_ranges', 'load_params',
+           'seed_everything', 'get_device', 'cache_dir', 'project_root', 'code_version', 'write_atomic', 'folder_lock',
+           'crash_point']
 
 # %% ../nbs/00_core.ipynb #61a976dd
 class FusionStudyError(Exception):
@@ -30,6 +31,9 @@ class Recipe:
     weight_decay: float = 0.01
     val_frac: float = 0.2
     split_by_image: bool = False                # split by image, so no image is on both sides
+
+# keys that name or select runs; every other key decides what a run computes (its data and recipe)
+RUN_KEYS = ('name', 'notebook', 'methods', 'scales', 'seeds', 'noise', 'engine', 'device', 'inputs')
 
 @dataclass
 class RunConfig(Recipe):
@@ -55,16 +59,23 @@ class RunConfig(Recipe):
     text_encoder: str = 'clip:ViT-B-32/openai'    # features: text encoder name
     feature_dims: typing.Optional[typing.List[int]] = None  # features: expected (image, text) widths, checked on load
 
-    def __post_init__(self): check_fields(type(self), asdict(self), where=f"configuration {self.name!r}")
+    def __post_init__(self):
+        where = f"configuration {self.name!r}"
+        check_fields(type(self), asdict(self), where); check_ranges(asdict(self), where)
 
     @classmethod
     def from_dict(cls, d:dict, where='configuration'):
-        "Build from a plain dict, rejecting unknown keys and wrong types by name."
+        "Build from a plain dict, rejecting unknown keys, wrong types and values out of range by name."
         check_fields(cls, d, where)
+        check_ranges({**asdict(cls()), **d}, where)
         return cls(**d)
 
     def to_dict(self): return asdict(self)
     def hash(self): return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    def identity(self) -> str:
+        "Hash of what decides a run's result (data and recipe), not of which runs the grid asks for: runs of equal identity are interchangeable."
+        d = {k: v for k, v in self.to_dict().items() if k not in RUN_KEYS}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 # %% ../nbs/00_core.ipynb #00bb2c3d
 def _type_ok(value, tp) -> bool:
@@ -93,15 +104,81 @@ def check_fields(cls, d:dict, where='configuration'):
         if not _type_ok(v, hints[k]):
             raise FusionStudyError(f"Key {k!r} in {where} must be {_type_name(hints[k])}, got {v!r}.")
 
+# %% ../nbs/00_core.ipynb #3793ca3d
+SLUG = re.compile(r'[A-Za-z0-9_-]+')
+MAX_SEED = 2**31 - 1
+
+def _slug(v): return isinstance(v, str) and SLUG.fullmatch(v) is not None
+def _finite(v): return isinstance(v, (int, float)) and math.isfinite(v)
+
+# key → (test of one value (each item of a list), what the value must be)
+RANGES = {
+    'name': (_slug, "a name of letters, digits, '-' and '_' (it becomes a folder name)"),
+    'notebook': (_slug, "a notebook name such as study, degradation, analysis or theory"),
+    'epochs': (lambda v: v >= 1, 'at least 1'),
+    'batch_size': (lambda v: v >= 1, 'at least 1'),
+    'lr': (lambda v: _finite(v) and v > 0, 'a finite number above 0'),
+    'weight_decay': (lambda v: _finite(v) and v >= 0, 'a finite number of at least 0'),
+    'val_frac': (lambda v: 0 < v < 1, 'strictly between 0 and 1'),
+    'alignment': (lambda v: v is None or 0 <= v <= 1, 'between 0 and 1'),
+    'n_images': (lambda v: v >= 2, 'at least 2'),
+    'captions_per_image': (lambda v: v >= 1, 'at least 1'),
+    'dim': (lambda v: v >= 1, 'at least 1'),
+    'data_seed': (lambda v: 0 <= v <= MAX_SEED, f'between 0 and {MAX_SEED}'),
+    'seeds': (lambda v: 0 <= v <= MAX_SEED, f'between 0 and {MAX_SEED}'),
+    'scales': (lambda v: v >= 2 and v % 2 == 0, 'an even number of pairs (half matching, half not)'),
+    'noise': (lambda v: _finite(v) and v >= 0, 'a finite σ of at least 0'),
+    'inputs': (_slug, 'the name of another configuration'),
+    'feature_dims': (lambda v: v >= 1, 'a width of at least 1'),
+}
+GRID_LISTS = ('methods', 'scales', 'seeds', 'noise')
+
+def min_scale(val_frac:float) -> int:
+    "The smallest even scale whose split leaves at least 2 pairs (one of each label) on both sides."
+    n = 2
+    while not (2 <= 2 * round(n * val_frac / 2) <= n - 2): n += 2
+    return n
+
+def check_ranges(d:dict, where='configuration'):
+    "Raise `FusionStudyError` naming the first value of `d` out of its range, a duplicate or empty grid list, or a scale too small to split."
+    for k, (ok, what) in RANGES.items():
+        v = d.get(k)
+        if v is None: continue
+        for x in (v if isinstance(v, (list, tuple)) else [v]):
+            if not ok(x): raise FusionStudyError(f"Key {k!r} in {where} must be {what}, got {x!r}.")
+    for k in GRID_LISTS:
+        if k in d and not d[k]: raise FusionStudyError(f"Key {k!r} in {where} is empty; give at least one value.")
+    for k in (*GRID_LISTS, 'inputs'):
+        dup = [x for i, x in enumerate(d.get(k) or []) if x in (d[k][:i])]
+        if dup: raise FusionStudyError(f"Key {k!r} in {where} lists {dup[0]!r} twice; each value may appear once.")
+    if d.get('feature_dims') is not None and len(d['feature_dims']) != 2:
+        raise FusionStudyError(f"Key 'feature_dims' in {where} must be two widths [image, text], got {d['feature_dims']!r}.")
+    if d.get('name') in (d.get('inputs') or []): raise FusionStudyError(f"Configuration {d['name']!r} in {where} lists itself in inputs; remove it.")
+    if 'scales' in d and 'val_frac' in d:
+        low = min_scale(d['val_frac'])
+        for s in d['scales']:
+            if s < low: raise FusionStudyError(f"Scale {s} in {where} is too small to split with val_frac {d['val_frac']}; use scales of at least {low}.")
+
 # %% ../nbs/00_core.ipynb #751ef218
 PARAMS_KEYS = {'description', 'defaults', 'configs'}
+
+class _Loader(yaml.SafeLoader):
+    "YAML with 1.2's numbers: `1e-3` is a float (YAML 1.1, PyYAML's default, reads it as the string '1e-3')."
+_Loader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(r'''^(?:
+     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$''', re.X), list('-+0123456789.'))
 
 def load_params(path) -> list[RunConfig]:
     "Read a params YAML file into its list of validated `RunConfig`s."
     path = Path(path)
     if not path.exists(): raise FusionStudyError(f"Params file {str(path)!r} does not exist; pass a path such as params/default.yaml.")
-    try: raw = yaml.safe_load(path.read_text()) or {}
+    if not path.is_file(): raise FusionStudyError(f"Params file {str(path)!r} is a folder; pass a YAML file such as params/default.yaml.")
+    try: raw = yaml.load(path.read_text(encoding='utf-8'), Loader=_Loader) or {}
     except yaml.YAMLError as e: raise FusionStudyError(f"Params file {str(path)!r} is not valid YAML ({str(e).splitlines()[0]}); fix its syntax.") from None
+    except UnicodeDecodeError: raise FusionStudyError(f"Params file {str(path)!r} is not UTF-8 text; save it as UTF-8.") from None
     if not isinstance(raw, dict): raise FusionStudyError(f"Params file {str(path)!r} must be a mapping with 'defaults' and 'configs'.")
     for k in raw:
         if k not in PARAMS_KEYS:
@@ -121,10 +198,12 @@ def load_params(path) -> list[RunConfig]:
 # %% ../nbs/00_core.ipynb #dc420377
 def seed_everything(seed:int):
     "Seed python, numpy and torch (CPU and CUDA)."
+    import torch
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
 
-def get_device(pref:str='auto') -> torch.device:
+def get_device(pref:str='auto'):
     "`cuda` when present (or asked for), else `cpu`."
+    import torch                                   # imported here: the command answers params mistakes without loading torch
     if pref == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if pref == 'cuda' and not torch.cuda.is_available():
         raise FusionStudyError("Device 'cuda' was asked for but no CUDA GPU is visible; use device: auto or cpu.")
@@ -155,8 +234,39 @@ def code_version() -> str:
     return f"{__version__}+g{sha}{'.dirty' if dirty else ''}" if sha else __version__
 
 def write_atomic(path, data):
-    "Write text or bytes to `path` through a temporary file and a rename, so readers never see half a file."
+    "Write text or bytes to `path` through a temporary file, fsync and a rename: readers (and a later run after a crash) never see half a file."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    with open(tmp, 'wb') as f:
+        f.write(data.encode() if isinstance(data, str) else data); f.flush(); os.fsync(f.fileno())
     os.replace(tmp, path)
+
+# %% ../nbs/00_core.ipynb #60013552
+LOCK_FILE = '.lock'
+
+@contextlib.contextmanager
+def folder_lock(folder, what:str='run'):
+    "Hold an exclusive lock on `folder` (created if missing) for `fusion-study <what>`; refuse with the holder's name when another process has it."
+    import fcntl, socket
+    folder = Path(folder)
+    f = open(folder/LOCK_FILE, 'a+', encoding='utf-8')
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0); holder = f.read().strip() or 'another fusion-study command'; f.close()
+        raise FusionStudyError(f"The runs folder {str(folder)!r} is in use by {holder}; wait for it to finish, or pass another --runs-dir.") from None
+    f.seek(0); f.truncate()
+    f.write(f"`fusion-study {what}` (pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')})"); f.flush()
+    try: yield folder
+    finally:
+        f.seek(0); f.truncate(); fcntl.flock(f, fcntl.LOCK_UN); f.close()
+
+# %% ../nbs/00_core.ipynb #6b328d0f
+REPORT_DIR = 'report'
+CRASH_POINTS = ('row', 'results', 'tables', 'run.json', 'notebook', 'complete')
+
+def crash_point(name:str):
+    "Die here, like `kill -9`, when `FUSION_STUDY_CRASH_AT` names this point (tests only)."
+    if os.environ.get('FUSION_STUDY_CRASH_AT') != name: return
+    import signal
+    os.kill(int(os.environ.get('FUSION_STUDY_CRASH_PID', os.getpid())), signal.SIGKILL)
+    os._exit(137)

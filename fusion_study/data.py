@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #2446ba70
 from __future__ import annotations
-import csv, re
+import csv, io, re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +17,20 @@ from .core import FusionStudyError, RunConfig
 
 # %% auto #0
 __all__ = ['BACKBONES', 'Captions', 'parse_flickr8k_token', 'parse_kaggle_captions', 'load_captions', 'drop_missing_images',
-           'Features', 'synthetic_features', 'Pairs', 'build_pairs', 'split_pairs', 'add_noise', 'load_features']
+           'nonfinite_row', 'Features', 'synthetic_features', 'Pairs', 'build_pairs', 'split_pairs', 'add_noise',
+           'load_features']
+
+# %% ../nbs/01_data.ipynb #6f6b879d
+def _read_text(path:Path) -> str:
+    "The text of a caption file: UTF-8, with or without a byte-order mark; a byte that is not UTF-8 is an error naming its line."
+    try: data = path.read_bytes()
+    except OSError as e: raise FusionStudyError(f"Cannot read the captions file {path} ({e.strerror or e}); check that it is a readable file.") from None
+    try: return data.decode('utf-8-sig')                         # 'utf-8-sig' drops a leading byte-order mark
+    except UnicodeDecodeError as e:
+        body, at = e.object, e.start                              # offsets count from after the byte-order mark
+        start = body.rfind(b'\n', 0, at) + 1
+        line, col = body.count(b'\n', 0, at) + 1, len(body[start:at].decode('utf-8', errors='replace')) + 1
+        raise FusionStudyError(f"Line {line} of {path} is not valid UTF-8 (byte 0x{body[at]:02x} at column {col}); re-download the file or re-save it as UTF-8.") from None
 
 # %% ../nbs/01_data.ipynb #7b2a9e11
 _TOKEN_ID = re.compile(r'^(?P<image>.+?\.jpe?g)(?P<stray>\.\d+)?#(?P<k>\d+)$', re.IGNORECASE)
@@ -36,17 +49,16 @@ def parse_flickr8k_token(path) -> Captions:
     path = Path(path)
     if not path.exists(): raise FusionStudyError(f"Captions file {str(path)!r} does not exist; point to Flickr8k.token.txt or captions.txt (see `fusion-study data --help`).")
     rows, folded, empty = [], 0, 0
-    with open(path, encoding='utf-8') as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip('\r\n')
-            if not line.strip(): continue
-            cid, sep, caption = line.partition('\t')
-            m = _TOKEN_ID.match(cid.strip())
-            if not sep or not m:
-                raise FusionStudyError(f"Line {n} of {path} is not 'image.jpg#k<TAB>caption' ({line[:60]!r}); is this the Flickr8k token file?")
-            folded += m['stray'] is not None
-            if not caption.strip(): empty += 1; continue
-            rows.append((m['image'], caption.strip()))
+    for n, line in enumerate(_read_text(path).split('\n'), 1):
+        line = line.rstrip('\r')
+        if not line.strip(): continue
+        cid, sep, caption = line.partition('\t')
+        m = _TOKEN_ID.match(cid.strip())
+        if not sep or not m:
+            raise FusionStudyError(f"Line {n} of {path} is not 'image.jpg#k<TAB>caption' ({line[:60]!r}); is this the Flickr8k token file?")
+        folded += m['stray'] is not None
+        if not caption.strip(): empty += 1; continue
+        rows.append((m['image'], caption.strip()))
     table = pd.DataFrame(rows, columns=['image', 'caption'])
     return Captions(table, dict(file=str(path), format='flickr8k_token', captions=len(table), images=table.image.nunique(),
                                 folded_image_names=folded, dropped_empty=empty))
@@ -55,8 +67,8 @@ def parse_kaggle_captions(path) -> Captions:
     "Parse Kaggle's `captions.txt` (CSV with header `image,caption`)."
     path = Path(path)
     if not path.exists(): raise FusionStudyError(f"Captions file {str(path)!r} does not exist; point to Flickr8k.token.txt or captions.txt.")
-    try: table = pd.read_csv(path, dtype=str, keep_default_na=False, on_bad_lines='error')
-    except (pd.errors.ParserError, csv.Error, UnicodeDecodeError) as e:
+    try: table = pd.read_csv(io.StringIO(_read_text(path)), dtype=str, keep_default_na=False, on_bad_lines='error')
+    except (pd.errors.ParserError, csv.Error) as e:
         raise FusionStudyError(f"{path} is not a valid 'image,caption' CSV ({str(e).strip().splitlines()[-1]}); fix or re-download it.") from None
     if list(table.columns[:2]) != ['image', 'caption'] or len(table.columns) != 2:
         raise FusionStudyError(f"{path} must have exactly the header 'image,caption', found {list(table.columns)}.")
@@ -70,7 +82,9 @@ def load_captions(path) -> Captions:
     "Parse either caption layout, chosen by the file's first line."
     path = Path(path)
     if not path.exists(): raise FusionStudyError(f"Captions file {str(path)!r} does not exist; point to Flickr8k.token.txt or captions.txt.")
-    with open(path, encoding='utf-8', errors='replace') as f: first = f.readline()
+    try:
+        with open(path, encoding='utf-8-sig', errors='replace') as f: first = f.readline()
+    except OSError: first = ''                                   # not readable: the parser says so
     return parse_kaggle_captions(path) if first.strip().lower().startswith('image,caption') else parse_flickr8k_token(path)
 
 # %% ../nbs/01_data.ipynb #c85ac845
@@ -83,6 +97,12 @@ def drop_missing_images(caps:Captions, available) -> Captions:
               'captions_without_image': int((~keep).sum()),
               'images_without_caption': len(available - set(table.image))}
     return Captions(table, report)
+
+# %% ../nbs/01_data.ipynb #a665a744
+def nonfinite_row(x:torch.Tensor):
+    "The first row of `x` holding a NaN or an infinity, or None when all of `x` is finite (one cheap pass in that case)."
+    if torch.isfinite(x).all(): return None
+    return int((~torch.isfinite(x)).reshape(len(x), -1).any(1).nonzero()[0, 0])
 
 # %% ../nbs/01_data.ipynb #b06dd204
 @dataclass
@@ -98,6 +118,11 @@ class Features:
     def __post_init__(self):
         if len(self.ids) != len(self.image) or len(self.text) != len(self.caption_image):
             raise FusionStudyError(f"Features are inconsistent: {len(self.ids)} ids for {len(self.image)} images, {len(self.caption_image)} caption indices for {len(self.text)} captions; rebuild the feature cache.")
+        for m, x in (('image', self.image), ('text', self.text)):
+            if (r := nonfinite_row(x)) is not None:
+                try: which = f"image {self.ids[r]!r}" if m == 'image' else f"a caption of image {self.ids[int(self.caption_image[r])]!r}"
+                except (IndexError, TypeError): which = 'unknown item'
+                raise FusionStudyError(f"The {m} features have non-finite values (NaN/Inf) in row {r} ({which}); nothing can be trained on them: rebuild them (for cached features delete their cache folder and run `fusion-study extract` again).")
     @property
     def dims(self): return self.image.shape[1], self.text.shape[1]
     @property

@@ -13,28 +13,23 @@ import pandas as pd
 from scipy import stats
 
 from .core import FusionStudyError, RunConfig
-from .study import RUN_INFO, read_results, run_config, run_keys, paired_tests, use_inline_charts
+from .study import RUN_INFO, read_results, run_config, valid_rows, paired_tests, use_inline_charts
 from .train import config_specs
 
 # %% auto #0
-__all__ = ['RUN_INDEPENDENT', 'ALPHA', 'DEGRADATION_TABLES', 'reusable_rows', 'chance_p', 'table2', 'chance_onset',
-           'advantage_trend', 'fig3']
+__all__ = ['ALPHA', 'DEGRADATION_TABLES', 'reusable_rows', 'chance_p', 'table2', 'chance_onset', 'advantage_trend', 'fig3']
 
 # %% ../nbs/06_degradation.ipynb #b3c35b98
-RUN_INDEPENDENT = {'name', 'notebook', 'methods', 'scales', 'seeds', 'noise', 'engine', 'device', 'inputs'}
-
 def reusable_rows(cfg:RunConfig, out_dir) -> pd.DataFrame:
     "Result rows of `cfg.inputs` (sibling folders of `out_dir`) that are runs of `cfg`'s grid trained with identical data and recipe."
-    grid = {s.key() for s in config_specs(cfg)}
-    mine, found = {k: v for k, v in cfg.to_dict().items() if k not in RUN_INDEPENDENT}, []
+    found = []
     for name in cfg.inputs:
         d = Path(out_dir).parent/name
-        try: other = json.loads((d/RUN_INFO).read_text())['config']
-        except (OSError, ValueError, KeyError): continue
-        if {k: other.get(k) for k in mine} != mine: continue
-        try: df = read_results(d)
+        try: other = RunConfig.from_dict(json.loads((d/RUN_INFO).read_text())['config'])
+        except (OSError, ValueError, KeyError, FusionStudyError): continue
+        if other.identity() != cfg.identity(): continue                  # other data or recipe: its runs are not ours
+        try: found.append(valid_rows(read_results(d), cfg))
         except FusionStudyError: continue
-        found.append(df[[k in grid for k in run_keys(df)]])
     return pd.concat(found, ignore_index=True) if found else pd.DataFrame()
 
 # %% ../nbs/06_degradation.ipynb #85066366

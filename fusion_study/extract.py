@@ -15,7 +15,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .core import FusionStudyError, RunConfig, cache_dir, get_device, write_atomic
-from .data import Captions, Features, load_captions, drop_missing_images
+from .data import Captions, Features, load_captions, drop_missing_images, nonfinite_row
 
 # %% auto #0
 __all__ = ['FLICKR8K_URL', 'FLICKR8K_ARCHIVES', 'IMAGE_EXTS', 'CLIP_DEFAULT', 'RESNET18', 'HF_MAX_LENGTH', 'CACHE_FORMAT',
@@ -134,10 +134,11 @@ def scan_dataset(root) -> Flickr8k:
     "Scan a Flickr8k folder in either layout; report images without captions and captions without images."
     lay = find_layout(root)
     on_disk = {p.name: p.stat().st_size for p in lay.images.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file()}
-    caps = drop_missing_images(load_captions(lay.captions), on_disk)
+    all_caps = load_captions(lay.captions)
+    caps = drop_missing_images(all_caps, on_disk)
     if not len(caps): raise FusionStudyError(f"No caption in {lay.captions} names an image in {lay.images}; is the folder complete?")
     images = caps.images
-    all_caps = load_captions(lay.captions).table
+    all_caps = all_caps.table
     missing = sorted(set(all_caps.image) - set(on_disk))
     report = dict(layout=lay.kind, root=str(lay.root), images_dir=str(lay.images), captions_file=str(lay.captions),
                   images_on_disk=len(on_disk), images=len(images), captions=len(caps),
@@ -166,13 +167,28 @@ def _unpack(archive:Path, dest:Path):
             z.extract(m, dest)
     marker.touch()
 
+def _writable_folder(dest:Path):
+    "Make `dest` a folder this process can write into, or say in one sentence why it cannot be."
+    near = dest
+    while not near.exists() and near != near.parent: near = near.parent       # the closest part of the path that exists
+    if not near.is_dir():
+        raise FusionStudyError(f"{near} is a file, not a folder; pass a folder (new, or holding Flickr8k) as --dest.")
+    if not os.access(near, os.W_OK | os.X_OK):
+        raise FusionStudyError(f"The folder {near} is not writable, so Flickr8k cannot be {'downloaded into it' if near == dest else f'put in {dest}'}; pass a folder you can write to as --dest.")
+    try: dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise FusionStudyError(f"Cannot create the folder {dest} ({e.strerror or e}); pass a folder you can write to as --dest.") from None
+
 def get_flickr8k(dest, base_url=None, progress:bool=True, timeout:float=15, log=print) -> Flickr8k:
     "Make `dest` a complete Flickr8k folder (accept, or download + verify + unpack) and return its scan."
     dest = Path(dest).expanduser()
     try: return scan_dataset(dest)
-    except FusionStudyError: pass
+    except FusionStudyError:
+        try: find_layout(dest)
+        except FusionStudyError: pass                                          # no Flickr8k here yet: get it
+        else:                                                                  # Flickr8k is here but broken (bad captions, …)
+            if not any((dest/n).is_file() and not (dest/f'.{n}.unpacked').exists() for n in FLICKR8K_ARCHIVES): raise
     base = flickr8k_base_url(base_url)
-    dest.mkdir(parents=True, exist_ok=True)
+    _writable_folder(dest)
     for name, known in FLICKR8K_ARCHIVES.items():
         target = dest/name
         if target.exists():
@@ -509,6 +525,9 @@ def read_cache(fields:dict):
     except Exception as e: raise FusionStudyError(f"The feature cache {out} is damaged ({_first_line(e)}); delete that folder and extract again.") from None
     if len(t['features']) != meta['n_ok'] or len(meta['ids']) != meta['n_ok'] or t['features'].shape[1] != meta['dim']:
         raise FusionStudyError(f"The feature cache {out} holds {tuple(t['features'].shape)} features but its metadata says {meta['n_ok']} × {meta['dim']}; delete that folder and extract again.")
+    for k in sorted(k for k in t if k != 'index'):
+        if (r := nonfinite_row(t[k])) is not None:
+            raise FusionStudyError(f"Feature file {out/'features.safetensors'} has non-finite values (NaN/Inf) in row {r} ({k!r} of {meta['ids'][r]}); delete the folder {out} and run `fusion-study extract` again.")
     return t, meta
 
 # %% ../nbs/02_extract.ipynb #e048e9cd

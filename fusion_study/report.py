@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import FusionStudyError
+from .core import FusionStudyError, REPORT_DIR
 from .fusion import PAPER_PARAMS
+from .study import incomplete_reason
 
 # %% auto #0
-__all__ = ['PAPER_REF', 'PAPER', 'VERDICTS', 'REPORT_DIR', 'VERDICT_COLOURS', 'paper_table', 'collect_runs', 'read_table',
-           'backbone_kind', 'is_real', 'is_clip', 'source_label', 'short_label', 'of_kind', 'table1_claims',
-           'table2_claims', 'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'page_link',
-           'configurations', 'table1_side_by_side', 'gap_chart']
+__all__ = ['PAPER_REF', 'PAPER', 'VERDICTS', 'VERDICT_COLOURS', 'paper_table', 'collect_runs', 'read_table', 'backbone_kind',
+           'is_real', 'is_clip', 'source_label', 'short_label', 'of_kind', 'table1_claims', 'table2_claims',
+           'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'page_link', 'configurations',
+           'table1_side_by_side', 'gap_chart']
 
 # %% ../nbs/09_report.ipynb #eec8fae4
 PAPER_REF = 'Zhou & Xie, Feature Alignment Determines Fusion Strategy, arXiv 2606.01207v1 (31 May 2026)'
@@ -62,7 +63,6 @@ def paper_table() -> pd.DataFrame:
 
 # %% ../nbs/09_report.ipynb #81f20047
 VERDICTS = ('reproduced', 'not reproduced', 'not testable on this data', 'not run')
-REPORT_DIR = 'report'
 
 def collect_runs(runs_dir) -> dict:
     "name → dict(dir, info, config, notebook, notebooks, complete, files) for every configuration folder of `runs_dir`."
@@ -74,7 +74,8 @@ def collect_runs(runs_dir) -> dict:
         nbs = sorted(d.glob('*.ipynb'))
         if info is None and not nbs: continue
         cfg = info['config'] if info else None
-        runs[d.name] = dict(name=d.name, dir=d, info=info, config=cfg, notebooks=nbs, complete=info is not None,
+        why = incomplete_reason(d) if info is not None else 'it did not finish'
+        runs[d.name] = dict(name=d.name, dir=d, info=info, config=cfg, notebooks=nbs, complete=why is None, why=why,
                             notebook=cfg['notebook'] if cfg else nbs[0].stem, files=list(info.get('files', [])) if info else [])
     return runs
 
@@ -130,6 +131,9 @@ def table1_claims(runs:dict) -> list:
         rows += [_row('clip_gap', 'concat beats cross at every scale (aligned features)', '4.1–5.1 points at 2048–16384', '—', 'not run', 'no finished study configuration with aligned features')]
     for r in aligned:
         g = _gaps(r)
+        if g is None or not len(g):
+            rows.append(_row('clip_gap', 'With aligned features concat beats cross at every scale', 'concat ahead at all of 2048–16384', '—', 'not testable on this data', 'this configuration has no noise-free (σ = 0) runs', r, 'paired_tests.csv'))
+            continue
         sub = g[g.scale.isin(P['scales'])] if g.scale.isin(P['scales']).any() else g
         worst = sub.loc[sub.mean_diff.idxmin()]
         ours = ', '.join(f"{s}: {d:+.2f}" for s, d in zip(sub.scale, sub.mean_diff))
@@ -147,6 +151,7 @@ def table1_claims(runs:dict) -> list:
         u = [r for r in studies if is_real(r['config']) == src and backbone_kind(r['config']) == 'unaligned']
         if not a or not u: continue
         ga, gu = _gaps(a[0]), _gaps(u[0])
+        if ga is None or gu is None: continue
         common = sorted(set(ga.scale) & set(gu.scale))
         ga, gu = ga[ga.scale.isin(common)], gu[gu.scale.isin(common)]
         flip = (ga.mean_diff > 0).all() and (gu.mean_diff < 0).mean() > .5

@@ -4,15 +4,13 @@
 
 # %% ../nbs/10_runner.ipynb #6823c543
 from __future__ import annotations
-import sys, time
+import os, shutil, sys, time
 from pathlib import Path
 
-from .core import FusionStudyError, RunConfig, load_params, project_root
-from .study import preflight, is_complete
-from .report import REPORT_DIR as REPORT   # the report's folder and notebook name
+from .core import FusionStudyError, RunConfig, load_params, project_root, folder_lock, crash_point, REPORT_DIR as REPORT
 
 # %% auto #0
-__all__ = ['nbs_dir', 'notebook_path', 'order_by_inputs', 'run_report', 'run_params']
+__all__ = ['nbs_dir', 'notebook_path', 'order_by_inputs', 'check_plan', 'run_report', 'run_params']
 
 # %% ../nbs/10_runner.ipynb #a57c62b1
 def nbs_dir() -> Path:
@@ -46,48 +44,101 @@ def order_by_inputs(cfgs:list) -> list:
     for c in cfgs: visit(c)
     return out
 
+def check_plan(cfgs:list, runs:Path, params='the params file'):
+    "What can be checked without torch: reserved names, `inputs` that exist (in the file or the runs folder), a usable runs folder."
+    names = {c.name for c in cfgs}
+    for c in cfgs:
+        if c.name == REPORT: raise FusionStudyError(f"Configuration name {REPORT!r} in {params} is reserved for the results report; rename the configuration.")
+        for name in c.inputs:
+            if name not in names and not (runs/name/'run.json').exists():
+                raise FusionStudyError(f"Configuration {c.name!r} in {params} reads {name!r} through inputs, but neither {params} nor the runs folder {str(runs)!r} has a configuration of that name; fix the name or add it.")
+    order_by_inputs(cfgs)
+    if runs.exists() and not runs.is_dir(): raise FusionStudyError(f"The runs folder {str(runs)!r} is a file; pass a folder as --runs-dir.")
+    try: runs.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise FusionStudyError(f"Cannot create the runs folder {str(runs)!r} ({e.strerror}); pass a folder you can write to as --runs-dir.") from None
+    if not os.access(runs, os.W_OK): raise FusionStudyError(f"The runs folder {str(runs)!r} is not writable; pass a folder you can write to as --runs-dir.")
+
+# %% ../nbs/10_runner.ipynb #8a7aa608
+def _kernel_manager(log_path:Path):
+    "A kernel manager whose kernel writes its own log (ipykernel's warnings) to `log_path`, not to the user's terminal."
+    from jupyter_client.manager import AsyncKernelManager
+    class QuietKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            with open(log_path, 'ab') as log: return await super()._async_launch_kernel(kernel_cmd, **{**kw, 'stdout': log, 'stderr': log})
+    return QuietKernelManager
+
 def _execute(nb:Path, out_nb:Path, parameters:dict, cwd:Path):
     import papermill as pm
-    pm.execute_notebook(str(nb), str(out_nb), kernel_name='python3', parameters=parameters,
-                        progress_bar=sys.stderr.isatty(), cwd=str(cwd))
+    pm.execute_notebook(str(nb), str(out_nb), kernel_name='python3', parameters=parameters, progress_bar=sys.stderr.isatty(),
+                        cwd=str(cwd), kernel_manager_class=_kernel_manager(cwd/'kernel.log'))
+
+def _failure(e) -> str:
+    "One line for why a notebook did not finish."
+    import papermill as pm
+    if isinstance(e, pm.PapermillExecutionError): return f"{e.ename}: {_first_line(e)}"
+    return f"its kernel died ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}); out of memory?"
 
 def run_report(runs_dir='runs', log=print) -> Path:
     "Execute the report notebook on `runs_dir` into `<runs_dir>/report/report.ipynb`; return its path."
-    import papermill as pm
     runs = Path(runs_dir); out = runs/REPORT; out.mkdir(parents=True, exist_ok=True)
     nb_out = out/f'{REPORT}.ipynb'
     try: _execute(notebook_path(REPORT), nb_out, dict(runs_dir=str(runs.resolve())), out)
-    except pm.PapermillExecutionError as e:
-        msg = _first_line(e)
-        raise FusionStudyError(f"The report notebook failed ({e.ename}: {msg}); open {nb_out} to see where, fix it and run `fusion-study site` again.") from None
+    except KeyboardInterrupt: raise
+    except Exception as e:
+        if type(e).__module__.startswith('fusion_study'): raise
+        raise FusionStudyError(f"The report notebook failed ({_failure(e)}); open {nb_out} to see where, fix it and run `fusion-study site` again.") from None
     log(f"report: rebuilt {nb_out} from every configuration in {runs}")
     return nb_out
 
+# %% ../nbs/10_runner.ipynb #047a5655
+def _clear_outputs(out:Path, cfg:RunConfig):
+    "`--force`: forget what this configuration computed (its completion, record, results and run records), so every run trains again."
+    from fusion_study.study import COMPLETE, RUN_INFO, RESULTS, ROWS
+    for f in (COMPLETE, RUN_INFO, RESULTS): (out/f).unlink(missing_ok=True)
+    shutil.rmtree(out/ROWS/cfg.identity(), ignore_errors=True)
+
+def _run_one(cfg:RunConfig, runs:Path, force:bool, log) -> tuple[str, str]:
+    "Run one configuration unless it is complete; return (status, why)."
+    from fusion_study.study import COMPLETE, incomplete_reason, mark_complete
+    out = runs/cfg.name
+    why = incomplete_reason(out, cfg)
+    if why is None and not force:
+        log(f"{cfg.name}: complete, skipped (results in {out})"); return 'skipped', ''
+    if force: _clear_outputs(out, cfg)
+    elif why != 'it has not run': log(f"{cfg.name}: {why}; running it again (finished runs are reused)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out/COMPLETE).unlink(missing_ok=True)                       # completion is written last, after everything else
+    nb_out, start = out/f'{cfg.notebook}.ipynb', time.time()
+    log(f"{cfg.name}: running {nb_out} …")
+    try: _execute(notebook_path(cfg.notebook), nb_out, dict(config=cfg.to_dict(), out_dir=str(out.resolve())), out)
+    except KeyboardInterrupt: raise
+    except Exception as e:
+        if type(e).__module__.startswith('fusion_study'): raise
+        msg = _failure(e)
+        log(f"{cfg.name}: FAILED ({msg}); the executed notebook with the error is {nb_out}"); return 'failed', msg
+    crash_point('notebook')
+    try: mark_complete(out, cfg, nb_out)
+    except FusionStudyError as e:
+        log(f"{cfg.name}: FAILED ({e})"); return 'failed', str(e)
+    crash_point('complete')
+    log(f"{cfg.name}: done in {time.time() - start:.0f}s")
+    return 'done', ''
+
 def run_params(params, runs_dir='runs', force:bool=False, log=print, report:bool=True) -> dict:
     "Run every configuration of the params file `params`, then the report; return {name: 'done'|'skipped'|'failed'}."
-    import papermill as pm
-    cfgs = load_params(params)
-    for cfg in cfgs:
-        if cfg.name == REPORT: raise FusionStudyError(f"Configuration name {REPORT!r} in {params} is reserved for the results report; rename the configuration.")
-        preflight(cfg); notebook_path(cfg.notebook)      # fail before any work
-    cfgs = order_by_inputs(cfgs)
-    runs, status, errors = Path(runs_dir), {}, []
-    for cfg in cfgs:
-        out = runs/cfg.name
-        if not force and is_complete(out, cfg):
-            log(f"{cfg.name}: complete, skipped (results in {out})"); status[cfg.name] = 'skipped'; continue
-        if force: (out/'run.json').unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
-        nb_out, start = out/f'{cfg.notebook}.ipynb', time.time()
-        log(f"{cfg.name}: running {nb_out} …")
-        try: _execute(notebook_path(cfg.notebook), nb_out, dict(config=cfg.to_dict(), out_dir=str(out.resolve())), out)
-        except pm.PapermillExecutionError as e:
-            msg = _first_line(e)
-            log(f"{cfg.name}: FAILED ({e.ename}: {msg}); the executed notebook with the error is {nb_out}")
-            status[cfg.name] = 'failed'; errors.append(f"{cfg.name} ({msg})"); continue
-        log(f"{cfg.name}: done in {time.time() - start:.0f}s")
-        status[cfg.name] = 'done'
-    if report: run_report(runs, log)
+    cfgs, runs = load_params(params), Path(runs_dir)
+    check_plan(cfgs, runs, params)
+    if os.environ.get('FUSION_STUDY_CRASH_AT'): os.environ.setdefault('FUSION_STUDY_CRASH_PID', str(os.getpid()))
+    with folder_lock(runs, 'run'):
+        from fusion_study.study import preflight
+        for cfg in cfgs: preflight(cfg); notebook_path(cfg.notebook)      # fail before any work
+        status, errors = {}, []
+        for cfg in order_by_inputs(cfgs):
+            if (bad := [n for n in cfg.inputs if status.get(n) == 'failed']):
+                log(f"{cfg.name}: not run, its input {bad[0]!r} failed"); status[cfg.name] = 'failed'; errors.append(f"{cfg.name} (input {bad[0]} failed)"); continue
+            status[cfg.name], why = _run_one(cfg, runs, force, log)
+            if why: errors.append(f"{cfg.name} ({why})")
+        if report: run_report(runs, log)
     if errors:
         raise FusionStudyError(f"{len(errors)} of {len(cfgs)} configurations failed: {'; '.join(errors)}. Finished results are kept; fix the cause and re-run to resume.")
     return status

@@ -4,16 +4,17 @@
 
 # %% ../nbs/11_site.ipynb #49d84614
 from __future__ import annotations
-import html, re, shutil, subprocess
+import html, os, re, shutil, subprocess
 from pathlib import Path
 
 import nbformat
 
-from .core import FusionStudyError, project_root
+from .core import FusionStudyError, project_root, folder_lock
 from .report import collect_runs, REPORT_DIR
 
 # %% auto #0
-__all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'EXTERNAL_SCRIPT', 'site_pages', 'navbar', 'ensure_report', 'report_view', 'build_site']
+__all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'EXTERNAL_SCRIPT', 'SITE_MARK', 'site_pages', 'navbar', 'ensure_report', 'report_view',
+           'notebook_error', 'banner', 'page_problem', 'check_site_out', 'build_site']
 
 # %% ../nbs/11_site.ipynb #d7f59a97
 NAV_ORDER = ['report', 'study', 'degradation', 'analysis', 'theory']
@@ -23,7 +24,7 @@ def site_pages(runs_dir) -> list[dict]:
     runs_dir = Path(runs_dir)
     pages = [dict(kind='report', label='report', nb=p, href=f'runs/{REPORT_DIR}/{p.stem}.html') for p in sorted((runs_dir/REPORT_DIR).glob('*.ipynb'))]
     for r in collect_runs(runs_dir).values():
-        pages += [dict(kind=r['notebook'], label=r['name'] + ('' if r['complete'] else ' (failed)'), nb=p, href=f"runs/{r['name']}/{p.stem}.html") for p in r['notebooks']]
+        pages += [dict(kind=r['notebook'], label=r['name'] + ('' if r['complete'] else ' (not complete)'), nb=p, href=f"runs/{r['name']}/{p.stem}.html") for p in r['notebooks']]
     rank = lambda k: NAV_ORDER.index(k) if k in NAV_ORDER else len(NAV_ORDER)
     return sorted(pages, key=lambda p: (rank(p['kind']), p['label']))
 
@@ -54,6 +55,7 @@ def ensure_report(runs_dir, log=print) -> Path:
 # %% ../nbs/11_site.ipynb #29856bd4
 LIBRARY_CELL = ('#| export', '#| default_exp', '#| hide')
 EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>')
+SITE_MARK = '.fusion-study-site'
 
 def report_view(nb:nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The notebook as a results page: library definitions without output (`#| export`, `#| hide`…) are left to the source notebook,
@@ -62,35 +64,82 @@ def report_view(nb:nbformat.NotebookNode) -> nbformat.NotebookNode:
     nb.cells = [c for c in nb.cells[start:] if c.cell_type != 'code' or c.get('outputs') or not c.source.lstrip().startswith(LIBRARY_CELL)]
     return nb
 
-def _html(nb_path:Path, dest:Path, nav:str='', exclude_input:bool=False):
+def notebook_error(nb:nbformat.NotebookNode) -> str|None:
+    "The first error a notebook's outputs hold ('Name: message'), or None."
+    for c in nb.cells:
+        for o in c.get('outputs', []):
+            if o.get('output_type') == 'error': return f"{o.get('ename', 'Error')}: {(o.get('evalue') or '').strip().splitlines()[0] if o.get('evalue') else ''}".rstrip(': ')
+    return None
+
+def banner(text:str) -> str:
+    return ('<div class="fusion-failed" role="alert" style="background:#c0392b;color:#fff;padding:.8em 1em;font-family:sans-serif;font-size:15px">'
+            f'<strong>This page is not a finished result.</strong> {html.escape(text)}</div>')
+
+def _html(nb_path:Path, dest:Path, nav:str='', exclude_input:bool=False, problem:str=None):
     from nbconvert import HTMLExporter
     body, _ = HTMLExporter(template_name='lab', exclude_input=exclude_input).from_notebook_node(report_view(nbformat.read(nb_path, as_version=4)))
     body = EXTERNAL_SCRIPT.sub('', body)          # nbconvert's require.js / MathJax from a CDN: unused here, and they would fail offline
-    if nav:
-        i = body.find('>', body.find('<body')) + 1
-        body = body[:i] + nav + body[i:]
+    i = body.find('>', body.find('<body')) + 1
+    body = body[:i] + nav + (banner(problem) if problem else '') + body[i:]
     dest.parent.mkdir(parents=True, exist_ok=True); dest.write_text(body, encoding='utf-8')
 
-def build_site(runs_dir='runs', out='_site', use_quarto=None, log=print) -> Path:
-    "Build the results site from `runs_dir` into `out`; return the path of its index page."
-    runs_dir, out = Path(runs_dir), Path(out)
+def page_problem(page:dict, runs:dict) -> str|None:
+    "Why a page does not show a finished result (its notebook's error, or why its configuration is not complete), or None."
+    err = notebook_error(nbformat.read(page['nb'], as_version=4))
+    r = runs.get(page['nb'].parent.name) if page['kind'] != 'report' else None
+    why = r['why'] if r else None
+    if err: return f"Its notebook stopped with {err}" + (f"; the configuration is not complete ({why})." if why else '.')
+    if why: return f"The configuration is not complete ({why}); run `fusion-study run` on its params file again to finish it."
+    return None
+
+# %% ../nbs/11_site.ipynb #8574dee3
+def check_site_out(out, runs_dir) -> Path:
+    "Refuse an `--out` that holds anything `fusion-study site` did not make (or the runs folder); return it resolved."
+    o, r = Path(out).resolve(), Path(runs_dir).resolve()
+    if o == r or o in r.parents: raise FusionStudyError(f"--out {str(out)!r} would replace the runs folder {str(runs_dir)!r}; pass a separate folder such as _site.")
+    if o.exists() and not o.is_dir(): raise FusionStudyError(f"--out {str(out)!r} is a file; pass a folder such as _site.")
+    if o.is_dir() and any(o.iterdir()) and not (o/SITE_MARK).exists():
+        raise FusionStudyError(f"--out {str(out)!r} already holds files that `fusion-study site` did not make; pass a new or empty folder (or one an earlier site build made).")
+    return o
+
+def _swap_in(new:Path, out:Path):
+    "Replace `out` (absent, empty, or a site we made) by the finished build `new`."
+    old = out.parent/f'.{out.name}.old-{os.getpid()}'
+    if out.exists(): os.rename(out, old)
+    os.rename(new, out)
+    if old.exists(): shutil.rmtree(old)
+
+# %% ../nbs/11_site.ipynb #14e636da
+def build_site(runs_dir='runs', out='_site', use_quarto=None, log=print) -> tuple[Path, list]:
+    "Build the results site from `runs_dir` into `out`; return its index page and the problems of the pages that show no finished result."
+    runs_dir = Path(runs_dir)
     if not runs_dir.is_dir(): raise FusionStudyError(f"No runs folder {str(runs_dir)!r}; run `fusion-study run params/default.yaml` first.")
-    ensure_report(runs_dir, log)
-    pages = site_pages(runs_dir)
+    out = check_site_out(out, runs_dir)
     root = project_root()
     quarto_ok = shutil.which('quarto') and root is not None and runs_dir.resolve() == (root/'runs').resolve()
     if use_quarto is None: use_quarto = bool(quarto_ok)
-    if use_quarto:
-        if not quarto_ok: raise FusionStudyError("Quarto build needs `quarto` on PATH and the runs in the project's runs/ folder; drop --quarto to use the static fallback.")
-        subprocess.run(['quarto', 'render', '--output-dir', str(out.resolve())], cwd=root, check=True)
-        log(f"site built with quarto render into {out}")
-    else:
-        if out.exists(): shutil.rmtree(out)
-        for p in pages: _html(p['nb'], out/p['href'], navbar(pages, p['href']), exclude_input=p['kind'] == 'report')
-        log(("quarto not found on PATH" if not shutil.which('quarto') else "runs folder is not the project's runs/")
-            + f": built the static HTML fallback with nbconvert into {out} ({len(pages)} pages)")
-    home = f'runs/{REPORT_DIR}/{REPORT_DIR}.html'
-    (out/'index.html').write_text('<!doctype html><meta charset="utf-8"><title>fusion_study results</title>'
-                                  f'<meta http-equiv="refresh" content="0; url={home}">'
-                                  f'<a href="{home}">fusion_study results</a>\n')
-    return out/'index.html'
+    if use_quarto and not quarto_ok: raise FusionStudyError("Quarto build needs `quarto` on PATH and the runs in the project's runs/ folder; drop --quarto to use the static fallback.")
+    with folder_lock(runs_dir, 'site'):
+        ensure_report(runs_dir, log)
+        pages, runs = site_pages(runs_dir), collect_runs(runs_dir)
+        problems = {p['href']: why for p in pages if (why := page_problem(p, runs))}
+        new = out.parent/f'.{out.name}.new-{os.getpid()}'
+        try:
+            new.mkdir(parents=True)
+            if use_quarto:
+                subprocess.run(['quarto', 'render', '--output-dir', str(new)], cwd=root, check=True)
+                how = 'site built with quarto render'
+            else:
+                for p in pages: _html(p['nb'], new/p['href'], navbar(pages, p['href']), exclude_input=p['kind'] == 'report', problem=problems.get(p['href']))
+                how = (("quarto not found on PATH" if not shutil.which('quarto') else "runs folder is not the project's runs/")
+                       + f": built the static HTML fallback with nbconvert ({len(pages)} pages)")
+            home = f'runs/{REPORT_DIR}/{REPORT_DIR}.html'
+            (new/'index.html').write_text('<!doctype html><meta charset="utf-8"><title>fusion_study results</title>'
+                                          f'<meta http-equiv="refresh" content="0; url={home}">'
+                                          f'<a href="{home}">fusion_study results</a>\n')
+            (new/SITE_MARK).write_text('made by `fusion-study site`; the next build replaces this folder\n')
+            _swap_in(new, out)
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True); raise
+    log(f"{how} into {out}")
+    return out/'index.html', [f"{href}: {why}" for href, why in problems.items()]

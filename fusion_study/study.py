@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_study.ipynb #56cbff73
 from __future__ import annotations
-import json, time
+import collections, hashlib, json, math, time, warnings
 from pathlib import Path
 
 import altair as alt
@@ -12,15 +12,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .core import FusionStudyError, RunConfig, code_version, write_atomic, get_device
+from .core import FusionStudyError, RunConfig, code_version, write_atomic, get_device, crash_point
 from .data import load_features, BACKBONES
 from .fusion import METHODS
 from .train import METRICS, RESULT_COLUMNS, config_specs, train_runs, ENGINES
 
 # %% auto #0
-__all__ = ['RESULTS', 'RUN_INFO', 'STUDY_TABLES', 'preflight', 'inline_chart_html', 'use_inline_charts', 'record_run',
-           'is_complete', 'read_results', 'run_keys', 'run_config', 'summarise', 'table1', 'paired_tests', 'fig1',
-           'fig2']
+__all__ = ['RESULTS', 'RUN_INFO', 'COMPLETE', 'ROWS', 'RECIPE_COLUMNS', 'STUDY_TABLES', 'preflight', 'inline_chart_html',
+           'use_inline_charts', 'record_run', 'read_results', 'run_keys', 'results_problems', 'valid_rows', 'keep_row',
+           'stored_rows', 'previous_results', 'file_digest', 'mark_complete', 'incomplete_reason', 'is_complete',
+           'run_config', 'summarise', 'table1', 'paired_tests', 'fig1', 'fig2']
 
 # %% ../nbs/05_study.ipynb #f226577d
 def preflight(cfg:RunConfig):
@@ -29,8 +30,6 @@ def preflight(cfg:RunConfig):
         if m not in METHODS: raise FusionStudyError(f"Unknown method {m!r} in configuration {cfg.name!r}; choose from {list(METHODS)}.")
     if cfg.engine not in ('auto', *ENGINES): raise FusionStudyError(f"Unknown engine {cfg.engine!r} in configuration {cfg.name!r}; choose from {['auto', *ENGINES]}.")
     get_device(cfg.device)
-    if not cfg.scales or not cfg.seeds or not cfg.methods or not cfg.noise:
-        raise FusionStudyError(f"Configuration {cfg.name!r} has an empty grid; give at least one method, scale, seed and noise level.")
     if cfg.source == 'synthetic':
         if cfg.alignment is None and cfg.backbone not in BACKBONES:
             raise FusionStudyError(f"Unknown synthetic backbone {cfg.backbone!r} in configuration {cfg.name!r}; use one of {list(BACKBONES)} or set alignment.")
@@ -57,7 +56,7 @@ def use_inline_charts():
     alt.data_transformers.disable_max_rows()
 
 # %% ../nbs/05_study.ipynb #7365a94a
-RESULTS, RUN_INFO = 'results.csv', 'run.json'
+RESULTS, RUN_INFO, COMPLETE, ROWS = 'results.csv', 'run.json', 'complete.json', 'rows'
 
 def _input_hashes(out:Path, cfg:RunConfig) -> dict:
     "The recorded configuration hash of each input configuration (a sibling folder of `out`), or None where it has none."
@@ -68,61 +67,174 @@ def _input_hashes(out:Path, cfg:RunConfig) -> dict:
     return hashes
 
 def record_run(out_dir, cfg:RunConfig, files=(RESULTS,), **extra):
-    "Write `run.json` last: the configuration, its hash, the code version, the files it produced and the inputs it read."
+    "Write `run.json`: the configuration, its hash, the code version, the files it produced and the inputs it read."
     out = Path(out_dir)
-    info = dict(config=cfg.to_dict(), config_hash=cfg.hash(), code_version=code_version(), files=list(files),
+    info = dict(config=cfg.to_dict(), config_hash=cfg.hash(), identity=cfg.identity(), code_version=code_version(), files=list(files),
                 inputs=_input_hashes(out, cfg), **extra)
     write_atomic(out/RUN_INFO, json.dumps(info, indent=1, default=str))
     return info
 
-def is_complete(out_dir, cfg:RunConfig) -> bool:
-    "Does `out_dir` hold complete output of exactly this configuration, made from the current state of its inputs?"
-    out = Path(out_dir)
-    try: info = json.loads((out/RUN_INFO).read_text())
-    except (OSError, ValueError): return False
-    return (info.get('config_hash') == cfg.hash() and all((out/f).exists() for f in info.get('files', [RESULTS]))
-            and info.get('inputs', {}) == _input_hashes(out, cfg) and None not in info.get('inputs', {}).values())
-
 def read_results(out_dir) -> pd.DataFrame:
-    "The results table of a finished configuration."
+    "The results table of a configuration folder."
     path = Path(out_dir)/RESULTS
     if not path.exists(): raise FusionStudyError(f"No results in {out_dir}; run `fusion-study run` on its params file first.")
-    return pd.read_csv(path)
+    try: return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise FusionStudyError(f"{path} is damaged ({str(e).strip().splitlines()[-1]}); run the configuration again to rebuild it.") from None
 
 def run_keys(df:pd.DataFrame) -> list:
     "The `RunSpec.key()` of every result row: (method, scale, seed, noise)."
     return list(zip(df.method, df.scale, df.seed, df.noise))
 
-def run_config(cfg:RunConfig, out_dir, progress:bool=True, tables:dict=None, reuse:pd.DataFrame=None) -> pd.DataFrame:
-    """Train every run of `cfg` not already in `out_dir`, then write its results, the derived `tables` ({file name: function of
-    the results → DataFrame}) and the run record. Rows of `reuse` (same schema, e.g. another configuration's identical runs) count as done."""
-    preflight(cfg)
-    if is_complete(out_dir, cfg): return read_results(out_dir)
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    started, partial = time.time(), out/f'partial-{cfg.hash()}.csv'
-    done = pd.read_csv(partial) if partial.exists() else pd.DataFrame(columns=RESULT_COLUMNS)
-    specs, n_reused = config_specs(cfg), 0
-    finished = set(run_keys(done))
-    if reuse is not None and len(reuse):
-        wanted = {s.key() for s in specs}
-        take = reuse[[k in wanted and k not in finished for k in run_keys(reuse)]]
-        done, n_reused = pd.concat([d for d in (done, take) if len(d)], ignore_index=True), len(take)
-        finished |= set(run_keys(take))
-    todo = [s for s in specs if s.key() not in finished]
-    def keep(row): pd.DataFrame([row]).to_csv(partial, mode='a', header=not partial.exists(), index=False)
-    feats = load_features(cfg)
-    new = train_runs(feats, todo, engine=cfg.engine, device=cfg.device, progress=progress, on_row=keep) if todo else None
-    df = pd.concat([d for d in (done, new) if d is not None and len(d)], ignore_index=True)
-    order = {s.key(): i for i, s in enumerate(specs)}
+# %% ../nbs/05_study.ipynb #7e9e3cc8
+RECIPE_COLUMNS = ['epochs', 'batch_size', 'lr', 'weight_decay', 'val_frac', 'split_by_image']
+
+def _bad_metrics(df:pd.DataFrame) -> pd.Series:
+    m = df[METRICS].apply(pd.to_numeric, errors='coerce')
+    return ~(np.isfinite(m) & (m >= 0) & (m <= 1)).all(axis=1)
+
+def results_problems(df:pd.DataFrame, cfg:RunConfig) -> list[str]:
+    "What keeps `df` from being the complete results of `cfg`'s grid (empty list: nothing)."
+    missing = [c for c in RESULT_COLUMNS if c not in df.columns]
+    if missing: return [f"columns {', '.join(missing)} are missing"]
+    counts, want = collections.Counter(run_keys(df)), {s.key() for s in config_specs(cfg)}
+    out = []
+    if (absent := [k for k in want if k not in counts]): out.append(f"{len(absent)} of its {len(want)} runs are missing (e.g. {absent[0]})")
+    if (dup := [k for k, n in counts.items() if n > 1]): out.append(f"run {dup[0]} appears {counts[dup[0]]} times")
+    if (extra := [k for k in counts if k not in want]): out.append(f"run {extra[0]} is not in the configuration's grid")
+    if (bad := _bad_metrics(df)).any(): out.append(f"row {int(np.flatnonzero(bad)[0]) + 2} has a metric that is missing, not finite or outside [0, 1]")
+    return out
+
+def valid_rows(df:pd.DataFrame, cfg:RunConfig, what:str='rows', warn=None) -> pd.DataFrame:
+    "The rows of `df` that are runs of `cfg`'s grid with its recipe and sound metrics, one per run; `warn(message)` hears about the rest."
+    if df is None or not len(df): return pd.DataFrame(columns=RESULT_COLUMNS)
+    if (missing := [c for c in RESULT_COLUMNS if c not in df.columns]):
+        if warn: warn(f"{what}: columns {', '.join(missing)} are missing; none of its {len(df)} rows are reused")
+        return pd.DataFrame(columns=RESULT_COLUMNS)
+    want = {s.key() for s in config_specs(cfg)}
+    recipe = pd.Series({c: getattr(cfg, c) for c in RECIPE_COLUMNS})
+    same_recipe = df[RECIPE_COLUMNS].apply(lambda r: all(_same(r[c], recipe[c]) for c in RECIPE_COLUMNS), axis=1)
+    sound = ~_bad_metrics(df) & (pd.to_numeric(df.n_train, errors='coerce') + pd.to_numeric(df.n_val, errors='coerce') == pd.to_numeric(df.scale, errors='coerce'))
     keys = run_keys(df)
-    df = df.iloc[sorted(range(len(df)), key=lambda i: order.get(keys[i], -1))]
-    df = df.reset_index(drop=True)
-    write_atomic(out/RESULTS, df.to_csv(index=False))
+    ok = same_recipe & sound & pd.Series([k in want for k in keys], index=df.index)
+    ok &= ~pd.Series(keys, index=df.index).duplicated()
+    if warn and (n := int((same_recipe & ~sound).sum())): warn(f"{what}: {n} damaged row(s) (missing or non-finite metrics) dropped; those runs are trained again")
+    return df[ok].reset_index(drop=True)
+
+def _same(a, b) -> bool:
+    if isinstance(b, bool): return str(a).lower() == str(b).lower()
+    try: return math.isclose(float(a), float(b), rel_tol=1e-12)
+    except (TypeError, ValueError): return False
+
+# %% ../nbs/05_study.ipynb #774b190a
+def _row_file(out:Path, cfg:RunConfig, key) -> Path:
+    method, scale, seed, noise = key
+    return out/ROWS/cfg.identity()/f"{method}_{int(scale)}_{int(seed)}_{float(noise):g}.json"
+
+def _plain(o): return o.item() if hasattr(o, 'item') else str(o)
+
+def keep_row(out_dir, cfg:RunConfig, row:dict):
+    "Record one finished run in its own file, atomically: an interruption never leaves half a row."
+    key = (row['method'], row['scale'], row['seed'], row['noise'])
+    write_atomic(_row_file(Path(out_dir), cfg, key), json.dumps(row, default=_plain))
+
+def stored_rows(out_dir, cfg:RunConfig, warn=None) -> pd.DataFrame:
+    "Every run recorded in `out_dir` for `cfg`'s identity (its data and recipe); damaged records are skipped with a warning."
+    rows = []
+    for p in sorted((Path(out_dir)/ROWS/cfg.identity()).glob('*.json')):
+        try: rows.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            if warn: warn(f"run record {p} is damaged; it is ignored and its run trained again")
+    return pd.DataFrame(rows)
+
+def previous_results(out_dir, cfg:RunConfig, warn=None) -> pd.DataFrame:
+    "Rows of the folder's own `results.csv` when it was computed for the same data and recipe (e.g. before a seed was added)."
+    out = Path(out_dir)
+    try: info = json.loads((out/RUN_INFO).read_text())
+    except (OSError, ValueError): return pd.DataFrame()
+    try: same = RunConfig(**info['config']).identity() == cfg.identity()
+    except (FusionStudyError, TypeError, KeyError): return pd.DataFrame()
+    if not same or not (out/RESULTS).exists(): return pd.DataFrame()
+    try: return read_results(out)
+    except FusionStudyError as e:
+        if warn: warn(str(e))
+        return pd.DataFrame()
+
+# %% ../nbs/05_study.ipynb #c097db8a
+def file_digest(path) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()
+
+def mark_complete(out_dir, cfg:RunConfig, notebook=None) -> dict:
+    "Write `complete.json` — the last file of a configuration — with the digest of every file it made and of its inputs' completion records."
+    out = Path(out_dir)
+    try: info = json.loads((out/RUN_INFO).read_text())
+    except (OSError, ValueError): raise FusionStudyError(f"Configuration {cfg.name!r} finished without recording its run ({out/RUN_INFO} is missing); its notebook must call record_run.") from None
+    if info.get('config_hash') != cfg.hash(): raise FusionStudyError(f"{out/RUN_INFO} records another configuration than {cfg.name!r}; run it again.")
+    files = [*info.get('files', []), RUN_INFO, *([Path(notebook).name] if notebook else [])]
+    if (gone := [f for f in files if not (out/f).is_file()]): raise FusionStudyError(f"Configuration {cfg.name!r} finished without writing {', '.join(gone)}.")
+    if RESULTS in files and (problems := results_problems(read_results(out), cfg)):
+        raise FusionStudyError(f"The results of configuration {cfg.name!r} are incomplete: {problems[0]}.")
+    inputs = {name: file_digest(out.parent/name/COMPLETE) if (out.parent/name/COMPLETE).exists() else None for name in cfg.inputs}
+    mark = dict(config_hash=cfg.hash(), code_version=code_version(), finished=time.time(), inputs=inputs,
+                files={f: file_digest(out/f) for f in files})
+    write_atomic(out/COMPLETE, json.dumps(mark, indent=1))
+    return mark
+
+def incomplete_reason(out_dir, cfg:RunConfig=None, _seen=()) -> str|None:
+    "Why `out_dir` does not hold complete output of `cfg` (default: the configuration its run.json records); None when it does."
+    out = Path(out_dir)
+    if not (out/COMPLETE).exists(): return 'it has not run' if not out.exists() or not any(out.iterdir()) else 'it did not finish'
+    try: mark = json.loads((out/COMPLETE).read_text())
+    except (OSError, ValueError): return 'its completion record is damaged'
+    if cfg is None:
+        try: cfg = RunConfig.from_dict(json.loads((out/RUN_INFO).read_text())['config'])
+        except (OSError, ValueError, KeyError, FusionStudyError): return f'its {RUN_INFO} is missing or unreadable'
+    if mark.get('config_hash') != cfg.hash(): return 'its configuration changed'
+    for f, h in mark.get('files', {}).items():
+        if not (out/f).is_file(): return f'{f} is missing'
+        if file_digest(out/f) != h: return f'{f} changed after the run finished'
+    for name, h in mark.get('inputs', {}).items():
+        dep = out.parent/name
+        if h is None or not (dep/COMPLETE).exists() or file_digest(dep/COMPLETE) != h: return f'its input {name!r} changed or was run again'
+        if name not in _seen and (why := incomplete_reason(dep, None, (*_seen, cfg.name))): return f'its input {name!r} is not complete ({why})'
+    if RESULTS in mark.get('files', {}):
+        try: problems = results_problems(read_results(out), cfg)
+        except FusionStudyError: problems = [f'{RESULTS} is damaged']
+        if problems: return f'{RESULTS}: {problems[0]}'
+    return None
+
+def is_complete(out_dir, cfg:RunConfig=None) -> bool:
+    "Does `out_dir` hold complete, unaltered output of exactly this configuration, made from the current state of its inputs?"
+    return incomplete_reason(out_dir, cfg) is None
+
+# %% ../nbs/05_study.ipynb #9cccc611
+def run_config(cfg:RunConfig, out_dir, progress:bool=True, tables:dict=None, reuse:pd.DataFrame=None, warn=print) -> pd.DataFrame:
+    """Train every run of `cfg` not already finished in `out_dir`, then write its results, the derived `tables` ({file name: function of
+    the results → DataFrame}) and the run record. Finished runs are the folder's run records and previous results of the same data and
+    recipe, and rows of `reuse` (e.g. another configuration's identical runs) — each row checked before it counts."""
+    preflight(cfg)
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    started, specs = time.time(), config_specs(cfg)
+    found = {}                                                           # run key → (row, where it came from)
+    for where, df in (('resumed', stored_rows(out, cfg, warn)), ('resumed', previous_results(out, cfg, warn)), ('reused', reuse)):
+        for row in valid_rows(df, cfg, f'{where} rows of {out}', warn).to_dict('records'):
+            found.setdefault((row['method'], row['scale'], row['seed'], row['noise']), (row, where))
+    todo = [s for s in specs if s.key() not in found]
+    feats = load_features(cfg)
+    new = train_runs(feats, todo, engine=cfg.engine, device=cfg.device, progress=progress, on_row=lambda row: (keep_row(out, cfg, row), crash_point('row'))) if todo else None
+    rows = {s.key(): r for s, r in zip(todo, new.to_dict('records'))} if todo else {}
+    df = pd.DataFrame([rows[s.key()] if s.key() in rows else found[s.key()][0] for s in specs]).reindex(columns=RESULT_COLUMNS)
+    if (problems := results_problems(df, cfg)): raise FusionStudyError(f"Configuration {cfg.name!r} ended with incomplete results: {problems[0]}.")
+    write_atomic(out/RESULTS, df.to_csv(index=False)); crash_point('results')
     for name, make in (tables or {}).items(): write_atomic(out/name, make(df).to_csv(index=False))
-    record_run(out, cfg, [RESULTS, *(tables or {})], features=feats.meta, runs=len(df), resumed_runs=len(specs) - len(todo) - n_reused,
-               reused_runs=n_reused,
-               started=started, seconds=time.time() - started)
-    partial.unlink(missing_ok=True)
+    crash_point('tables')
+    n_from = collections.Counter(where for key, (row, where) in found.items() if key not in rows)
+    record_run(out, cfg, [RESULTS, *(tables or {})], features=feats.meta, runs=len(df), trained_runs=len(todo),
+               resumed_runs=n_from['resumed'], reused_runs=n_from['reused'], started=started, seconds=time.time() - started)
+    crash_point('run.json')
     return df
 
 # %% ../nbs/05_study.ipynb #1ff24091
