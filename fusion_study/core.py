@@ -264,9 +264,11 @@ def folder_lock(folder, what:str='run'):
 REPORT_DIR = 'report'
 CRASH_POINTS = ('row', 'results', 'tables', 'run.json', 'notebook', 'complete')
 
-def crash_point(name:str):
-    "Die here, like `kill -9`, when `FUSION_STUDY_CRASH_AT` names this point (tests only)."
+def crash_point(name:str, path=None):
+    "Die here, like `kill -9`, when `FUSION_STUDY_CRASH_AT` names this point and `path` is inside `FUSION_STUDY_CRASH_DIR` (tests only)."
     if os.environ.get('FUSION_STUDY_CRASH_AT') != name: return
+    where = os.environ.get('FUSION_STUDY_CRASH_DIR')
+    if where and (path is None or Path(where).resolve() not in Path(path).resolve().parents): return
     import signal
     os.kill(int(os.environ.get('FUSION_STUDY_CRASH_PID', os.getpid())), signal.SIGKILL)
     os._exit(137)

@@ -64,19 +64,21 @@ def _kernel_manager(log_path:Path):
     from jupyter_client.manager import AsyncKernelManager
     class QuietKernelManager(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
-            with open(log_path, 'ab') as log: return await super()._async_launch_kernel(kernel_cmd, **{**kw, 'stdout': log, 'stderr': log})
+            with open(log_path, 'wb') as log: return await super()._async_launch_kernel(kernel_cmd, **{**kw, 'stdout': log, 'stderr': log})
     return QuietKernelManager
 
 def _execute(nb:Path, out_nb:Path, parameters:dict, cwd:Path):
     import papermill as pm
     pm.execute_notebook(str(nb), str(out_nb), kernel_name='python3', parameters=parameters, progress_bar=sys.stderr.isatty(),
-                        cwd=str(cwd), kernel_manager_class=_kernel_manager(cwd/'kernel.log'))
+                        cwd=str(cwd), kernel_manager_class=_kernel_manager(Path(cwd).resolve()/'kernel.log'))   # absolute: papermill changes the working folder
 
 def _failure(e) -> str:
     "One line for why a notebook did not finish."
     import papermill as pm
     if isinstance(e, pm.PapermillExecutionError): return f"{e.ename}: {_first_line(e)}"
-    return f"its kernel died ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}); out of memory?"
+    import nbclient.exceptions as nbx
+    first = (str(e).strip().splitlines() or [''])[0][:160]
+    return f"its kernel died ({first}; out of memory?)" if isinstance(e, nbx.DeadKernelError) else f"it stopped ({type(e).__name__}: {first})"
 
 def run_report(runs_dir='runs', log=print) -> Path:
     "Execute the report notebook on `runs_dir` into `<runs_dir>/report/report.ipynb`; return its path."
@@ -116,11 +118,11 @@ def _run_one(cfg:RunConfig, runs:Path, force:bool, log) -> tuple[str, str]:
         if type(e).__module__.startswith('fusion_study'): raise
         msg = _failure(e)
         log(f"{cfg.name}: FAILED ({msg}); the executed notebook with the error is {nb_out}"); return 'failed', msg
-    crash_point('notebook')
+    crash_point('notebook', out)
     try: mark_complete(out, cfg, nb_out)
     except FusionStudyError as e:
         log(f"{cfg.name}: FAILED ({e})"); return 'failed', str(e)
-    crash_point('complete')
+    crash_point('complete', out)
     log(f"{cfg.name}: done in {time.time() - start:.0f}s")
     return 'done', ''
 
@@ -128,7 +130,8 @@ def run_params(params, runs_dir='runs', force:bool=False, log=print, report:bool
     "Run every configuration of the params file `params`, then the report; return {name: 'done'|'skipped'|'failed'}."
     cfgs, runs = load_params(params), Path(runs_dir)
     check_plan(cfgs, runs, params)
-    if os.environ.get('FUSION_STUDY_CRASH_AT'): os.environ.setdefault('FUSION_STUDY_CRASH_PID', str(os.getpid()))
+    if os.environ.get('FUSION_STUDY_CRASH_AT'):
+        os.environ.setdefault('FUSION_STUDY_CRASH_PID', str(os.getpid())); os.environ.setdefault('FUSION_STUDY_CRASH_DIR', str(runs.resolve()))
     with folder_lock(runs, 'run'):
         from fusion_study.study import preflight
         for cfg in cfgs: preflight(cfg); notebook_path(cfg.notebook)      # fail before any work

@@ -224,17 +224,17 @@ def run_config(cfg:RunConfig, out_dir, progress:bool=True, tables:dict=None, reu
             found.setdefault((row['method'], row['scale'], row['seed'], row['noise']), (row, where))
     todo = [s for s in specs if s.key() not in found]
     feats = load_features(cfg)
-    new = train_runs(feats, todo, engine=cfg.engine, device=cfg.device, progress=progress, on_row=lambda row: (keep_row(out, cfg, row), crash_point('row'))) if todo else None
+    new = train_runs(feats, todo, engine=cfg.engine, device=cfg.device, progress=progress, on_row=lambda row: (keep_row(out, cfg, row), crash_point('row', out))) if todo else None
     rows = {s.key(): r for s, r in zip(todo, new.to_dict('records'))} if todo else {}
     df = pd.DataFrame([rows[s.key()] if s.key() in rows else found[s.key()][0] for s in specs]).reindex(columns=RESULT_COLUMNS)
     if (problems := results_problems(df, cfg)): raise FusionStudyError(f"Configuration {cfg.name!r} ended with incomplete results: {problems[0]}.")
-    write_atomic(out/RESULTS, df.to_csv(index=False)); crash_point('results')
+    write_atomic(out/RESULTS, df.to_csv(index=False)); crash_point('results', out)
     for name, make in (tables or {}).items(): write_atomic(out/name, make(df).to_csv(index=False))
-    crash_point('tables')
+    crash_point('tables', out)
     n_from = collections.Counter(where for key, (row, where) in found.items() if key not in rows)
     record_run(out, cfg, [RESULTS, *(tables or {})], features=feats.meta, runs=len(df), trained_runs=len(todo),
                resumed_runs=n_from['resumed'], reused_runs=n_from['reused'], started=started, seconds=time.time() - started)
-    crash_point('run.json')
+    crash_point('run.json', out)
     return df
 
 # %% ../nbs/05_study.ipynb #1ff24091

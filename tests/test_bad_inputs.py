@@ -1,0 +1,218 @@
+"""Nothing lost, nothing half-done published, every bad input one sentence: params mistakes, runs and site folders, a kill at
+every write boundary, damaged results, concurrent commands, Ctrl-C. Each case states its input, the expected sentence and that
+what was there before is byte-for-byte unchanged."""
+import json, os, shutil, signal, subprocess, sys, time
+from pathlib import Path
+import pandas as pd
+import pytest, yaml
+from conftest import ROOT, cli, digest
+from fusion_study.core import CRASH_POINTS, FusionStudyError, folder_lock, load_params
+from fusion_study.train import METRICS
+
+def _params(tmp_path, text, name='p.yaml'):
+    p = tmp_path/name; p.write_text(text); return p
+
+def one_sentence(r, *words):
+    msg = r.stderr.strip()
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert msg.startswith('fusion-study: error:') and len(msg.splitlines()) == 1 and 'Traceback' not in msg, msg
+    for w in words: assert w in msg, (w, msg)
+
+# ------------------------------------------------------------------------------------------------ params: one sentence, before any work
+BAD_PARAMS = [   # (params file text, words of the one sentence)
+    ("configs: [{name: a, epochs: -1}]\n", ["'epochs'", 'at least 1', '-1']),
+    ("configs: [{name: a, epochs: 0}]\n", ["'epochs'", 'at least 1']),
+    ("configs: [{name: a, batch_size: 0}]\n", ["'batch_size'"]),
+    ("configs: [{name: a, batch_size: -32}]\n", ["'batch_size'"]),
+    ("configs: [{name: a, dim: 0}]\n", ["'dim'"]),
+    ("configs: [{name: a, scales: [2]}]\n", ['Scale 2', 'too small', 'at least 6']),
+    ("configs: [{name: a, scales: [255]}]\n", ["'scales'", 'even']),
+    ("configs: [{name: a, noise: [-0.1]}]\n", ["'noise'", '-0.1']),
+    ("configs: [{name: a, noise: [.inf]}]\n", ["'noise'", 'finite', 'inf']),
+    ("configs: [{name: a, noise: [.nan]}]\n", ["'noise'", 'finite']),
+    ("configs: [{name: a, lr: -1e-3}]\n", ["'lr'", 'above 0']),
+    ("configs: [{name: a, weight_decay: -1}]\n", ["'weight_decay'"]),
+    ("configs: [{name: a, val_frac: 1.5}]\n", ["'val_frac'"]),
+    ("configs: [{name: a, alignment: 1.5}]\n", ["'alignment'", 'between 0 and 1']),
+    ("configs: [{name: a, n_images: 1}]\n", ["'n_images'"]),
+    ("configs: [{name: a, seeds: [42, 42]}]\n", ["'seeds'", '42 twice']),
+    ("configs: [{name: a, scales: [512, 512]}]\n", ["'scales'", 'twice']),
+    ("configs: [{name: a, methods: [concat, concat]}]\n", ["'methods'", 'twice']),
+    ("configs: [{name: a, noise: [0.1, 0.1]}]\n", ["'noise'", 'twice']),
+    ("configs: [{name: a, seeds: []}]\n", ["'seeds'", 'empty']),
+    ("configs: [{name: ../escaped}]\n", ["'name'", "'../escaped'", 'letters, digits']),
+    ("configs: [{name: ''}]\n", ["'name'", "''"]),
+    ("configs: [{name: sub/dir}]\n", ["'name'", "'sub/dir'"]),
+    ("configs: [{name: report}]\n", ["'report'", 'reserved']),
+    ("configs: [{name: a, inputs: [nosuch]}]\n", ["'nosuch'", 'inputs']),
+    ("configs: [{name: a, inputs: [a]}]\n", ['itself']),
+    ("configs: [{name: a, n_images: 50, scales: [1024]}]\n", ['Scale 1024', 'more than the data allows']),
+    ("configs: [{name: a, methods: [concat, gated]}]\n", ["'gated'", 'concat']),
+    ("configs: [{name: a, sclaes: [256]}]\n", ["'sclaes'", "did you mean 'scales'"]),
+]
+
+@pytest.mark.parametrize('text, words', BAD_PARAMS, ids=[t.split('{', 1)[1][:-3] for t, _ in BAD_PARAMS])
+def test_params_mistake_is_one_sentence_and_touches_nothing(tmp_path, smoke_runs, text, words):
+    runs, _ = smoke_runs
+    before = digest(runs)
+    one_sentence(cli('run', _params(tmp_path, text), '--runs-dir', runs), *words)
+    assert digest(runs) == before
+    assert not (tmp_path/'escaped').exists() and not (runs.parent/'escaped').exists()
+
+def test_yaml_1_2_numbers_are_accepted(tmp_path):
+    cfg, = load_params(_params(tmp_path, "configs: [{name: a, lr: 1e-3, weight_decay: 5e-2}]\n"))
+    assert (cfg.lr, cfg.weight_decay) == (1e-3, 5e-2)
+
+def test_runs_dir_that_is_a_file(tmp_path):
+    (tmp_path/'runs').write_text('my notes')
+    one_sentence(cli('run', ROOT/'params'/'smoke.yaml', '--runs-dir', tmp_path/'runs'), 'is a file')
+    assert (tmp_path/'runs').read_text() == 'my notes'
+
+def test_site_runs_dir_that_is_missing(tmp_path):
+    one_sentence(cli('site', '--runs-dir', tmp_path/'nope', '--out', tmp_path/'site'), 'No runs folder')
+
+# ------------------------------------------------------------------------------------------------ the site never deletes what is not its own
+@pytest.mark.parametrize('target, words', [('thesis', 'did not make'), ('runs', 'runs folder'), ('.', 'runs folder'), ('notes.txt', 'is a file')])
+def test_site_refuses_a_folder_it_did_not_make(tmp_path, smoke_runs, target, words):
+    runs, _ = smoke_runs
+    work = tmp_path/'work'; shutil.copytree(runs, work/'runs')
+    (work/'thesis').mkdir(); (work/'thesis'/'chapter1.tex').write_text('two years of work'); (work/'notes.txt').write_text('mine')
+    before = digest(work)
+    one_sentence(cli('site', '--runs-dir', 'runs', '--out', target, '--no-quarto', cwd=work), words)
+    (work/'empty').mkdir(); (work/'other').mkdir(); (work/'other'/'x').write_text('x')
+    one_sentence(cli('site', '--runs-dir', '.', '--out', 'empty', '--no-quarto', cwd=work/'runs'), 'did not make')   # '.': the working folder
+    assert {k: v for k, v in digest(work).items() if not k.endswith('.lock')} == {k: v for k, v in before.items() if not k.endswith('.lock')}
+
+def test_site_replaces_its_own_folder_and_a_failed_build_keeps_the_old_one(tmp_path, smoke_runs, monkeypatch):
+    import fusion_study.site as S
+    runs, _ = smoke_runs
+    out = tmp_path/'site'
+    index, problems = S.build_site(runs, out, use_quarto=False, log=lambda *a: None)
+    assert index.exists() and not problems and (out/S.SITE_MARK).exists()
+    S.build_site(runs, out, use_quarto=False, log=lambda *a: None)            # a site it made is replaced
+    before = digest(out)
+    def broken(*a, **kw): raise RuntimeError('disk full')
+    monkeypatch.setattr(S, '_html', broken)
+    with pytest.raises(RuntimeError): S.build_site(runs, out, use_quarto=False, log=lambda *a: None)
+    assert digest(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ['site']     # old site intact, no temporary left
+
+# ------------------------------------------------------------------------------------------------ a kill at every write boundary
+TINY = """configs:
+  - {name: tiny, n_images: 60, scales: [32, 64], seeds: [1, 2], epochs: 1, device: cpu}
+  - {name: noisy, notebook: degradation, n_images: 60, scales: [64], seeds: [1, 2], epochs: 1, device: cpu, noise: [0.3, 0.5], inputs: [tiny]}
+"""
+
+def run_cli(*args, cwd=ROOT, env=None, timeout=600):
+    "`fusion-study` in its own process group (like a terminal job); whatever is left of the group is killed afterwards."
+    p = subprocess.Popen(['fusion-study', *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})}, start_new_session=True)
+    try: out, err = p.communicate(timeout=timeout)
+    finally:
+        try: os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError: pass
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+def metrics(runs, name) -> pd.DataFrame:
+    df = pd.read_csv(runs/name/'results.csv')
+    return df[['method', 'scale', 'seed', 'noise', *METRICS]].sort_values(['method', 'scale', 'seed', 'noise']).reset_index(drop=True)
+
+@pytest.fixture(scope='module')
+def clean(tmp_path_factory):
+    "The tiny params run once without interruption: the reference every interrupted run must end equal to."
+    d = tmp_path_factory.mktemp('clean')
+    params = _params(d, TINY, 'tiny.yaml')
+    r = run_cli('run', params, '--runs-dir', d/'runs')
+    assert r.returncode == 0, r.stdout + r.stderr
+    return params, d/'runs', r
+
+def test_a_degradation_without_sigma_0_reports_and_the_terminal_shows_only_our_lines(clean):
+    params, runs, r = clean
+    assert 'report: rebuilt' in r.stdout
+    report = json.loads((runs/'report'/'report.ipynb').read_text())
+    assert not [o for c in report['cells'] for o in c.get('outputs', []) if o.get('output_type') == 'error']
+    for noise in ('without encryption', 'KeyboardInterrupt', 'IPKernelApp', 'Traceback'): assert noise not in r.stdout + r.stderr, noise
+    assert all((runs/n/'complete.json').exists() for n in ('tiny', 'noisy'))
+
+@pytest.mark.parametrize('point', CRASH_POINTS)
+def test_a_kill_at_any_write_boundary_resumes_to_the_clean_result(tmp_path, clean, point):
+    params, clean_runs, _ = clean
+    runs = tmp_path/'runs'
+    killed = run_cli('run', params, '--runs-dir', runs, env={'FUSION_STUDY_CRASH_AT': point})
+    assert killed.returncode == -signal.SIGKILL, (point, killed.stdout, killed.stderr)
+    tiny = runs/'tiny'
+    if point != 'complete':
+        assert not (tiny/'complete.json').exists()
+        site = run_cli('site', '--runs-dir', runs, '--out', tmp_path/'site', '--no-quarto')
+        assert site.returncode == 1 and 'show no finished result' in site.stderr and 'tiny' in site.stderr, site.stderr
+        page = (tmp_path/'site'/'runs'/'tiny'/'study.html').read_text()
+        assert 'class="fusion-failed"' in page and 'not complete' in page          # a half notebook is never shown as a result
+    again = run_cli('run', params, '--runs-dir', runs)
+    assert again.returncode == 0, again.stdout + again.stderr
+    for name in ('tiny', 'noisy'): pd.testing.assert_frame_equal(metrics(runs, name), metrics(clean_runs, name))
+    info = json.loads((tiny/'run.json').read_text())
+    assert info['trained_runs'] == 0 if point != 'row' else 0 < info['trained_runs'] < info['runs']   # every finished run was kept
+    assert run_cli('site', '--runs-dir', runs, '--out', tmp_path/'site', '--no-quarto').returncode == 0
+
+# ------------------------------------------------------------------------------------------------ damaged results are run again, not reused
+@pytest.mark.parametrize('damage, why', [
+    (lambda d: (d/'results.csv').write_text((d/'results.csv').read_text()[:300]), 'results.csv changed after the run finished'),
+    (lambda d: (d/'results.csv').write_text(pd.read_csv(d/'results.csv').drop(columns='f1').to_csv(index=False)), 'results.csv changed'),
+    (lambda d: (d/'study.ipynb').unlink(), 'study.ipynb is missing'),
+    (lambda d: (d/'run.json').write_text('{'), 'run.json changed'),
+])
+def test_damaged_results_are_run_again(tmp_path, clean, damage, why):
+    params, clean_runs, _ = clean
+    runs = tmp_path/'runs'; shutil.copytree(clean_runs, runs)
+    damage(runs/'tiny')
+    r = run_cli('run', params, '--runs-dir', runs)
+    assert r.returncode == 0 and f'tiny: {why}' in r.stdout and 'noisy: its input' in r.stdout, r.stdout + r.stderr
+    pd.testing.assert_frame_equal(metrics(runs, 'tiny'), metrics(clean_runs, 'tiny'))
+    assert json.loads((runs/'tiny'/'run.json').read_text())['trained_runs'] == 0 and (runs/'tiny'/'study.ipynb').exists()
+
+def test_a_damaged_run_record_is_dropped_with_a_warning_and_trained_again(tmp_path, clean):
+    params, clean_runs, _ = clean
+    runs = tmp_path/'runs'; shutil.copytree(clean_runs, runs)
+    rec = sorted((runs/'tiny'/'rows').rglob('*.json'))[0]; rec.write_text(rec.read_text()[:25])
+    for f in ('results.csv', 'complete.json'): (runs/'tiny'/f).unlink()
+    r = run_cli('run', params, '--runs-dir', runs)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'damaged' in json.dumps(json.loads((runs/'tiny'/'study.ipynb').read_text()))         # the warning, in the notebook
+    assert json.loads((runs/'tiny'/'run.json').read_text())['trained_runs'] == 1
+    pd.testing.assert_frame_equal(metrics(runs, 'tiny'), metrics(clean_runs, 'tiny'))
+
+def test_adding_a_seed_trains_only_the_new_runs(tmp_path, clean):
+    params, clean_runs, _ = clean
+    runs = tmp_path/'runs'; shutil.copytree(clean_runs, runs)
+    more = _params(tmp_path, TINY.replace('seeds: [1, 2], epochs: 1, device: cpu}\n  - {name: noisy', 'seeds: [1, 2, 3], epochs: 1, device: cpu}\n  - {name: noisy'), 'more.yaml')
+    r = run_cli('run', more, '--runs-dir', runs)
+    assert r.returncode == 0, r.stdout + r.stderr
+    info = json.loads((runs/'tiny'/'run.json').read_text())
+    assert (info['trained_runs'], info['resumed_runs'], info['runs']) == (4, 8, 12)          # 2 methods × 2 scales × 1 new seed
+    assert pd.read_csv(runs/'tiny'/'results.csv').seed.value_counts().to_dict() == {1: 4, 2: 4, 3: 4}
+
+# ------------------------------------------------------------------------------------------------ one command per runs folder; Ctrl-C
+def test_a_second_command_on_a_busy_runs_folder_refuses(tmp_path, clean):
+    params, clean_runs, _ = clean
+    runs = tmp_path/'runs'; shutil.copytree(clean_runs, runs)
+    before = digest(runs)
+    with folder_lock(runs, 'run'):
+        one_sentence(cli('run', params, '--runs-dir', runs), 'is in use by `fusion-study run` (pid', 'wait for it')
+        one_sentence(cli('site', '--runs-dir', runs, '--out', tmp_path/'site'), 'is in use')
+    assert {k: v for k, v in digest(runs).items() if k != '.lock'} == {k: v for k, v in before.items() if k != '.lock'}
+
+def test_ctrl_c_says_what_is_kept(tmp_path, clean):
+    params, _, _ = clean
+    runs = tmp_path/'runs'
+    p = subprocess.Popen(['fusion-study', 'run', str(params), '--runs-dir', str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'}, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not list(runs.glob('tiny/rows/*/*.json')) and time.time() < deadline and p.poll() is None: time.sleep(0.2)
+        os.killpg(p.pid, signal.SIGINT)                                             # what Ctrl-C in a terminal does
+        out, err = p.communicate(timeout=120)
+    finally:
+        try: os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError: pass
+    assert p.returncode == 130, out + err
+    assert 'interrupted; finished runs are kept; run the same command again to resume' in err and 'Traceback' not in err, err
+    assert run_cli('run', params, '--runs-dir', runs).returncode == 0
