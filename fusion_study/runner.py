@@ -54,9 +54,13 @@ def check_plan(cfgs:list, runs:Path, params='the params file'):
                 raise FusionStudyError(f"Configuration {c.name!r} in {params} reads {name!r} through inputs, but neither {params} nor the runs folder {str(runs)!r} has a configuration of that name; fix the name or add it.")
     order_by_inputs(cfgs)
     if runs.exists() and not runs.is_dir(): raise FusionStudyError(f"The runs folder {str(runs)!r} is a file; pass a folder as --runs-dir.")
+    near = next(p for p in (runs, *runs.absolute().parents) if p.exists())
+    if not near.is_dir(): raise FusionStudyError(f"The runs folder {str(runs)!r} would be inside the file {str(near)!r}; pass a folder as --runs-dir.")
+    if not os.access(near, os.W_OK): raise FusionStudyError(f"The runs folder {str(runs)!r} is not writable ({str(near)!r} is read-only); pass a folder you can write to as --runs-dir.")
+
+def _make_runs_dir(runs:Path):
     try: runs.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise FusionStudyError(f"Cannot create the runs folder {str(runs)!r} ({e.strerror}); pass a folder you can write to as --runs-dir.") from None
-    if not os.access(runs, os.W_OK): raise FusionStudyError(f"The runs folder {str(runs)!r} is not writable; pass a folder you can write to as --runs-dir.")
 
 # %% ../nbs/10_runner.ipynb #8a7aa608
 def _kernel_manager(log_path:Path):
@@ -132,9 +136,10 @@ def run_params(params, runs_dir='runs', force:bool=False, log=print, report:bool
     check_plan(cfgs, runs, params)
     if os.environ.get('FUSION_STUDY_CRASH_AT'):
         os.environ.setdefault('FUSION_STUDY_CRASH_PID', str(os.getpid())); os.environ.setdefault('FUSION_STUDY_CRASH_DIR', str(runs.resolve()))
+    from fusion_study.study import preflight
+    for cfg in cfgs: preflight(cfg); notebook_path(cfg.notebook)          # fail before any work (and before making the runs folder)
+    _make_runs_dir(runs)
     with folder_lock(runs, 'run'):
-        from fusion_study.study import preflight
-        for cfg in cfgs: preflight(cfg); notebook_path(cfg.notebook)      # fail before any work
         status, errors = {}, []
         for cfg in order_by_inputs(cfgs):
             if (bad := [n for n in cfg.inputs if status.get(n) == 'failed']):

@@ -96,7 +96,8 @@ def page_problem(page:dict, runs:dict) -> str|None:
 def check_site_out(out, runs_dir) -> Path:
     "Refuse an `--out` that holds anything `fusion-study site` did not make (or the runs folder); return it resolved."
     o, r = Path(out).resolve(), Path(runs_dir).resolve()
-    if o == r or o in r.parents: raise FusionStudyError(f"--out {str(out)!r} would replace the runs folder {str(runs_dir)!r}; pass a separate folder such as _site.")
+    if o == r or o in r.parents or r in o.parents:
+        raise FusionStudyError(f"--out {str(out)!r} would replace the runs folder {str(runs_dir)!r} or sit inside it; pass a separate folder such as _site.")
     if o.exists() and not o.is_dir(): raise FusionStudyError(f"--out {str(out)!r} is a file; pass a folder such as _site.")
     if o.is_dir() and any(o.iterdir()) and not (o/SITE_MARK).exists():
         raise FusionStudyError(f"--out {str(out)!r} already holds files that `fusion-study site` did not make; pass a new or empty folder (or one an earlier site build made).")
