@@ -14,7 +14,6 @@ from scipy import stats
 
 from .core import FusionStudyError, RunConfig
 from .study import RUN_INFO, read_results, run_config, valid_rows, paired_tests, use_inline_charts
-from .train import config_specs
 
 # %% auto #0
 __all__ = ['ALPHA', 'DEGRADATION_TABLES', 'reusable_rows', 'chance_p', 'table2', 'chance_onset', 'advantage_trend', 'fig3']

@@ -74,7 +74,7 @@ def collect_runs(runs_dir) -> dict:
         nbs = sorted(d.glob('*.ipynb'))
         if info is None and not nbs: continue
         cfg = info['config'] if info else None
-        why = incomplete_reason(d) if info is not None else 'it did not finish'
+        why = incomplete_reason(d)
         runs[d.name] = dict(name=d.name, dir=d, info=info, config=cfg, notebooks=nbs, complete=why is None, why=why,
                             notebook=cfg['notebook'] if cfg else nbs[0].stem, files=list(info.get('files', [])) if info else [])
     return runs

@@ -10,7 +10,7 @@ from pathlib import Path
 from .core import FusionStudyError, RunConfig, load_params, project_root, folder_lock, crash_point, REPORT_DIR as REPORT
 
 # %% auto #0
-__all__ = ['nbs_dir', 'notebook_path', 'order_by_inputs', 'check_plan', 'run_report', 'run_params']
+__all__ = ['nbs_dir', 'notebook_path', 'order_by_inputs', 'check_plan', 'NotebookFailed', 'run_report', 'run_params']
 
 # %% ../nbs/10_runner.ipynb #a57c62b1
 def nbs_dir() -> Path:
@@ -71,10 +71,17 @@ def _kernel_manager(log_path:Path):
             with open(log_path, 'wb') as log: return await super()._async_launch_kernel(kernel_cmd, **{**kw, 'stdout': log, 'stderr': log})
     return QuietKernelManager
 
+class NotebookFailed(Exception):
+    "A notebook did not finish; the message is one line saying why."
+
 def _execute(nb:Path, out_nb:Path, parameters:dict, cwd:Path):
+    "Execute `nb` into `out_nb` with papermill; a failure of the notebook or its kernel is `NotebookFailed` (our own errors and Ctrl-C pass)."
     import papermill as pm
-    pm.execute_notebook(str(nb), str(out_nb), kernel_name='python3', parameters=parameters, progress_bar=sys.stderr.isatty(),
-                        cwd=str(cwd), kernel_manager_class=_kernel_manager(Path(cwd).resolve()/'kernel.log'))   # absolute: papermill changes the working folder
+    try: pm.execute_notebook(str(nb), str(out_nb), kernel_name='python3', parameters=parameters, progress_bar=sys.stderr.isatty(),
+                             cwd=str(cwd), kernel_manager_class=_kernel_manager(Path(cwd).resolve()/'kernel.log'))   # absolute: papermill changes the working folder
+    except Exception as e:
+        if isinstance(e, FusionStudyError): raise
+        raise NotebookFailed(_failure(e)) from None
 
 def _failure(e) -> str:
     "One line for why a notebook did not finish."
@@ -89,10 +96,8 @@ def run_report(runs_dir='runs', log=print) -> Path:
     runs = Path(runs_dir); out = runs/REPORT; out.mkdir(parents=True, exist_ok=True)
     nb_out = out/f'{REPORT}.ipynb'
     try: _execute(notebook_path(REPORT), nb_out, dict(runs_dir=str(runs.resolve())), out)
-    except KeyboardInterrupt: raise
-    except Exception as e:
-        if type(e).__module__.startswith('fusion_study'): raise
-        raise FusionStudyError(f"The report notebook failed ({_failure(e)}); open {nb_out} to see where, fix it and run `fusion-study site` again.") from None
+    except NotebookFailed as e:
+        raise FusionStudyError(f"The report notebook failed ({e}); open {nb_out} to see where, fix it and run `fusion-study site` again.") from None
     log(f"report: rebuilt {nb_out} from every configuration in {runs}")
     return nb_out
 
@@ -117,11 +122,8 @@ def _run_one(cfg:RunConfig, runs:Path, force:bool, log) -> tuple[str, str]:
     nb_out, start = out/f'{cfg.notebook}.ipynb', time.time()
     log(f"{cfg.name}: running {nb_out} …")
     try: _execute(notebook_path(cfg.notebook), nb_out, dict(config=cfg.to_dict(), out_dir=str(out.resolve())), out)
-    except KeyboardInterrupt: raise
-    except Exception as e:
-        if type(e).__module__.startswith('fusion_study'): raise
-        msg = _failure(e)
-        log(f"{cfg.name}: FAILED ({msg}); the executed notebook with the error is {nb_out}"); return 'failed', msg
+    except NotebookFailed as e:
+        log(f"{cfg.name}: FAILED ({e}); the executed notebook with the error is {nb_out}"); return 'failed', str(e)
     crash_point('notebook', out)
     try: mark_complete(out, cfg, nb_out)
     except FusionStudyError as e:

@@ -20,11 +20,11 @@ __all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'EXTERNAL_SCRIPT', 'SITE_MARK', 'site_pa
 NAV_ORDER = ['report', 'study', 'degradation', 'analysis', 'theory']
 
 def site_pages(runs_dir) -> list[dict]:
-    "Every page of the site: kind (navbar group), label, the executed notebook and its page path relative to the site root."
+    "Every page of the site: kind (navbar group), label, the executed notebook, its page path relative to the site root and why its configuration is not complete (None when it is)."
     runs_dir = Path(runs_dir)
-    pages = [dict(kind='report', label='report', nb=p, href=f'runs/{REPORT_DIR}/{p.stem}.html') for p in sorted((runs_dir/REPORT_DIR).glob('*.ipynb'))]
+    pages = [dict(kind='report', label='report', nb=p, href=f'runs/{REPORT_DIR}/{p.stem}.html', why=None) for p in sorted((runs_dir/REPORT_DIR).glob('*.ipynb'))]
     for r in collect_runs(runs_dir).values():
-        pages += [dict(kind=r['notebook'], label=r['name'] + ('' if r['complete'] else ' (not complete)'), nb=p, href=f"runs/{r['name']}/{p.stem}.html") for p in r['notebooks']]
+        pages += [dict(kind=r['notebook'], label=r['name'] + ('' if r['complete'] else ' (not complete)'), nb=p, href=f"runs/{r['name']}/{p.stem}.html", why=r['why']) for p in r['notebooks']]
     rank = lambda k: NAV_ORDER.index(k) if k in NAV_ORDER else len(NAV_ORDER)
     return sorted(pages, key=lambda p: (rank(p['kind']), p['label']))
 
@@ -83,11 +83,9 @@ def _html(nb_path:Path, dest:Path, nav:str='', exclude_input:bool=False, problem
     body = body[:i] + nav + (banner(problem) if problem else '') + body[i:]
     dest.parent.mkdir(parents=True, exist_ok=True); dest.write_text(body, encoding='utf-8')
 
-def page_problem(page:dict, runs:dict) -> str|None:
+def page_problem(page:dict) -> str|None:
     "Why a page does not show a finished result (its notebook's error, or why its configuration is not complete), or None."
-    err = notebook_error(nbformat.read(page['nb'], as_version=4))
-    r = runs.get(page['nb'].parent.name) if page['kind'] != 'report' else None
-    why = r['why'] if r else None
+    err, why = notebook_error(nbformat.read(page['nb'], as_version=4)), page['why']
     if err: return f"Its notebook stopped with {err}" + (f"; the configuration is not complete ({why})." if why else '.')
     if why: return f"The configuration is not complete ({why}); run `fusion-study run` on its params file again to finish it."
     return None
@@ -122,8 +120,8 @@ def build_site(runs_dir='runs', out='_site', use_quarto=None, log=print) -> tupl
     if use_quarto and not quarto_ok: raise FusionStudyError("Quarto build needs `quarto` on PATH and the runs in the project's runs/ folder; drop --quarto to use the static fallback.")
     with folder_lock(runs_dir, 'site'):
         ensure_report(runs_dir, log)
-        pages, runs = site_pages(runs_dir), collect_runs(runs_dir)
-        problems = {p['href']: why for p in pages if (why := page_problem(p, runs))}
+        pages = site_pages(runs_dir)
+        problems = {p['href']: why for p in pages if (why := page_problem(p))}
         new = out.parent/f'.{out.name}.new-{os.getpid()}'
         try:
             new.mkdir(parents=True)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_study.ipynb #56cbff73
 from __future__ import annotations
-import collections, hashlib, json, math, time, warnings
+import collections, dataclasses, hashlib, json, math, time
 from pathlib import Path
 
 import altair as alt
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .core import FusionStudyError, RunConfig, code_version, write_atomic, get_device, crash_point
+from .core import FusionStudyError, Recipe, RunConfig, code_version, write_atomic, get_device, crash_point
 from .data import load_features, BACKBONES
 from .fusion import METHODS
 from .train import METRICS, RESULT_COLUMNS, config_specs, train_runs, ENGINES
@@ -87,7 +87,7 @@ def run_keys(df:pd.DataFrame) -> list:
     return list(zip(df.method, df.scale, df.seed, df.noise))
 
 # %% ../nbs/05_study.ipynb #7e9e3cc8
-RECIPE_COLUMNS = ['epochs', 'batch_size', 'lr', 'weight_decay', 'val_frac', 'split_by_image']
+RECIPE_COLUMNS = [f.name for f in dataclasses.fields(Recipe)]       # the recipe columns of a result row
 
 def _bad_metrics(df:pd.DataFrame) -> pd.Series:
     m = df[METRICS].apply(pd.to_numeric, errors='coerce')
