@@ -6,13 +6,16 @@
 
 Features are the embedded synthetic generator (the cached features of a real run have the same shapes).
 Both engines train exactly the same specs; the last column is the largest metric difference to the first engine.
+GFLOP/s counts the grid's forward + backward FLOPs (torch's FlopCounterMode on each fusion class, per training example,
+times the examples each run trains on) over each engine's wall time, beside an fp32 matmul peak measured in this process
+with the same threads.
 """
 import argparse, os, platform, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
-from fusion_study import train as T
+from fusion_study import train as T, batched
 from fusion_study.core import get_device
 from fusion_study.data import synthetic_features
 
@@ -33,6 +36,22 @@ def grid(name:str, epochs:int):
         return [(aligned, table1[0][1] + table2), table1[1]]
     raise SystemExit(f"unknown grid {name!r}")
 
+def grid_flops(jobs) -> float:
+    "Forward + backward FLOPs of training every run of `jobs` (evaluation not counted)."
+    return sum(batched.run_cost(s, f) for f, specs in jobs for s in specs)
+
+def matmul_peak(device, n:int=2048, reps:int=20) -> float:
+    "GFLOP/s of an n×n fp32 matmul on `device` with this process's threads (best of three)."
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = 0.0
+    for _ in range(3):
+        if device.type == 'cuda': torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(reps): a @ b
+        if device.type == 'cuda': torch.cuda.synchronize()
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9)
+    return best
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--device', default='auto')
@@ -41,7 +60,7 @@ def main():
     ap.add_argument('--epochs', type=int, default=None, help='override the recipe (10; tiny: 2) to time a shorter grid')
     ap.add_argument('--threads', type=int, default=None, help='torch intra-op threads of the process (default: torch\'s)')
     ap.add_argument('--lanes', type=int, default=None, help='batched on CPU: groups trained side by side (default: cores)')
-    ap.add_argument('--max-group', type=int, default=None, help=f'batched: runs per group (default: CPU {T.CPU_GROUP}, GPU memory)')
+    ap.add_argument('--max-group', type=int, default=None, help=f'batched: runs per group (default: CPU {batched.CPU_GROUP}, GPU memory)')
     ap.add_argument('--no-graphs', action='store_true', help='batched on GPU: no CUDA graphs')
     ap.add_argument('--csv', default=None, help='write each engine\'s result rows to CSV-PREFIX-<engine>.csv')
     a = ap.parse_args()
@@ -55,6 +74,8 @@ def main():
     if a.lanes or a.max_group or a.no_graphs:
         T.ENGINES['batched'] = lambda f, s, d: T.train_batched(f, s, d, lanes=a.lanes, max_group=a.max_group,
                                                                **(dict(graphs=False) if a.no_graphs else {}))
+    flops, peak = grid_flops(jobs), matmul_peak(device)
+    print(f"grid: {flops / 1e12:.2f} TFLOP forward + backward; fp32 matmul peak here {peak:.0f} GFLOP/s", flush=True)
     results = {}
     for engine in a.engines.split(','):
         if device.type == 'cuda': torch.cuda.synchronize()
@@ -65,10 +86,11 @@ def main():
         print(f"  {engine}: {results[engine][0]:.1f} s", flush=True)
         if a.csv: __import__('pandas').concat(dfs).to_csv(f'{a.csv}-{engine}.csv', index=False)
     first = next(iter(results))
-    print(f"\n{'engine':10} {'runs':>5} {'wall s':>9} {'s/run':>8} {'speed-up':>9} {'max |Δ metric|':>15}")
+    print(f"\n{'engine':10} {'runs':>5} {'wall s':>9} {'s/run':>8} {'speed-up':>9} {'GFLOP/s':>8} {'of peak':>8} {'max |Δ metric|':>15}")
     for engine, (wall, dfs) in results.items():
         diff = max((d[T.METRICS] - r[T.METRICS]).abs().max().max() for d, r in zip(dfs, results[first][1]))
-        print(f"{engine:10} {n:5d} {wall:9.1f} {wall / n:8.3f} {results[first][0] / wall:8.2f}× {diff:15.4f}")
+        print(f"{engine:10} {n:5d} {wall:9.1f} {wall / n:8.3f} {results[first][0] / wall:8.2f}× {flops / wall / 1e9:8.1f} "
+              f"{flops / wall / 1e9 / peak:7.0%} {diff:15.4f}")
     if a.grid != 'tiny' and len(results) > 1:
         acc = {e: __import__('pandas').concat(d).accuracy.mean() for e, (_, d) in results.items()}
         print('mean accuracy: ' + ', '.join(f'{e} {v:.4f}' for e, v in acc.items()))

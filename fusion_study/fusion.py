@@ -54,13 +54,20 @@ class CrossAttention(nn.Module):
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
         self.heads = heads
 
+    def _split(self, x): return x.view(len(x), -1, self.heads, x.shape[-1] // self.heads).transpose(1, 2)   # (B, H, T, d_h)
+
+    def weights(self, x_q, x_kv):
+        "The attention weights softmax(QKᵀ/√d_h), (B, heads, Tq, Tk)."
+        q, k = self._split(self.q(x_q)), self._split(self.k(x_kv))
+        return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+
     def forward(self, x_q, x_kv):
         "Returns the attended values (B, Tq, d) and the weights (B, heads, Tq, Tk)."
         B, Tq, d = x_q.shape
-        split = lambda x: x.view(B, -1, self.heads, d // self.heads).transpose(1, 2)   # (B, H, T, d_h)
-        q, k, v = split(self.q(x_q)), split(self.k(x_kv)), split(self.v(x_kv))
-        w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // self.heads), dim=-1)
-        return self.o((w @ v).transpose(1, 2).reshape(B, Tq, d)), w
+        if x_kv.shape[1] == 1:          # one key: its softmax weight is exactly 1 (shown below), so Q and K cannot matter
+            return self.o(self.v(x_kv)).expand(B, Tq, d), x_q.new_ones(B, self.heads, Tq, 1)
+        w = self.weights(x_q, x_kv)
+        return self.o((w @ self._split(self.v(x_kv))).transpose(1, 2).reshape(B, Tq, d)), w
 
 # %% ../nbs/03_fusion.ipynb #5ecae9d2
 class CrossAttentionFusion(nn.Module):
@@ -102,9 +109,10 @@ class CrossAttentionTokens(nn.Module):
 METHODS = {'concat': ConcatFusion, 'cross': CrossAttentionFusion, 'cross_tokens': CrossAttentionTokens}
 PAPER_PARAMS = {'concat': 296_000, 'cross': 757_000}
 
-def make_model(method:str, d_v:int=512, d_t:int=512) -> nn.Module:
-    "The fusion model called `method` for features of widths `d_v`, `d_t`."
-    if method not in METHODS: raise FusionStudyError(f"Unknown fusion method {method!r}; choose from {list(METHODS)}.")
-    return METHODS[method](d_v, d_t)
+def make_model(method:str, d_v:int=512, d_t:int=512, methods:dict=None) -> nn.Module:
+    "The fusion model called `method` (a name in `methods`, default the registry `METHODS`) for features of widths `d_v`, `d_t`."
+    methods = METHODS if methods is None else methods
+    if method not in methods: raise FusionStudyError(f"Unknown fusion method {method!r}; choose from {list(methods)}.")
+    return methods[method](d_v, d_t)
 
 def n_params(model:nn.Module) -> int: return sum(p.numel() for p in model.parameters())

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from fusion_study import train as T
+from fusion_study import train as T, batched as B
 from fusion_study.core import FusionStudyError, RunConfig
 from fusion_study.data import synthetic_features
 from fusion_study.study import preflight
@@ -48,7 +48,7 @@ def test_graph_path_on_cpu(feats, monkeypatch):
     try: loop = T.train_runs(feats, grid, engine='loop', device='cpu', progress=False)
     finally: torch.set_num_threads(threads)
     recorded = []
-    monkeypatch.setattr(T._Group, '_record', staticmethod(lambda fn, device: recorded.append(Replayer(fn)) or recorded[-1]))
+    monkeypatch.setattr(B.LockStep, '_record', staticmethod(lambda fn, device: recorded.append(Replayer(fn)) or recorded[-1]))
     monkeypatch.setitem(T.ENGINES, 'batched', lambda f, s, d: T.train_batched(f, s, d, lanes=1, graphs=True, chunk=7))
     batched = T.train_runs(feats, grid, engine='batched', device='cpu', progress=False)
     assert len(recorded) == 6 and sum(r.replays for r in recorded) >= 100   # a capture per segment, most steps replayed
@@ -68,9 +68,9 @@ def test_cross_tokens_batched(feats):
     assert (a[T.METRICS] - b[T.METRICS]).abs().max().max() <= 1e-6
 
 def test_groups_follow_free_memory(feats, grid, monkeypatch):
-    per = T.run_bytes(grid[0], feats.dims, len(feats.image), len(feats.text))
-    monkeypatch.setattr(T, '_free_bytes', lambda device: 5 * per)      # half of it: 2 runs of the noise-free kind
-    groups = T.plan_groups(grid, feats, torch.device('cpu'))
+    per = B.run_bytes(grid[0], feats)
+    monkeypatch.setattr(B, '_free_bytes', lambda device: 5 * per)      # half of it: 2 runs of the noise-free kind
+    groups = B.plan_groups(grid, feats, torch.device('cpu'))
     assert sorted(i for g in groups for i in g) == list(range(len(grid)))
     assert all(len({grid[i].method for i in g}) == 1 and len(g) <= 2 for g in groups)
 
@@ -94,3 +94,39 @@ def test_batched_equals_loop_when_a_run_is_one_batch_per_epoch(feats):
     batched = T.train_runs(feats, specs, engine='batched', device='cpu', progress=False)
     assert (loop.n_train <= 32).sum() == 4 and batched[KEYS].equals(loop[KEYS])
     assert (batched[T.METRICS] - loop[T.METRICS]).abs().max().max() <= 1e-6
+
+
+def test_a_new_fusion_class_needs_no_engine_code(feats):
+    "A fusion method defined here, registered nowhere in the package, trains with both engines to the same metrics."
+    import torch.nn as nn
+    from fusion_study.fusion import Head, METHODS
+    class Bilinear(nn.Module):                   # low-rank bilinear v^T U V^T t, then the shared head
+        def __init__(self, d_v, d_t, rank=16):
+            super().__init__()
+            self.u, self.w, self.out, self.head = nn.Linear(d_v, rank), nn.Linear(d_t, rank), nn.Linear(rank, 256), Head(256)
+            self.scale = (d_v * d_t) ** 0.5           # unit-norm features: unit-variance coordinates before the product
+        def forward(self, v, t, drop=None): return self.head(self.out(self.u(v) * self.w(t) * self.scale), drop)
+    methods = {'bilinear': Bilinear}
+    specs = [T.RunSpec(method='bilinear', scale=n, seed=s, noise=sig, epochs=2) for n in (128, 256) for s in (1, 2) for sig in (0.0, 0.3)]
+    loop = T.train_runs(feats, specs, engine='loop', device='cpu', progress=False, methods=methods)
+    batched = T.train_runs(feats, specs, engine='batched', device='cpu', progress=False, methods=methods)
+    assert 'bilinear' not in METHODS and (batched.n_params == sum(p.numel() for p in Bilinear(512, 512).parameters())).all()
+    assert batched[KEYS].equals(loop[KEYS]) and (batched[T.METRICS] - loop[T.METRICS]).abs().max().max() <= 1e-6
+    assert batched.accuracy.std() > 0                 # the runs differ: this is training, not a constant
+    with pytest.raises(FusionStudyError, match="Unknown fusion method 'bilinear'"):
+        T.train_runs(feats, specs[:1], engine='batched', device='cpu', progress=False)
+
+def test_measured_not_tabled():
+    "Parameters without gradient, memory and cost come from the module: a wider model costs more, a dead branch is found."
+    import torch.nn as nn
+    from fusion_study.fusion import Head
+    class Wide(nn.Module):
+        def __init__(self, d_v, d_t, hidden=512):
+            super().__init__()
+            self.fuse, self.unused, self.head = nn.Linear(d_v + d_t, hidden), nn.Linear(4, 4), Head(hidden)
+        def forward(self, v, t, drop=None): return self.head(self.fuse(torch.cat([v, t], -1)), drop)
+    class Narrow(Wide):
+        def __init__(self, d_v, d_t): super().__init__(d_v, d_t, hidden=64)
+    w, n = B.profile(Wide, 512, 512), B.profile(Narrow, 512, 512)
+    assert 'unused.weight' not in w['trainable'] and 'fuse.weight' in w['trainable']
+    assert w['flops'] > 6 * n['flops'] and w['params'] > 6 * n['params'] and w['saved_bytes'] > n['saved_bytes']
