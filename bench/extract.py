@@ -24,7 +24,9 @@ def main(argv=None):
     tmp = Path(tempfile.mkdtemp(prefix='fusion-bench-'))
     os.environ['FUSION_STUDY_CACHE'] = str(tmp/'cache')
     from fusion_study.core import get_device
-    from fusion_study.extract import fake_flickr8k, scan_dataset, parse_encoder, load_encoder, extract_items, Plan
+    from fusion_study.flickr8k import fake_flickr8k, scan_dataset
+    from fusion_study.encoders import parse_encoder, load_encoder
+    from fusion_study.extract import extract_items, Plan
     device = get_device(a.device)
     n = a.images or (4096 if device.type == 'cuda' else 64)
     workers = min(16, os.cpu_count() or 1) if a.workers is None else a.workers

@@ -13,17 +13,19 @@ import torch
 from sklearn.manifold import TSNE
 from torch.utils.flop_counter import FlopCounterMode
 
-from .core import FusionStudyError, RunConfig, write_atomic
-from .data import Features, load_features
-from .fusion import METHODS, PAPER_PARAMS, make_model, n_params
-from .study import record_run, use_inline_charts
+from .core import FusionStudyError, RunConfig
+from .data import Features
+from .extract import load_features
+from .fusion import make_model, n_params
+from .paper import FLOPS as PAPER_FLOPS, PARAMS as PAPER_PARAMS, TSNE_PAIRS
+from .results import TSNE_CSV, ALIGNMENT_CSV, COST_CSV, record_run, write_table
 
 # %% auto #0
-__all__ = ['TSNE_PAIRS', 'sample_pairs', 'tsne_pairs', 'alignment_scores', 'tsne_chart', 'flops_per_sample', 'flops_by_module',
-           'cost_table', 'cost_chart']
+__all__ = ['sample_pairs', 'tsne_pairs', 'alignment_scores', 'tsne_chart', 'flops_per_sample', 'flops_by_module', 'cost_table',
+           'cost_chart', 'run_analysis', 'TSNE_PAIRS', 'PAPER_FLOPS']
 
 # %% ../nbs/07_analysis.ipynb #83a72d6a
-TSNE_PAIRS = 800    # the paper's Fig. 4
+_all_ = ['TSNE_PAIRS', 'PAPER_FLOPS']                 # the paper's Fig. 4 (800 pairs) and Table 3 FLOPs, from fusion_study.paper
 
 def sample_pairs(feats:Features, n_pairs:int=TSNE_PAIRS, seed:int=0) -> pd.DataFrame:
     "`n_pairs` matched pairs from distinct images: one random caption of each of `n_pairs` random images (`pair`, `image`, `caption` rows)."
@@ -80,12 +82,6 @@ def tsne_chart(coords:pd.DataFrame, title:str='') -> alt.Chart:
     return (lines + points).properties(width=420, height=380, title=title)
 
 # %% ../nbs/07_analysis.ipynb #b05242fe
-try:                                                    # the paper's numbers live in fusion_study.report.PAPER where that module exists
-    from fusion_study.report import PAPER as _PAPER
-    PAPER_FLOPS = {m: float(_PAPER['flops'][m]) for m in ('concat', 'cross')}
-except (ImportError, KeyError):
-    PAPER_FLOPS = {'concat': 0.53e6, 'cross': 0.40e6}   # the paper's Table 3, FLOPs per sample (arXiv 2606.01207)
-
 def flops_per_sample(model:torch.nn.Module, d_v:int, d_t:int, batch:int=64, backward:bool=False) -> float:
     "FLOPs per sample of one forward (or forward + backward) pass, measured by `FlopCounterMode` on a random batch."
     v, t = torch.randn(batch, d_v), torch.randn(batch, d_t)
@@ -134,3 +130,22 @@ def cost_chart(table:pd.DataFrame) -> alt.Chart:
         color=alt.Color('source:N', scale=alt.Scale(domain=['measured', 'paper'], range=['#4c78a8', '#bbbbbb'])),
         tooltip=['method', 'source', alt.Tooltip('value:Q', format=',.0f')],
     ).properties(width=200, height=220).facet(column=alt.Column('quantity:N', title=None)).resolve_scale(y='independent')
+
+# %% ../nbs/07_analysis.ipynb #8996dc44
+def run_analysis(cfg, out_dir, n_pairs:int=None) -> dict:
+    "Fig. 4 and Table 3 for `cfg` (a `RunConfig` or its dict), written to `out_dir`; returns `features`, `seed`, `n_pairs`, `pairs`, `coords`, `scores`, `alignment`, `cost`, `dims`, `info`."
+    cfg = cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    feats, seed = load_features(cfg), cfg.seeds[0]
+    n_pairs = min(TSNE_PAIRS, len(feats.ids)) if n_pairs is None else n_pairs
+    pairs = sample_pairs(feats, n_pairs, seed=seed)
+    coords = pd.concat([tsne_pairs(feats, pairs, seed=seed), tsne_pairs(feats, pairs, seed=seed, centre=True)], ignore_index=True)
+    scores = alignment_scores(feats, pairs, coords)
+    alignment = pd.DataFrame([dict(config=cfg.name, source=cfg.source, backbone=cfg.backbone, seed=seed, **scores)])
+    d_v, d_t = feats.dims
+    cost = cost_table(cfg.methods, d_v, d_t).assign(config=cfg.name)
+    write_table(out, TSNE_CSV, coords.assign(config=cfg.name, backbone=cfg.backbone, seed=seed))
+    write_table(out, ALIGNMENT_CSV, alignment)
+    write_table(out, COST_CSV, cost)
+    info = record_run(out, cfg, files=[TSNE_CSV, ALIGNMENT_CSV, COST_CSV], n_pairs=n_pairs, features=feats.meta)
+    return dict(features=feats, seed=seed, n_pairs=n_pairs, pairs=pairs, coords=coords, scores=scores, alignment=alignment, cost=cost, dims=(d_v, d_t), info=info)

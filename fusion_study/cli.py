@@ -62,7 +62,7 @@ def main(argv=None) -> int:
                       + '; '.join(problems), file=sys.stderr)
                 return 1
         elif args.command == 'data':
-            from fusion_study.extract import get_flickr8k, default_data_dir, format_report
+            from fusion_study.flickr8k import get_flickr8k, default_data_dir, format_report
             ds = get_flickr8k(args.dest or default_data_dir(), base_url=args.base_url)
             print(format_report(ds.report))
             print(f"next: fusion-study extract --data {ds.layout.root}")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #2518b84f
 from __future__ import annotations
-import contextlib, dataclasses, difflib, hashlib, json, math, os, random, re, subprocess, time, types, typing
+import contextlib, difflib, hashlib, json, math, os, random, re, subprocess, time, typing
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -55,7 +55,7 @@ class RunConfig(Recipe):
     device: str = 'auto'                     # 'auto' (cuda if present), 'cpu', 'cuda'
     inputs: typing.List[str] = field(default_factory=list)  # other configurations (same runs folder) whose results this notebook reads
     data_dir: typing.Optional[str] = None    # features: the Flickr8k folder (absolute; None = cache_dir()/data/flickr8k)
-    image_encoder: str = 'clip:ViT-B-32/openai'   # features: image encoder name (see 02_extract)
+    image_encoder: str = 'clip:ViT-B-32/openai'   # features: image encoder name (see 02b_encoders)
     text_encoder: str = 'clip:ViT-B-32/openai'    # features: text encoder name
     feature_dims: typing.Optional[typing.List[int]] = None  # features: expected (image, text) widths, checked on load
 

@@ -8,7 +8,6 @@ import csv, io, re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -18,7 +17,7 @@ from .core import FusionStudyError, RunConfig
 # %% auto #0
 __all__ = ['BACKBONES', 'Captions', 'parse_flickr8k_token', 'parse_kaggle_captions', 'load_captions', 'drop_missing_images',
            'nonfinite_row', 'Features', 'synthetic_features', 'Pairs', 'build_pairs', 'split_pairs', 'add_noise',
-           'load_features']
+           'synthetic_alignment', 'check_synthetic', 'synthetic_for_config']
 
 # %% ../nbs/01_data.ipynb #6f6b879d
 def _read_text(path:Path) -> str:
@@ -114,6 +113,7 @@ class Features:
     caption_image: torch.Tensor    # (n_captions,) int64 index into `image`
     captions: list = None          # caption strings, when known
     meta: dict = field(default_factory=dict)
+    raw: dict = None               # the features before L2 normalisation ({'image', 'text'}), when extracted with keep_raw
 
     def __post_init__(self):
         if len(self.ids) != len(self.image) or len(self.text) != len(self.caption_image):
@@ -215,14 +215,20 @@ def add_noise(x:torch.Tensor, sigma:float, seed:int) -> torch.Tensor:
 # %% ../nbs/01_data.ipynb #490c7281
 BACKBONES = {'aligned': 1.0, 'unaligned': 0.0}
 
-def load_features(cfg:RunConfig) -> Features:
-    "The `Features` a configuration asks for."
-    if cfg.source == 'synthetic':
-        if cfg.backbone not in BACKBONES and cfg.alignment is None:
-            raise FusionStudyError(f"Unknown synthetic backbone {cfg.backbone!r}; use one of {list(BACKBONES)} or set alignment.")
-        a = cfg.alignment if cfg.alignment is not None else BACKBONES[cfg.backbone]
-        return synthetic_features(cfg.n_images, cfg.captions_per_image, cfg.dim, alignment=a, seed=cfg.data_seed)
-    if cfg.source == 'features':                     # cached real features (02_extract); never extracts here
-        from fusion_study.extract import features_for_config
-        return features_for_config(cfg)
-    raise FusionStudyError(f"Unknown feature source {cfg.source!r}; use 'synthetic' or 'features'.")
+def synthetic_alignment(cfg:RunConfig) -> float:
+    "The alignment of a synthetic configuration: its `alignment`, else its backbone's."
+    if cfg.alignment is not None: return cfg.alignment
+    if cfg.backbone not in BACKBONES:
+        raise FusionStudyError(f"Unknown synthetic backbone {cfg.backbone!r} in configuration {cfg.name!r}; use one of {list(BACKBONES)} or set alignment.")
+    return BACKBONES[cfg.backbone]
+
+def check_synthetic(cfg:RunConfig):
+    "Raise `FusionStudyError` if the synthetic data of `cfg` cannot serve its grid; generates nothing."
+    synthetic_alignment(cfg)
+    limit = 2 * cfg.n_images * cfg.captions_per_image
+    if max(cfg.scales) > limit:
+        raise FusionStudyError(f"Scale {max(cfg.scales)} in configuration {cfg.name!r} is more than the data allows ({limit} pairs from {cfg.n_images} images × {cfg.captions_per_image} captions); lower the scale or raise n_images.")
+
+def synthetic_for_config(cfg:RunConfig) -> Features:
+    "The synthetic `Features` a configuration with `source: synthetic` names."
+    return synthetic_features(cfg.n_images, cfg.captions_per_image, cfg.dim, alignment=synthetic_alignment(cfg), seed=cfg.data_seed)

@@ -4,7 +4,6 @@
 
 # %% ../nbs/06_degradation.ipynb #c8be5fe5
 from __future__ import annotations
-import json
 from pathlib import Path
 
 import altair as alt
@@ -13,10 +12,12 @@ import pandas as pd
 from scipy import stats
 
 from .core import FusionStudyError, RunConfig
-from .study import RUN_INFO, read_results, run_config, valid_rows, paired_tests, use_inline_charts
+from .results import RUN_INFO, TABLE2_CSV, PAIRED_TESTS_CSV, read_record, read_results, read_table
+from .study import run_config, valid_rows, paired_tests
 
 # %% auto #0
-__all__ = ['ALPHA', 'DEGRADATION_TABLES', 'reusable_rows', 'chance_p', 'table2', 'chance_onset', 'advantage_trend', 'fig3']
+__all__ = ['ALPHA', 'DEGRADATION_TABLES', 'reusable_rows', 'chance_p', 'table2', 'chance_onset', 'advantage_trend', 'fig3',
+           'run_degradation']
 
 # %% ../nbs/06_degradation.ipynb #b3c35b98
 def reusable_rows(cfg:RunConfig, out_dir) -> pd.DataFrame:
@@ -24,8 +25,8 @@ def reusable_rows(cfg:RunConfig, out_dir) -> pd.DataFrame:
     found = []
     for name in cfg.inputs:
         d = Path(out_dir).parent/name
-        try: other = RunConfig.from_dict(json.loads((d/RUN_INFO).read_text())['config'])
-        except (OSError, ValueError, KeyError, FusionStudyError): continue
+        try: other = RunConfig.from_dict(read_record(d, RUN_INFO, ('config',))['config'])
+        except FusionStudyError: continue
         if other.identity() != cfg.identity(): continue                  # other data or recipe: its runs are not ours
         try: found.append(valid_rows(read_results(d), cfg))
         except FusionStudyError: continue
@@ -86,4 +87,13 @@ def fig3(df:pd.DataFrame, title:str=None) -> alt.Chart:
     chance = alt.Chart(pd.DataFrame(dict(y=[50.0]))).mark_rule(strokeDash=[4, 4], color='gray').encode(y='y:Q')
     return (band + line + chance).properties(width=420, height=280, title=title or 'Fig. 3: accuracy under feature noise (mean ± 1 std)')
 
-DEGRADATION_TABLES = {'table2.csv': table2, 'paired_tests.csv': paired_tests}
+DEGRADATION_TABLES = {TABLE2_CSV: table2, PAIRED_TESTS_CSV: paired_tests}
+
+# %% ../nbs/06_degradation.ipynb #62afcad1
+def run_degradation(cfg, out_dir, progress:bool=False, warn=print) -> dict:
+    "Run the noise levels of `cfg` (a `RunConfig` or its dict) in `out_dir`, reusing its inputs' σ = 0 runs; return `results`, `reused`, `table2`, `trend`."
+    cfg = cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
+    reuse = reusable_rows(cfg, out_dir)
+    results = run_config(cfg, out_dir, progress=progress, tables=DEGRADATION_TABLES, reuse=reuse, warn=warn)
+    t2 = read_table(out_dir, TABLE2_CSV)
+    return dict(results=results, reused=len(reuse), table2=t2, trend=advantage_trend(t2))

@@ -10,13 +10,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import FusionStudyError
+from .paper import architecture
 
 # %% auto #0
-__all__ = ['HIDDEN', 'HEAD_HIDDEN', 'DROPOUT', 'METHODS', 'PAPER_PARAMS', 'Head', 'dropout_masks', 'ConcatFusion',
-           'CrossAttention', 'CrossAttentionFusion', 'CrossAttentionTokens', 'make_model', 'n_params']
+__all__ = ['HIDDEN', 'DROPOUT', 'HEADS', 'HEAD_HIDDEN', 'METHODS', 'Head', 'dropout_masks', 'ConcatFusion', 'CrossAttention',
+           'CrossAttentionFusion', 'CrossAttentionTokens', 'make_model', 'n_params']
 
 # %% ../nbs/03_fusion.ipynb #71bcd4de
-HIDDEN, HEAD_HIDDEN, DROPOUT = 256, 128, 0.1
+HIDDEN, DROPOUT, HEADS = (architecture()[k] for k in ('head_hidden', 'dropout', 'cross_heads'))   # Sec. 4.3
+HEAD_HIDDEN = 128                        # the paper's "two-layer MLP" does not say; ours
 
 class Head(nn.Module):
     "ReLU → dropout → Linear(256,128) → ReLU → dropout → Linear(128,2)."
@@ -48,7 +50,7 @@ class ConcatFusion(nn.Module):
 # %% ../nbs/03_fusion.ipynb #abd0a332
 class CrossAttention(nn.Module):
     "Multi-head attention: queries from one token sequence, keys and values from another."
-    def __init__(self, d:int=HIDDEN, heads:int=4):
+    def __init__(self, d:int=HIDDEN, heads:int=HEADS):
         super().__init__()
         if d % heads: raise FusionStudyError(f"hidden size {d} must be divisible by heads={heads}.")
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
@@ -72,7 +74,7 @@ class CrossAttention(nn.Module):
 # %% ../nbs/03_fusion.ipynb #5ecae9d2
 class CrossAttentionFusion(nn.Module):
     "Eq. 2–3 on pooled vectors: text query, image key/value, with residual + LayerNorm so the text reaches the head."
-    def __init__(self, d_v:int=512, d_t:int=512, d:int=HIDDEN, heads:int=4):
+    def __init__(self, d_v:int=512, d_t:int=512, d:int=HIDDEN, heads:int=HEADS):
         super().__init__()
         self.text_proj, self.image_proj = nn.Linear(d_t, d), nn.Linear(d_v, d)
         self.attn, self.norm, self.head = CrossAttention(d, heads), nn.LayerNorm(d), Head(d)
@@ -86,7 +88,7 @@ class CrossAttentionFusion(nn.Module):
 
 class CrossAttentionTokens(nn.Module):
     "Cross-attention over `tokens` chunks of each feature vector, so attention has keys to choose between."
-    def __init__(self, d_v:int=512, d_t:int=512, d:int=HIDDEN, heads:int=4, tokens:int=8):
+    def __init__(self, d_v:int=512, d_t:int=512, d:int=HIDDEN, heads:int=HEADS, tokens:int=8):
         super().__init__()
         if d_v % tokens or d_t % tokens: raise FusionStudyError(f"Feature widths {d_v} and {d_t} must be divisible by tokens={tokens}.")
         self.tokens = tokens
@@ -107,7 +109,6 @@ class CrossAttentionTokens(nn.Module):
 
 # %% ../nbs/03_fusion.ipynb #bc95c3f3
 METHODS = {'concat': ConcatFusion, 'cross': CrossAttentionFusion, 'cross_tokens': CrossAttentionTokens}
-PAPER_PARAMS = {'concat': 296_000, 'cross': 757_000}
 
 def make_model(method:str, d_v:int=512, d_t:int=512, methods:dict=None) -> nn.Module:
     "The fusion model called `method` (a name in `methods`, default the registry `METHODS`) for features of widths `d_v`, `d_t`."

@@ -7,59 +7,36 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from .core import FusionStudyError, REPORT_DIR
-from .fusion import PAPER_PARAMS
+from .core import REPORT_DIR
+from .paper import CLAIMS, REF, TABLE1, claims_table
+from .results import (RESULTS, RUN_INFO, TABLE1_CSV, PAIRED_TESTS_CSV, TABLE2_CSV, COST_CSV, CROSSOVER_CSV, CLAIMS_CSV, METRICS,
+                                  schema, read_table as read_file)
 from .study import incomplete_reason
+from .theory import is_aligned
 
 # %% auto #0
-__all__ = ['PAPER_REF', 'PAPER', 'VERDICTS', 'VERDICT_COLOURS', 'paper_table', 'collect_runs', 'read_table', 'backbone_kind',
-           'is_real', 'is_clip', 'source_label', 'short_label', 'of_kind', 'table1_claims', 'table2_claims',
-           'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'page_link', 'configurations',
-           'table1_side_by_side', 'gap_chart']
+__all__ = ['PAPER', 'PAPER_REF', 'paper_table', 'READS', 'VERDICTS', 'VERDICT_COLOURS', 'collect_runs', 'read_table',
+           'backbone_kind', 'is_real', 'is_clip', 'source_label', 'short_label', 'of_kind', 'table1_claims',
+           'table2_claims', 'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'page_link',
+           'configurations', 'table1_side_by_side', 'gap_chart']
 
 # %% ../nbs/09_report.ipynb #eec8fae4
-PAPER_REF = 'Zhou & Xie, Feature Alignment Determines Fusion Strategy, arXiv 2606.01207v1 (31 May 2026)'
+PAPER, PAPER_REF = CLAIMS, REF                 # the claims the report judges and the reference, from fusion_study.paper
+paper_table = claims_table
 
-PAPER = {
-    'clip_gap': dict(
-        table='Table 1', claim='With pre-aligned (CLIP ViT-B/32) features, concatenation beats cross-attention at every scale from 2048 to 16384 pairs, by 4.1–5.1 accuracy points.',
-        low=4.1, high=5.1, unit='accuracy points (concat − cross)', scales=[2048, 4096, 8192, 16384],
-        where='Abstract', quote='concatenation outperforms cross-attention by 4.1–5.1 percentage points across all tested scales (2048–16384 samples) when features are pre-aligned by a vision-language pretraining objective'),
-    'alignment_decides': dict(
-        table='Table 1 (ResNet18: described in words, no table)', claim='Feature alignment, not data scale, decides which fusion wins: the ranking changes when the features are not pre-aligned.',
-        where='Abstract', quote='feature alignment quality—not data scale alone—is the primary determinant of which fusion strategy excels'),
-    'degradation_advantage': dict(
-        table='Table 2', claim="As alignment degrades (Gaussian noise on both modalities, Eq. 4), concatenation's advantage grows monotonically, from 1.3 to 2.8 points.",
-        low=1.3, high=2.8, unit='accuracy points (concat − cross)',
-        where='Abstract', quote='An alignment degradation study confirms a monotonic trend: as feature alignment degrades, concatenation’s advantage grows from 1.3% to 2.8%'),
-    'degradation_chance': dict(
-        table='Table 2', claim='Both methods fall to chance (50%) from noise σ = 0.2 on.', sigma=0.2, sigmas=[0.0, 0.05, 0.10, 0.20, 0.30, 0.50],
-        where='Table 2 (issue 4)', quote='both reach chance at σ ≥ 0.2'),
-    'params': dict(
-        table='Table 3', claim='Concatenation has 296K trainable parameters, cross-attention 757K.', **PAPER_PARAMS,
-        where='Table 3 (issue 4)', quote='params 296K / 757K'),
-    'flops': dict(
-        table='Table 3', claim='Concatenation costs 0.53M FLOPs per pair, cross-attention 0.40M.', concat=0.53e6, cross=0.40e6,
-        where='Table 3 (issue 4)', quote='FLOPs 0.53M / 0.40M'),
-    'sample_complexity': dict(
-        table='Table 4, Fig. 6 (theory)', claim='Concatenation needs O(d_v + d_t) samples, cross-attention O(d_v·d_t): 256× more for 512-dimensional features.',
-        ratio=256, dim=512,
-        where='Abstract', quote='concatenation requires O(d_v+d_t) samples to learn its fusion projection, while cross-attention requires O(d_v·d_t) samples to learn bilinear attention weights—a 256× difference for 512-dimensional CLIP features'),
-    'practical_sizes': dict(
-        table='Table 4, Fig. 6 (theory)', claim="With aligned features concatenation's sample efficiency dominates at all practical dataset sizes (no crossover where cross-attention overtakes).",
-        where='Abstract', quote='When features are already aligned, the approximation error gap between the two methods vanishes, and concatenation’s sample efficiency dominates at all practical dataset sizes'),
-}
-
-def paper_table() -> pd.DataFrame:
-    "`PAPER` as a table: one row per claim with the paper's numbers and where they come from."
-    keep = ('low', 'high', 'concat', 'cross', 'sigma', 'ratio')
-    rows = [dict(key=k, table=v['table'], claim=v['claim'],
-                 numbers=', '.join(f"{n}={v[n]:g}" for n in keep if n in v), source=v['where'], quote=v['quote'])
-            for k, v in PAPER.items()]
-    return pd.DataFrame(rows).set_index('key')
+# %% ../nbs/09_report.ipynb #b6c529e6
+READS = {name: schema(name).declared(*cols) for name, cols in {
+    RESULTS: ('method', 'noise', 'scale', 'seed', 'n_params', *METRICS),
+    TABLE1_CSV: ('metric', 'noise', 'scale', 'method', 'mean', 'std'),
+    PAIRED_TESTS_CSV: ('noise', 'scale', 'n_seeds', 'mean_diff', 'std_diff', 't', 't_p', 'wilcoxon_p'),
+    TABLE2_CSV: ('noise', 'scale', 'concat_mean', 'concat_std', 'cross_mean', 'cross_std', 'advantage', 'concat_at_chance', 'cross_at_chance',
+                 'both_at_chance', 'trained_by'),
+    COST_CSV: ('method', 'params', 'flops_forward', 'flops_train'),
+    CROSSOVER_CSV: ('curve', 'method', 'B_concat', 'B_other', 'B_gap', 'B_gap_lo', 'B_gap_hi', 'N_star', 'N_star_lo', 'N_star_hi', 'p_crossover', 'scale_max'),
+    CLAIMS_CSV: ('table', 'claim', 'paper', 'ours', 'verdict', 'decided_by'),
+}.items()}
 
 # %% ../nbs/09_report.ipynb #81f20047
 VERDICTS = ('reproduced', 'not reproduced', 'not testable on this data', 'not run')
@@ -69,7 +46,7 @@ def collect_runs(runs_dir) -> dict:
     runs = {}
     for d in sorted(p for p in Path(runs_dir).iterdir() if p.is_dir() and p.name != REPORT_DIR):
         info = None
-        try: info = json.loads((d/'run.json').read_text())
+        try: info = json.loads((d/RUN_INFO).read_text())
         except (OSError, ValueError): pass
         nbs = sorted(d.glob('*.ipynb'))
         if info is None and not nbs: continue
@@ -80,15 +57,12 @@ def collect_runs(runs_dir) -> dict:
     return runs
 
 def read_table(run:dict, name:str):
-    "A results file of a finished configuration as a DataFrame, or None."
-    p = run['dir']/name
-    return pd.read_csv(p) if run and run['complete'] and p.exists() else None
+    "A results file of a finished configuration as a DataFrame (read through the schema, with the columns `READS` names), or None."
+    return read_file(run['dir'], name, READS[name]) if run and run['complete'] and (run['dir']/name).exists() else None
 
 def backbone_kind(cfg:dict) -> str:
     "'aligned' (CLIP-like shared space) or 'unaligned', from a configuration's alignment or backbone name."
-    if cfg.get('alignment') is not None: return 'aligned' if cfg['alignment'] >= .5 else 'unaligned'
-    b = str(cfg.get('backbone', '')).lower()
-    return 'aligned' if b == 'aligned' or 'clip' in b else 'unaligned'
+    return 'aligned' if is_aligned(cfg.get('backbone', ''), cfg.get('alignment')) else 'unaligned'      # the one rule: theory.is_aligned
 
 def is_real(cfg:dict) -> bool: return cfg.get('source', 'synthetic') != 'synthetic'
 def is_clip(cfg:dict) -> bool:
@@ -120,32 +94,33 @@ def _row(key, claim, paper, ours, verdict, decided_by, run=None, file=None):
                 data=short_label(run['info']) if run else '—', file=f"{run['name']}/{file}" if run and file else '—')
 
 def _gaps(run) -> pd.DataFrame:
-    t = read_table(run, 'paired_tests.csv')
+    t = read_table(run, PAIRED_TESTS_CSV)
     return t[t.noise == 0].sort_values('scale') if t is not None else None
 
 def table1_claims(runs:dict) -> list:
     P, rows = PAPER['clip_gap'], []
+    span = f"{min(P['scales'])}–{max(P['scales'])}"
     studies = of_kind(runs, 'study')
     aligned = [r for r in studies if backbone_kind(r['config']) == 'aligned']
     if not aligned:
-        rows += [_row('clip_gap', 'concat beats cross at every scale (aligned features)', '4.1–5.1 points at 2048–16384', '—', 'not run', 'no finished study configuration with aligned features')]
+        rows += [_row('clip_gap', 'concat beats cross at every scale (aligned features)', f"{P['low']:g}–{P['high']:g} points at {span}", '—', 'not run', 'no finished study configuration with aligned features')]
     for r in aligned:
         g = _gaps(r)
         if g is None or not len(g):
-            rows.append(_row('clip_gap', 'With aligned features concat beats cross at every scale', 'concat ahead at all of 2048–16384', '—', 'not testable on this data', 'this configuration has no noise-free (σ = 0) runs', r, 'paired_tests.csv'))
+            rows.append(_row('clip_gap', 'With aligned features concat beats cross at every scale', f'concat ahead at all of {span}', '—', 'not testable on this data', 'this configuration has no noise-free (σ = 0) runs', r, PAIRED_TESTS_CSV))
             continue
         sub = g[g.scale.isin(P['scales'])] if g.scale.isin(P['scales']).any() else g
         worst = sub.loc[sub.mean_diff.idxmin()]
         ours = ', '.join(f"{s}: {d:+.2f}" for s, d in zip(sub.scale, sub.mean_diff))
-        rows.append(_row('clip_gap', 'With aligned features concat beats cross at every scale', 'concat ahead at all of 2048–16384', ours,
+        rows.append(_row('clip_gap', 'With aligned features concat beats cross at every scale', f'concat ahead at all of {span}', ours,
                          'reproduced' if (sub.mean_diff > 0).all() else 'not reproduced',
-                         f"smallest concat − cross gap {worst.mean_diff:+.2f} points at scale {int(worst.scale)} (paired t-test p = {worst.t_p:.2g}, {int(worst.n_seeds)} seeds)", r, 'paired_tests.csv'))
+                         f"smallest concat − cross gap {worst.mean_diff:+.2f} points at scale {int(worst.scale)} (paired t-test p = {worst.t_p:.2g}, {int(worst.n_seeds)} seeds)", r, PAIRED_TESTS_CSV))
         lo, hi = P['low'], P['high']
         if is_clip(r['config']):
             ok = all(lo - sd <= d <= hi + sd for d, sd in zip(sub.mean_diff, sub.std_diff.fillna(0)))
             v, why = ('reproduced' if ok else 'not reproduced'), f"every gap within {lo}–{hi} ± its seed std: {'yes' if ok else 'no'}"
         else: v, why = 'not testable on this data', 'the size of the gap on synthetic features depends on the generator, not on CLIP'
-        rows.append(_row('clip_gap', 'The gap is 4.1–5.1 accuracy points', f"{lo}–{hi} points", f"{sub.mean_diff.min():+.2f} to {sub.mean_diff.max():+.2f}", v, why, r, 'paired_tests.csv'))
+        rows.append(_row('clip_gap', f'The gap is {lo:g}–{hi:g} accuracy points', f"{lo:g}–{hi:g} points", f"{sub.mean_diff.min():+.2f} to {sub.mean_diff.max():+.2f}", v, why, r, PAIRED_TESTS_CSV))
     for src in sorted({is_real(r['config']) for r in studies}):
         a = [r for r in studies if is_real(r['config']) == src and backbone_kind(r['config']) == 'aligned']
         u = [r for r in studies if is_real(r['config']) == src and backbone_kind(r['config']) == 'unaligned']
@@ -159,7 +134,7 @@ def table1_claims(runs:dict) -> list:
                          f"aligned {ga.mean_diff.mean():+.2f}, unaligned {gu.mean_diff.mean():+.2f} (mean gap over {len(common)} scales)",
                          'reproduced' if flip else 'not reproduced',
                          f"concat ahead at {(ga.mean_diff > 0).sum()}/{len(common)} scales with aligned features, cross ahead at {(gu.mean_diff < 0).sum()}/{len(common)} without",
-                         u[0], 'paired_tests.csv'))
+                         u[0], PAIRED_TESTS_CSV))
     return rows
 
 # %% ../nbs/09_report.ipynb #0a46bda2
@@ -168,39 +143,39 @@ def table2_claims(runs:dict) -> list:
     P, C, rows = PAPER['degradation_advantage'], PAPER['degradation_chance'], []
     degs = of_kind(runs, 'degradation')
     if not degs:
-        return [_row('degradation_advantage', "concat's advantage grows as alignment degrades", f"{P['low']} → {P['high']} points", '—', 'not run', 'no finished degradation configuration'),
-                _row('degradation_chance', 'both methods at chance from σ = 0.2', 'σ ≥ 0.2', '—', 'not run', 'no finished degradation configuration')]
+        return [_row('degradation_advantage', "concat's advantage grows as alignment degrades", f"{P['low']:g} → {P['high']:g} points", '—', 'not run', 'no finished degradation configuration'),
+                _row('degradation_chance', f"both methods at chance from σ = {C['sigma']:g}", f"σ ≥ {C['sigma']:g}", '—', 'not run', 'no finished degradation configuration')]
     for r in degs:
-        t2 = read_table(r, 'table2.csv'); tr = advantage_trend(t2)
+        t2 = read_table(r, TABLE2_CSV); tr = advantage_trend(t2)
         ours = f"{tr['first']:+.2f} (σ = {tr['first_noise']:g}) → {tr['last']:+.2f} (σ = {tr['last_noise']:g})" if tr['n_levels'] else 'at chance at every σ'
         if tr['n_levels'] < 2: v, why = 'not testable on this data', f"only {tr['n_levels']} noise level(s) before both methods are at chance"
         else:
             grows = tr['last'] > tr['first'] and (tr['n_levels'] == 2 or tr['spearman_rho'] > 0)
             rho = f", Spearman ρ(σ, advantage) = {tr['spearman_rho']:.2f}" if tr['n_levels'] > 2 else ''
             v, why = ('reproduced' if grows else 'not reproduced'), f"advantage {tr['first']:+.2f} → {tr['last']:+.2f} points over {tr['n_levels']} σ levels before chance{rho}"
-        rows.append(_row('degradation_advantage', "concat's advantage grows as alignment degrades", 'grows monotonically', ours, v, why, r, 'table2.csv'))
+        rows.append(_row('degradation_advantage', "concat's advantage grows as alignment degrades", 'grows monotonically', ours, v, why, r, TABLE2_CSV))
         if is_clip(r['config']):
             ok = tr['n_levels'] > 0 and abs(tr['first'] - P['low']) <= 1 and abs(tr['last'] - P['high']) <= 1
             v, why = ('reproduced' if ok else 'not reproduced'), 'both ends within 1 point of the paper'
         else: v, why = 'not testable on this data', 'the size of the advantage on synthetic features depends on the generator'
-        rows.append(_row('degradation_advantage', 'from 1.3 to 2.8 points', f"{P['low']} → {P['high']} points", ours, v, why, r, 'table2.csv'))
+        rows.append(_row('degradation_advantage', f"from {P['low']:g} to {P['high']:g} points", f"{P['low']:g} → {P['high']:g} points", ours, v, why, r, TABLE2_CSV))
         onset = tr['chance_onset']
         ours = f"σ = {onset:g}" if onset is not None else 'never (in the σ tested)'
         if is_real(r['config']): v = 'reproduced' if onset is not None and abs(onset - C['sigma']) < 1e-9 else 'not reproduced'
         else: v = 'not testable on this data'
-        rows.append(_row('degradation_chance', 'both methods are at chance from σ = 0.2', f"σ ≥ {C['sigma']:g}", ours, v,
-                         'smallest σ from which both methods are no better than chance (one-sided binomial test vs 50%, p ≥ 0.05)' + ('' if is_real(r['config']) else '; how fast synthetic features drown in noise depends on the generator'), r, 'table2.csv'))
+        rows.append(_row('degradation_chance', f"both methods are at chance from σ = {C['sigma']:g}", f"σ ≥ {C['sigma']:g}", ours, v,
+                         'smallest σ from which both methods are no better than chance (one-sided binomial test vs 50%, p ≥ 0.05)' + ('' if is_real(r['config']) else '; how fast synthetic features drown in noise depends on the generator'), r, TABLE2_CSV))
     return rows
 
 def table3_claims(runs:dict) -> list:
     P, F, rows = PAPER['params'], PAPER['flops'], []
     an = of_kind(runs, 'analysis')
-    cost = read_table(an[0], 'table3_cost.csv') if an else None
-    if cost is not None: src, file = an[0], 'table3_cost.csv'; ours = dict(zip(cost.method, cost.params))
+    cost = read_table(an[0], COST_CSV) if an else None
+    if cost is not None: src, file = an[0], COST_CSV; ours = dict(zip(cost.method, cost.params))
     else:
-        st = [r for r in of_kind(runs, 'study') if read_table(r, 'results.csv') is not None]
-        if not st: return [_row('params', 'parameter counts', '296K / 757K', '—', 'not run', 'no finished study or analysis configuration')]
-        res = read_table(st[0], 'results.csv'); src, file = st[0], 'results.csv'
+        st = [r for r in of_kind(runs, 'study') if read_table(r, RESULTS) is not None]
+        if not st: return [_row('params', 'parameter counts', f"{P['concat'] // 1000}K / {P['cross'] // 1000}K", '—', 'not run', 'no finished study or analysis configuration')]
+        res = read_table(st[0], RESULTS); src, file = st[0], RESULTS
         ours = res.groupby('method').n_params.first().to_dict()
     for m in ('concat', 'cross'):
         if m not in ours: continue
@@ -208,43 +183,23 @@ def table3_claims(runs:dict) -> list:
         rows.append(_row('params', f"{m} has {P[m] / 1e3:.0f}K parameters", f"{P[m]:,}", f"{int(ours[m]):,}", 'reproduced' if abs(rel) <= .01 else 'not reproduced',
                          f"{rel:+.1%} from the paper (within 1% counts as reproduced)", src, file))
     if cost is None or 'flops_forward' not in cost:
-        rows.append(_row('flops', 'cross-attention costs fewer FLOPs than concat', '0.40M < 0.53M', '—', 'not run', 'no finished analysis configuration (it measures FLOPs)'))
+        rows.append(_row('flops', 'cross-attention costs fewer FLOPs than concat', f"{F['cross'] / 1e6:.2f}M < {F['concat'] / 1e6:.2f}M", '—', 'not run', 'no finished analysis configuration (it measures FLOPs)'))
     else:
         f = dict(zip(cost.method, cost.flops_forward))
         rows.append(_row('flops', 'cross-attention costs fewer FLOPs per pair than concat', f"{F['cross'] / 1e6:.2f}M < {F['concat'] / 1e6:.2f}M",
                          f"{f.get('cross', float('nan')) / 1e6:.2f}M vs {f.get('concat', float('nan')) / 1e6:.2f}M",
-                         'reproduced' if f.get('cross', 0) < f.get('concat', 0) else 'not reproduced', 'forward FLOPs per pair measured by torch FlopCounterMode', an[0], 'table3_cost.csv'))
+                         'reproduced' if f.get('cross', 0) < f.get('concat', 0) else 'not reproduced', 'forward FLOPs per pair measured by torch FlopCounterMode', an[0], COST_CSV))
     return rows
 
 # %% ../nbs/09_report.ipynb #ebe16488
 def theory_claims(runs:dict) -> list:
-    "Verdicts from the theory notebook's files: the d_v·d_t/(d_v + d_t) ratio and, for aligned features, whether the fitted R(N) = B + V/N curves cross."
-    rows, S, Q = [], PAPER['sample_complexity'], PAPER['practical_sizes']
+    "Verdicts on the theory claims: the rows each finished theory configuration judged itself (`theory.theory_claims`, in `theory_claims.csv`)."
+    rows = []
     for r in of_kind(runs, 'theory'):
-        own = []
-        for f in r['files']:                      # a table of its own verdicts, when the theory notebook records one, takes precedence
-            t = read_table(r, f) if f.endswith('.csv') else None
-            if t is None or not {'claim', 'verdict'} <= set(t.columns) or not t.verdict.isin(VERDICTS).all(): continue
-            own += [dict(table=x.get('table', 'Table 4, Fig. 6 (theory)'), claim=x['claim'], paper=str(x.get('paper', '—')), ours=str(x.get('ours', '—')), verdict=x['verdict'],
-                         decided_by=str(x.get('decided_by', '—')), data=short_label(r['info']), file=f"{r['name']}/{f}") for _, x in t.iterrows()]
-        if own: rows += own; continue
-        cx = read_table(r, 'theory_complexity.csv')
-        if cx is not None and 'cross' in set(cx.method):
-            x = cx.set_index('method').loc['cross']
-            same = int(x.d_v) == int(x.d_t) == S['dim']
-            rows.append(_row('sample_complexity', 'cross needs d_v·d_t / (d_v + d_t) = 256× the samples of concat at d = 512', f"{S['ratio']}×", f"{x.vs_concat:g}× at d_v = {int(x.d_v)}, d_t = {int(x.d_t)}",
-                             ('reproduced' if abs(x.vs_concat - S['ratio']) < 1e-9 else 'not reproduced') if same else 'not testable on this data',
-                             'the orders of the paper evaluated at our feature widths (an argument, not a measurement; see the cross degeneracy below)', r, 'theory_complexity.csv'))
-        co = read_table(r, 'theory_crossover.csv')
-        if co is None: continue
-        for _, x in co[co.method == 'cross'].iterrows():
-            if backbone_kind(dict(backbone=x.backbone)) != 'aligned': continue
-            practical = 10 * int(x.scale_max)
-            ok = not np.isfinite(x.N_star) or x.N_star > practical
-            rows.append(_row('practical_sizes', 'With aligned features cross never overtakes concat at practical sizes', 'no crossover',
-                             f"N* = {x.N_star:,.0f} [{x.N_star_lo:,.0f}, {x.N_star_hi:,.0f}]" if np.isfinite(x.N_star) else 'no crossover (N* = ∞)',
-                             'reproduced' if ok else 'not reproduced',
-                             f"fitted N* beyond 10× our largest scale ({practical:,}) or none; P(bias gap > 0) over the seed bootstrap = {x.p_crossover:.2f}", r, 'theory_crossover.csv'))
+        t = read_table(r, CLAIMS_CSV)
+        if t is None: continue
+        rows += [dict(table=x['table'], claim=x['claim'], paper=str(x['paper']), ours=str(x['ours']), verdict=x['verdict'], decided_by=str(x['decided_by']),
+                      data=short_label(r['info']), file=f"{r['name']}/{CLAIMS_CSV}") for _, x in t.iterrows()]
     if not rows:
         for key in ('sample_complexity', 'practical_sizes'):
             rows.append(_row(key, PAPER[key]['claim'], PAPER[key]['quote'][:60] + '…', '—', 'not run', 'no finished theory configuration'))
@@ -287,26 +242,38 @@ def configurations(runs:dict) -> pd.DataFrame:
                          config_hash=i.get('config_hash', '—'), code_version=i.get('code_version', '—')))
     return pd.DataFrame(rows)
 
+def _paper_acc(scale:int, method:str) -> str:
+    "The paper's Table 1 accuracy cell (CLIP features), 'mean ± std' in percent."
+    c = TABLE1[(TABLE1.scale == scale) & (TABLE1.method == method) & (TABLE1.metric == 'accuracy')].iloc[0]
+    return f"{c['mean']:.1f} ± {c['std']:.1f}"
+
+def _paper_gap(scale:int) -> float:
+    "concat − cross accuracy (points) from the paper's Table 1 cells."
+    t = TABLE1[(TABLE1.scale == scale) & (TABLE1.metric == 'accuracy')].set_index('method')['mean']
+    return round(t['concat'] - t['cross'], 2)
+
 def table1_side_by_side(run:dict) -> pd.DataFrame:
-    "Table 1 of one study configuration beside the paper: per scale accuracies, the gap, the paper's gap and the paired tests."
-    P, t1, g = PAPER['clip_gap'], read_table(run, 'table1.csv'), _gaps(run)
+    "Table 1 of one study configuration beside the paper: per scale accuracies, the paper's cells (aligned features), both gaps and the paired tests."
+    P, t1, g = PAPER['clip_gap'], read_table(run, TABLE1_CSV), _gaps(run)
     acc = t1[(t1.metric == 'accuracy') & (t1.noise == 0)].pivot_table(index='scale', columns='method', values=['mean', 'std'], dropna=False)   # one seed: std is NaN, keep the column
     cell = lambda m: (acc[('mean', m)] * 100).map('{:.2f}'.format) + ' ± ' + (acc[('std', m)] * 100).map(lambda s: 'n/a (1 seed)' if pd.isna(s) else f'{s:.2f}')
-    paper = ['4.1–5.1 (range over 2048–16384)' if backbone_kind(run['config']) == 'aligned' and s in P['scales'] else
-             ('in words only' if s in P['scales'] else 'not in the paper') for s in acc.index]
+    clip = backbone_kind(run['config']) == 'aligned'
+    paper = lambda s, f: f(s) if clip and s in P['scales'] else ('in words only' if s in P['scales'] else 'not in the paper')
     g = g.set_index('scale').reindex(acc.index)
     return pd.DataFrame({'scale': acc.index, 'concat acc (%)': cell('concat').values, 'cross acc (%)': cell('cross').values,
-                         'ours: concat − cross': g.mean_diff.map('{:+.2f}'.format).values, "paper: concat − cross": paper,
+                         'paper: concat / cross acc (%)': [paper(s, lambda s: f"{_paper_acc(s, 'concat')} / {_paper_acc(s, 'cross')}") for s in acc.index],
+                         'ours: concat − cross': g.mean_diff.map('{:+.2f}'.format).values,
+                         "paper: concat − cross": [paper(s, lambda s: f"{_paper_gap(s):+.1f} (Table 1; text: {P['low']:g}–{P['high']:g})") for s in acc.index],
                          'paired t (p)': [f"{t:.2f} ({p:.2g})" for t, p in zip(g.t, g.t_p)], 'Wilcoxon p': g.wilcoxon_p.map('{:.2g}'.format).values})
 
 def gap_chart(runs:dict):
-    "concat − cross accuracy gap per scale for every study configuration (±1 std over seeds), over the paper's 4.1–5.1 band at 2048–16384."
+    "concat − cross accuracy gap per scale for every study configuration (±1 std over seeds), over the paper's stated band (4.1–5.1 points at 2048–16384)."
     import altair as alt
     P = PAPER['clip_gap']
     gaps = pd.concat([_gaps(r).assign(configuration=r['name']) for r in of_kind(runs, 'study') if _gaps(r) is not None], ignore_index=True)
     gaps = gaps.assign(lo=gaps.mean_diff - gaps.std_diff.fillna(0), hi=gaps.mean_diff + gaps.std_diff.fillna(0))
     x = alt.X('scale:Q', title='training pairs (scale, log axis)', scale=alt.Scale(type='log', base=2), axis=alt.Axis(values=sorted(set(map(int, gaps.scale)) | set(P['scales'])), format='d'))
-    band = alt.Chart(pd.DataFrame(dict(x=[min(P['scales'])], x2=[max(P['scales'])], y=[P['low']], y2=[P['high']], label=['paper, CLIP: 4.1–5.1']))).mark_rect(opacity=.25, color='gray').encode(
+    band = alt.Chart(pd.DataFrame(dict(x=[min(P['scales'])], x2=[max(P['scales'])], y=[P['low']], y2=[P['high']], label=[f"paper, CLIP: {P['low']:g}–{P['high']:g}"]))).mark_rect(opacity=.25, color='gray').encode(
         x=alt.X('x:Q', scale=alt.Scale(type='log', base=2)), x2='x2:Q', y='y:Q', y2='y2:Q', tooltip=['label'])
     base = alt.Chart(gaps).encode(x=x, color=alt.Color('configuration:N'))
     lines = base.mark_line(point=True).encode(y=alt.Y('mean_diff:Q', title='concat − cross accuracy (points)'),

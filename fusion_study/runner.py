@@ -104,7 +104,7 @@ def run_report(runs_dir='runs', log=print) -> Path:
 # %% ../nbs/10_runner.ipynb #047a5655
 def _clear_outputs(out:Path, cfg:RunConfig):
     "`--force`: forget what this configuration computed (its completion, record, results and run records), so every run trains again."
-    from fusion_study.study import COMPLETE, RUN_INFO, RESULTS, ROWS
+    from fusion_study.results import COMPLETE, RUN_INFO, RESULTS, ROWS
     for f in (COMPLETE, RUN_INFO, RESULTS): (out/f).unlink(missing_ok=True)
     shutil.rmtree(out/ROWS/cfg.identity(), ignore_errors=True)
 

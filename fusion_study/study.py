@@ -12,34 +12,31 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .core import FusionStudyError, Recipe, RunConfig, code_version, write_atomic, get_device, crash_point
-from .data import load_features, BACKBONES
+from .core import FusionStudyError, Recipe, RunConfig, code_version, get_device, crash_point, check_fields, check_ranges
+from .extract import check_features, load_features
 from .fusion import METHODS
-from .train import METRICS, RESULT_COLUMNS, config_specs, train_runs, ENGINES
+from .results import (METRICS, RESULT_COLUMNS, RESULTS, RUN_INFO, COMPLETE, ROWS, TABLE1_CSV, PAIRED_TESTS_CSV,
+                                  record_run, read_results, keep_row, stored_rows, read_record, write_record, read_table, write_table)
+from .train import config_specs, train_runs, ENGINES
 
 # %% auto #0
-__all__ = ['RESULTS', 'RUN_INFO', 'COMPLETE', 'ROWS', 'RECIPE_COLUMNS', 'STUDY_TABLES', 'preflight', 'inline_chart_html',
-           'use_inline_charts', 'record_run', 'read_results', 'run_keys', 'results_problems', 'valid_rows', 'keep_row',
-           'stored_rows', 'previous_results', 'file_digest', 'mark_complete', 'incomplete_reason', 'is_complete',
-           'run_config', 'summarise', 'table1', 'paired_tests', 'fig1', 'fig2']
+__all__ = ['RECIPE_COLUMNS', 'STUDY_TABLES', 'preflight', 'inline_chart_html', 'use_inline_charts', 'run_keys',
+           'results_problems', 'valid_rows', 'previous_results', 'file_digest', 'mark_complete', 'incomplete_reason',
+           'is_complete', 'run_config', 'summarise', 'table1', 'paired_tests', 'fig1', 'fig2', 'run_study', 'RESULTS',
+           'RUN_INFO', 'COMPLETE', 'ROWS']
 
 # %% ../nbs/05_study.ipynb #f226577d
 def preflight(cfg:RunConfig):
-    "Raise `FusionStudyError` for anything in `cfg` that would fail later."
+    """Raise `FusionStudyError` for the first thing in `cfg` that would fail later, cheapest first: its keys, types and ranges
+    (`core`, no torch), its methods (the `fusion.METHODS` registry), engine and device, then its features (`extract.check_features`:
+    synthetic sizes, or the cache entries' metadata — no tensor is read)."""
+    where, d = f"configuration {cfg.name!r}", cfg.to_dict()
+    check_fields(RunConfig, d, where); check_ranges(d, where)
     for m in cfg.methods:
         if m not in METHODS: raise FusionStudyError(f"Unknown method {m!r} in configuration {cfg.name!r}; choose from {list(METHODS)}.")
     if cfg.engine not in ('auto', *ENGINES): raise FusionStudyError(f"Unknown engine {cfg.engine!r} in configuration {cfg.name!r}; choose from {['auto', *ENGINES]}.")
     get_device(cfg.device)
-    if cfg.source == 'synthetic':
-        if cfg.alignment is None and cfg.backbone not in BACKBONES:
-            raise FusionStudyError(f"Unknown synthetic backbone {cfg.backbone!r} in configuration {cfg.name!r}; use one of {list(BACKBONES)} or set alignment.")
-        limit = 2 * cfg.n_images * cfg.captions_per_image
-        if max(cfg.scales) > limit:
-            raise FusionStudyError(f"Scale {max(cfg.scales)} in configuration {cfg.name!r} is more than the data allows ({limit} pairs from {cfg.n_images} images × {cfg.captions_per_image} captions); lower the scale or raise n_images.")
-    elif cfg.source == 'features':                   # cached real features: present, matching, wide enough for the grid
-        from fusion_study.extract import preflight_features
-        preflight_features(cfg)
-    else: raise FusionStudyError(f"Unknown feature source {cfg.source!r} in configuration {cfg.name!r}; use 'synthetic' or 'features'.")
+    check_features(cfg)
 
 # %% ../nbs/05_study.ipynb #432028c6
 def inline_chart_html(spec:dict) -> str:
@@ -56,31 +53,7 @@ def use_inline_charts():
     alt.data_transformers.disable_max_rows()
 
 # %% ../nbs/05_study.ipynb #7365a94a
-RESULTS, RUN_INFO, COMPLETE, ROWS = 'results.csv', 'run.json', 'complete.json', 'rows'
-
-def _input_hashes(out:Path, cfg:RunConfig) -> dict:
-    "The recorded configuration hash of each input configuration (a sibling folder of `out`), or None where it has none."
-    hashes = {}
-    for name in cfg.inputs:
-        try: hashes[name] = json.loads((out.parent/name/RUN_INFO).read_text()).get('config_hash')
-        except (OSError, ValueError): hashes[name] = None
-    return hashes
-
-def record_run(out_dir, cfg:RunConfig, files=(RESULTS,), **extra):
-    "Write `run.json`: the configuration, its hash, the code version, the files it produced and the inputs it read."
-    out = Path(out_dir)
-    info = dict(config=cfg.to_dict(), config_hash=cfg.hash(), identity=cfg.identity(), code_version=code_version(), files=list(files),
-                inputs=_input_hashes(out, cfg), **extra)
-    write_atomic(out/RUN_INFO, json.dumps(info, indent=1, default=str))
-    return info
-
-def read_results(out_dir) -> pd.DataFrame:
-    "The results table of a configuration folder."
-    path = Path(out_dir)/RESULTS
-    if not path.exists(): raise FusionStudyError(f"No results in {out_dir}; run `fusion-study run` on its params file first.")
-    try: return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise FusionStudyError(f"{path} is damaged ({str(e).strip().splitlines()[-1]}); run the configuration again to rebuild it.") from None
+_all_ = ['RESULTS', 'RUN_INFO', 'COMPLETE', 'ROWS']                     # declared in fusion_study.results, re-exported here
 
 def run_keys(df:pd.DataFrame) -> list:
     "The `RunSpec.key()` of every result row: (method, scale, seed, noise)."
@@ -127,33 +100,13 @@ def _same(a, b) -> bool:
     except (TypeError, ValueError): return False
 
 # %% ../nbs/05_study.ipynb #774b190a
-def _row_file(out:Path, cfg:RunConfig, key) -> Path:
-    method, scale, seed, noise = key
-    return out/ROWS/cfg.identity()/f"{method}_{int(scale)}_{int(seed)}_{float(noise):g}.json"
-
-def _plain(o): return o.item() if hasattr(o, 'item') else str(o)
-
-def keep_row(out_dir, cfg:RunConfig, row:dict):
-    "Record one finished run in its own file, atomically: an interruption never leaves half a row."
-    key = (row['method'], row['scale'], row['seed'], row['noise'])
-    write_atomic(_row_file(Path(out_dir), cfg, key), json.dumps(row, default=_plain))
-
-def stored_rows(out_dir, cfg:RunConfig, warn=None) -> pd.DataFrame:
-    "Every run recorded in `out_dir` for `cfg`'s identity (its data and recipe); damaged records are skipped with a warning."
-    rows = []
-    for p in sorted((Path(out_dir)/ROWS/cfg.identity()).glob('*.json')):
-        try: rows.append(json.loads(p.read_text()))
-        except (OSError, ValueError):
-            if warn: warn(f"run record {p} is damaged; it is ignored and its run trained again")
-    return pd.DataFrame(rows)
-
 def previous_results(out_dir, cfg:RunConfig, warn=None) -> pd.DataFrame:
     "Rows of the folder's own `results.csv` when it was computed for the same data and recipe (e.g. before a seed was added)."
     out = Path(out_dir)
-    try: info = json.loads((out/RUN_INFO).read_text())
-    except (OSError, ValueError): return pd.DataFrame()
+    try: info = read_record(out, RUN_INFO, ('config',))
+    except FusionStudyError: return pd.DataFrame()
     try: same = RunConfig(**info['config']).identity() == cfg.identity()
-    except (FusionStudyError, TypeError, KeyError): return pd.DataFrame()
+    except (FusionStudyError, TypeError): return pd.DataFrame()
     if not same or not (out/RESULTS).exists(): return pd.DataFrame()
     try: return read_results(out)
     except FusionStudyError as e:
@@ -170,8 +123,8 @@ def file_digest(path) -> str:
 def mark_complete(out_dir, cfg:RunConfig, notebook=None) -> dict:
     "Write `complete.json` — the last file of a configuration — with the digest of every file it made and of its inputs' completion records."
     out = Path(out_dir)
-    try: info = json.loads((out/RUN_INFO).read_text())
-    except (OSError, ValueError): raise FusionStudyError(f"Configuration {cfg.name!r} finished without recording its run ({out/RUN_INFO} is missing); its notebook must call record_run.") from None
+    try: info = read_record(out, RUN_INFO, ())
+    except FusionStudyError: raise FusionStudyError(f"Configuration {cfg.name!r} finished without recording its run ({out/RUN_INFO} is missing); its notebook must call record_run.") from None
     if info.get('config_hash') != cfg.hash(): raise FusionStudyError(f"{out/RUN_INFO} records another configuration than {cfg.name!r}; run it again.")
     files = [*info.get('files', []), RUN_INFO, *([Path(notebook).name] if notebook else [])]
     if (gone := [f for f in files if not (out/f).is_file()]): raise FusionStudyError(f"Configuration {cfg.name!r} finished without writing {', '.join(gone)}.")
@@ -180,18 +133,18 @@ def mark_complete(out_dir, cfg:RunConfig, notebook=None) -> dict:
     inputs = {name: file_digest(out.parent/name/COMPLETE) if (out.parent/name/COMPLETE).exists() else None for name in cfg.inputs}
     mark = dict(config_hash=cfg.hash(), code_version=code_version(), finished=time.time(), inputs=inputs,
                 files={f: file_digest(out/f) for f in files})
-    write_atomic(out/COMPLETE, json.dumps(mark, indent=1))
+    write_record(out, COMPLETE, mark)
     return mark
 
 def incomplete_reason(out_dir, cfg:RunConfig=None, _seen=()) -> str|None:
     "Why `out_dir` does not hold complete output of `cfg` (default: the configuration its run.json records); None when it does."
     out = Path(out_dir)
     if not (out/COMPLETE).exists(): return 'it has not run' if not out.exists() or not any(out.iterdir()) else 'it did not finish'
-    try: mark = json.loads((out/COMPLETE).read_text())
-    except (OSError, ValueError): return 'its completion record is damaged'
+    try: mark = read_record(out, COMPLETE, ())
+    except FusionStudyError: return 'its completion record is damaged'
     if cfg is None:
-        try: cfg = RunConfig.from_dict(json.loads((out/RUN_INFO).read_text())['config'])
-        except (OSError, ValueError, KeyError, FusionStudyError): return f'its {RUN_INFO} is missing or unreadable'
+        try: cfg = RunConfig.from_dict(read_record(out, RUN_INFO, ('config',))['config'])
+        except FusionStudyError: return f'its {RUN_INFO} is missing or unreadable'
     if mark.get('config_hash') != cfg.hash(): return 'its configuration changed'
     for f, h in mark.get('files', {}).items():
         if not (out/f).is_file(): return f'{f} is missing'
@@ -213,7 +166,7 @@ def is_complete(out_dir, cfg:RunConfig=None) -> bool:
 # %% ../nbs/05_study.ipynb #9cccc611
 def run_config(cfg:RunConfig, out_dir, progress:bool=True, tables:dict=None, reuse:pd.DataFrame=None, warn=print) -> pd.DataFrame:
     """Train every run of `cfg` not already finished in `out_dir`, then write its results, the derived `tables` ({file name: function of
-    the results → DataFrame}) and the run record. Finished runs are the folder's run records and previous results of the same data and
+    the results → DataFrame}) and the run record, all through the results schema. Finished runs are the folder's run records and previous results of the same data and
     recipe, and rows of `reuse` (e.g. another configuration's identical runs) — each row checked before it counts."""
     preflight(cfg)
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
@@ -228,8 +181,8 @@ def run_config(cfg:RunConfig, out_dir, progress:bool=True, tables:dict=None, reu
     rows = {s.key(): r for s, r in zip(todo, new.to_dict('records'))} if todo else {}
     df = pd.DataFrame([rows[s.key()] if s.key() in rows else found[s.key()][0] for s in specs]).reindex(columns=RESULT_COLUMNS)
     if (problems := results_problems(df, cfg)): raise FusionStudyError(f"Configuration {cfg.name!r} ended with incomplete results: {problems[0]}.")
-    write_atomic(out/RESULTS, df.to_csv(index=False)); crash_point('results', out)
-    for name, make in (tables or {}).items(): write_atomic(out/name, make(df).to_csv(index=False))
+    write_table(out, RESULTS, df); crash_point('results', out)
+    for name, make in (tables or {}).items(): write_table(out, name, make(df))
     crash_point('tables', out)
     n_from = collections.Counter(where for key, (row, where) in found.items() if key not in rows)
     record_run(out, cfg, [RESULTS, *(tables or {})], features=feats.meta, runs=len(df), trained_runs=len(todo),
@@ -316,4 +269,11 @@ def fig2(df:pd.DataFrame, metrics=('accuracy', 'f1'), title:str=None) -> alt.Cha
                .facet(column=alt.Column('metric:N', title=None)).properties(title=title or 'Fig. 2: scaling curves (mean ± 1 std over seeds)'))
 
 # %% ../nbs/05_study.ipynb #e55cded2
-STUDY_TABLES = {'table1.csv': table1, 'paired_tests.csv': paired_tests}
+STUDY_TABLES = {TABLE1_CSV: table1, PAIRED_TESTS_CSV: paired_tests}
+
+# %% ../nbs/05_study.ipynb #3cae3d8b
+def run_study(cfg, out_dir, progress:bool=False, warn=print) -> dict:
+    "Train the grid of `cfg` (a `RunConfig` or its dict) in `out_dir` and write its files; return `results`, `summary`, `table1` and `tests`."
+    cfg = cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
+    results = run_config(cfg, out_dir, progress=progress, tables=STUDY_TABLES, warn=warn)
+    return dict(results=results, summary=summarise(results), table1=read_table(out_dir, TABLE1_CSV), tests=read_table(out_dir, PAIRED_TESTS_CSV))

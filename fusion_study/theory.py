@@ -4,7 +4,6 @@
 
 # %% ../nbs/08_theory.ipynb #e86f3600
 from __future__ import annotations
-import json
 from pathlib import Path
 
 import altair as alt
@@ -12,16 +11,18 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import curve_fit
 
-from .core import FusionStudyError, RunConfig, write_atomic
-from .data import load_features
-from .study import RESULTS, RUN_INFO, read_results, record_run, use_inline_charts
+from .core import FusionStudyError, RunConfig
+from .extract import load_features
+from .paper import STATED, TABLE4
+from .results import (RESULTS, RUN_INFO, FITS_CSV, CROSSOVER_CSV, POINTS_CSV, COMPLEXITY_CSV, CLAIMS_CSV,
+                                  read_record, read_results, record_run, write_table)
 
 # %% auto #0
-__all__ = ['ILLUSTRATIVE_C', 'ILLUSTRATIVE_B', 'N_BOOT', 'FITS_CSV', 'CROSSOVER_CSV', 'POINTS_CSV', 'COMPLEXITY_CSV',
-           'CLAIMS_CSV', 'PAPER_FRAMEWORK', 'sample_complexity', 'risk', 'crossover_n', 'verdict',
-           'illustrative_curves', 'illustrative_chart', 'fit_risk', 'learning_points', 'curve_summary', 'fit_curves',
-           'synthetic_learning_curves', 'fitted_chart', 'implications', 'is_aligned', 'theory_claims', 'read_inputs',
-           'input_dims']
+__all__ = ['ILLUSTRATIVE_C', 'ILLUSTRATIVE_B', 'N_BOOT', 'PAPER_FRAMEWORK', 'EQ12_READING', 'sample_complexity', 'risk',
+           'crossover_n', 'verdict', 'illustrative_curves', 'illustrative_chart', 'fit_risk', 'learning_points',
+           'curve_summary', 'fit_curves', 'synthetic_learning_curves', 'fitted_chart', 'implications', 'is_aligned',
+           'theory_claims', 'read_inputs', 'input_dims', 'run_theory', 'FITS_CSV', 'CROSSOVER_CSV', 'POINTS_CSV',
+           'COMPLEXITY_CSV', 'CLAIMS_CSV']
 
 # %% ../nbs/08_theory.ipynb #f33d4c3c
 def sample_complexity(d_v:int, d_t:int) -> pd.DataFrame:
@@ -43,7 +44,7 @@ def crossover_n(B_concat:float, V_concat:float, B_cross:float, V_cross:float) ->
 def verdict(B_concat:float, V_concat:float, B_cross:float, V_cross:float, other:str='cross') -> str:
     "What R(N) = B + V/N with these values says about concat against `other`, in words."
     if B_concat <= B_cross:
-        if V_concat <= V_cross: return f"no crossover: concat's bias is not higher, and its variance is not either — concat better at every N"
+        if V_concat <= V_cross: return "no crossover: concat's bias is not higher, and its variance is not either — concat better at every N"
         return f"no crossover: concat's bias is not higher — {other} better only below N = {(V_concat - V_cross) / (B_cross - B_concat):,.0f}, concat beyond"
     n = crossover_n(B_concat, V_concat, B_cross, V_cross)
     if n <= 0: return f"{other} better at every N: lower bias and no more variance"
@@ -85,7 +86,7 @@ def illustrative_chart(curves:pd.DataFrame) -> alt.Chart:
 
 # %% ../nbs/08_theory.ipynb #b2249003
 N_BOOT = 1000
-FITS_CSV, CROSSOVER_CSV, POINTS_CSV, COMPLEXITY_CSV, CLAIMS_CSV = 'theory_fits.csv', 'theory_crossover.csv', 'theory_points.csv', 'theory_complexity.csv', 'theory_claims.csv'
+_all_ = ['FITS_CSV', 'CROSSOVER_CSV', 'POINTS_CSV', 'COMPLEXITY_CSV', 'CLAIMS_CSV']     # the theory files, declared in fusion_study.results
 
 def fit_risk(n, err) -> tuple[float, float]:
     "(B, V) of R(N) = B + V/N fitted to errors `err` at sizes `n` by `scipy.optimize.curve_fit` (B in [0, 1], V ≥ 0); NaNs ignored."
@@ -191,7 +192,9 @@ def fitted_chart(summary:pd.DataFrame, fits:pd.DataFrame, crossover:pd.DataFrame
     return alt.hconcat(*panels)
 
 # %% ../nbs/08_theory.ipynb #47692c44
-PAPER_FRAMEWORK = pd.DataFrame([
+PAPER_FRAMEWORK = TABLE4                                              # the paper's Table 4 (fusion_study.paper)
+
+EQ12_READING = pd.DataFrame([
     dict(features='pre-aligned (vision–language pre-training, e.g. CLIP)', data='any practical N', choose='concatenation',
          because='the approximation-error gap vanishes (B_concat ≈ B_cross), so the O(d_v + d_t) learner wins'),
     dict(features='not aligned (independent encoders, e.g. ResNet18 + text encoder)', data='N < N*', choose='concatenation',
@@ -220,14 +223,14 @@ def is_aligned(backbone:str, alignment=np.nan) -> bool:
     if alignment is not None and np.isfinite(alignment): return alignment >= 0.5
     return str(backbone).lower() == 'aligned' or 'clip' in str(backbone).lower()
 
-def theory_claims(complexity:pd.DataFrame, crossover:pd.DataFrame, paper_ratio:int=256, reference:str='concat') -> pd.DataFrame:
+def theory_claims(complexity:pd.DataFrame, crossover:pd.DataFrame, paper_ratio:int=STATED['sample_complexity']['ratio'], reference:str='concat') -> pd.DataFrame:
     "One row per theory claim and curve: table, claim, paper, ours, verdict, decided_by (the columns the report page reads)."
     rows = []
     for r in complexity[complexity.method != reference].itertuples():
         rows.append(dict(table='Sec. 4 (theory)', claim=f"cross-attention needs {paper_ratio}× the samples of concatenation (O(d_v·d_t) vs O(d_v+d_t))",
-                         paper=f"{paper_ratio}× for 512-d features", ours=f"{r.vs_concat:,.0f}× for d_v = {r.d_v}, d_t = {r.d_t} ({r.input})",
+                         paper=f"{paper_ratio}× for {STATED['sample_complexity']['dim']}-d features", ours=f"{r.vs_concat:,.0f}× for d_v = {r.d_v}, d_t = {r.d_t} ({r.input})",
                          verdict='reproduced' if r.vs_concat == paper_ratio else 'not testable on this data',
-                         decided_by='arithmetic on the feature widths (d_v·d_t)/(d_v+d_t); only 512-d features can give 256×'))
+                         decided_by=f"arithmetic on the feature widths (d_v·d_t)/(d_v+d_t); only {STATED['sample_complexity']['dim']}-d features can give {paper_ratio}×"))
     for r in crossover.itertuples():
         ok = r.V_ratio_lo > 1
         rows.append(dict(table='Fig. 6 (theory)', claim=f"{r.method}'s estimation term V is larger than concatenation's ({r.curve})",
@@ -266,6 +269,21 @@ def input_dims(out_dir, cfg:RunConfig) -> dict:
     "{input name: (d_v, d_t)} of the features each input configuration trained on, from its recorded configuration."
     dims = {}
     for name in cfg.inputs:
-        recorded = json.loads((Path(out_dir).parent/name/RUN_INFO).read_text())['config']
+        recorded = read_record(Path(out_dir).parent/name, RUN_INFO, ('config',))['config']
         dims[name] = load_features(RunConfig.from_dict(recorded)).dims
     return dims
+
+# %% ../nbs/08_theory.ipynb #884d568f
+def run_theory(cfg, out_dir, n_boot:int=N_BOOT, seed:int=0) -> dict:
+    "Fit the study results `cfg` (a `RunConfig` or its dict) names in `inputs`, write the theory files to `out_dir`; returns `points`, `summary`, `complexity`, `fits`, `crossover`, `claims`, `info`."
+    cfg = cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    points = learning_points(read_inputs(out, cfg))
+    summary = curve_summary(points)
+    complexity = pd.concat([sample_complexity(*d).assign(input=name) for name, d in input_dims(out, cfg).items()], ignore_index=True)
+    fits, crossover = fit_curves(points, n_boot=n_boot, seed=seed)
+    claims = theory_claims(complexity, crossover)
+    for name, table in ((FITS_CSV, fits), (CROSSOVER_CSV, crossover), (POINTS_CSV, summary), (COMPLEXITY_CSV, complexity), (CLAIMS_CSV, claims)):
+        write_table(out, name, table)
+    info = record_run(out, cfg, files=[FITS_CSV, CROSSOVER_CSV, POINTS_CSV, COMPLEXITY_CSV, CLAIMS_CSV], n_boot=n_boot, bootstrap_seed=seed, runs=len(points))
+    return dict(points=points, summary=summary, complexity=complexity, fits=fits, crossover=crossover, claims=claims, info=info)

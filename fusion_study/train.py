@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import fields
 
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from .core import FusionStudyError, get_device, code_version
@@ -16,8 +15,11 @@ from .results import METRICS, RESULT_COLUMNS
 from .loop import RunSpec, config_specs, classification_metrics, train_one, train_loop
 from .batched import train_batched
 
+_all_ = ['RunSpec', 'config_specs', 'classification_metrics', 'train_one', 'METRICS', 'RESULT_COLUMNS']   # re-exported: `from fusion_study.train import …` is the one entry point
+
 # %% auto #0
-__all__ = ['ENGINES', 'pick_engine', 'train_runs']
+__all__ = ['ENGINES', 'pick_engine', 'train_runs', 'RunSpec', 'config_specs', 'classification_metrics', 'train_one', 'METRICS',
+           'RESULT_COLUMNS']
 
 # %% ../nbs/04c_train.ipynb #ca0541e2
 ENGINES = {'loop': train_loop, 'batched': train_batched}

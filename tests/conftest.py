@@ -1,4 +1,4 @@
-import hashlib, os, subprocess, sys
+import hashlib, subprocess
 from pathlib import Path
 import pytest
 
@@ -26,7 +26,8 @@ def smoke_runs(tmp_path_factory):
 def flickr(tmp_path_factory):
     "A Flickr8k-shaped fixture in both layouts (12 JPEGs, one truncated), a tiny open_clip config and a tiny local BERT."
     import types
-    from fusion_study.extract import fake_flickr8k, tiny_clip_config, _WORDS
+    from fusion_study.flickr8k import fake_flickr8k, _WORDS
+    from fusion_study.encoders import tiny_clip_config
     from transformers import BertConfig, BertModel, BertTokenizer
     root = tmp_path_factory.mktemp('flickr8k')
     official = fake_flickr8k(root/'official', n_images=12, size=(120, 90))

@@ -6,6 +6,8 @@ import pandas as pd
 import pytest, torch
 from safetensors.torch import load_file, save_file
 import fusion_study.extract as X
+import fusion_study.flickr8k as K
+from fusion_study.encoders import tiny_clip_config
 from fusion_study.core import FusionStudyError, RunConfig
 from fusion_study.data import Features, load_captions, parse_flickr8k_token, parse_kaggle_captions
 
@@ -30,16 +32,16 @@ def write(path, data:bytes) -> Path:
 # ---------------------------------------------------------------- the builders: each makes its input in `tmp` and returns the failing call
 def dataset_with(tmp, layout, captions:bytes) -> Path:
     "A Flickr8k-shaped folder in `layout` whose caption file is replaced by `captions`."
-    root = X.fake_flickr8k(tmp/'flickr8k', n_images=2, size=(32, 24), truncated=0, extras=False, layout=layout)
+    root = K.fake_flickr8k(tmp/'flickr8k', n_images=2, size=(32, 24), truncated=0, extras=False, layout=layout)
     write(root/('Flickr8k.token.txt' if layout == 'official' else 'captions.txt'), captions)
     return root
 
-def get(dest): return lambda: X.get_flickr8k(dest, base_url=OFFLINE, progress=False, timeout=5, log=lambda *a: None)
+def get(dest): return lambda: K.get_flickr8k(dest, base_url=OFFLINE, progress=False, timeout=5, log=lambda *a: None)
 
 def not_writable(mp, folder):
     "Simulate a read-only `folder` (root may write anywhere, so chmod proves nothing in CI); the check itself is the real one."
     real = os.access
-    mp.setattr(X.os, 'access', lambda p, mode, **kw: False if Path(p) == folder and mode & os.W_OK else real(p, mode, **kw))
+    mp.setattr(K.os, 'access', lambda p, mode, **kw: False if Path(p) == folder and mode & os.W_OK else real(p, mode, **kw))
 
 def features_with(modality, row, value):
     img, txt = torch.eye(4)[:3], torch.eye(4)[[0, 0, 1, 2]]
@@ -112,8 +114,8 @@ def test_the_command_says_one_sentence(tmp_path, dest):
 
 def test_non_finite_cached_features_are_refused_by_the_study(tmp_path):
     "End to end: extract tiny features, damage one text row, and the study's loader names the file; the other entry is kept."
-    data = X.fake_flickr8k(tmp_path/'flickr8k', n_images=4, size=(40, 30), truncated=0)
-    clip = f"clip:{X.tiny_clip_config(tmp_path/'tiny-clip.json')}/none"
+    data = K.fake_flickr8k(tmp_path/'flickr8k', n_images=4, size=(40, 30), truncated=0)
+    clip = f"clip:{tiny_clip_config(tmp_path/'tiny-clip.json')}/none"
     X.extract_features(data, clip, clip, device='cpu', num_workers=0, progress=False, log=lambda *a: None)
     entry = X.cache_path(X.make_plan(data, clip, clip).fields('text'))
     t = load_file(str(entry/'features.safetensors')); t['features'][7, 0] = float('nan'); save_file(t, str(entry/'features.safetensors'))

@@ -1,12 +1,11 @@
 """Nothing lost, nothing half-done published, every bad input one sentence: params mistakes, runs and site folders, a kill at
 every write boundary, damaged results, concurrent commands, Ctrl-C. Each case states its input, the expected sentence and that
 what was there before is byte-for-byte unchanged."""
-import json, os, shutil, signal, subprocess, sys, time
-from pathlib import Path
+import json, os, shutil, signal, subprocess, time
 import pandas as pd
-import pytest, yaml
+import pytest
 from conftest import ROOT, cli, digest
-from fusion_study.core import CRASH_POINTS, FusionStudyError, folder_lock, load_params
+from fusion_study.core import CRASH_POINTS, folder_lock, load_params
 from fusion_study.train import METRICS
 
 def _params(tmp_path, text, name='p.yaml'):

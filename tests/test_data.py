@@ -1,4 +1,5 @@
 "The caption parsers and the pair builder on real Flickr8k text, and determinism of the trainer."
+import subprocess, sys
 import pandas as pd
 import pytest, torch
 from conftest import SHARED_TEXT
@@ -49,3 +50,9 @@ def test_training_is_deterministic():
     specs = [RunSpec(method=m, scale=256, seed=7, epochs=2) for m in ('concat', 'cross', 'cross_tokens')]
     a, b = train_runs(f, specs, device='cpu', progress=False), train_runs(f, specs, device='cpu', progress=False)
     pd.testing.assert_frame_equal(a[METRICS], b[METRICS])
+
+def test_data_imports_no_extraction():
+    "data is below extraction: importing it loads neither extract, encoders nor flickr8k (no import circle)."
+    code = "import sys, fusion_study.data; print(' '.join(sorted(m for m in sys.modules if m.startswith('fusion_study'))))"
+    loaded = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split()
+    assert 'fusion_study.data' in loaded and not {'fusion_study.extract', 'fusion_study.encoders', 'fusion_study.flickr8k'} & set(loaded), loaded

@@ -1,7 +1,7 @@
 "Mistakes a user can make get one clear sentence, exit status 2, and touch nothing already computed."
-import pytest, yaml
-from conftest import ROOT, cli, digest
-from fusion_study.core import FusionStudyError, load_params
+import pytest
+from conftest import cli, digest
+from fusion_study.core import FusionStudyError
 from fusion_study.data import load_captions, build_pairs, synthetic_features
 
 def _params(tmp_path, text):

@@ -1,12 +1,12 @@
-"Real data path on fixtures: Flickr8k folders and download → encoders by name → cached extraction → a study on the cache. No network."
-import http.server, io, json, os, shutil, subprocess, sys, threading, time, zipfile
+"Real data path on fixtures: Flickr8k folders and download (flickr8k) → encoders by name (encoders) → cached extraction → a study on the cache (extract). No network."
+import http.server, io, json, os, shutil, subprocess, threading, time, zipfile
 from pathlib import Path
 import pandas as pd
 import pytest, torch, yaml
 from conftest import ROOT, SHARED_TEXT, cli, digest
 import fusion_study.extract as X
+import fusion_study.flickr8k as K
 from fusion_study.core import FusionStudyError, RunConfig
-from fusion_study.data import load_features
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
@@ -20,7 +20,7 @@ def _extract(data, image, text, **kw):
 
 # ---------------------------------------------------------------- data folders
 def test_both_layouts_scan_alike(flickr):
-    off, kag = X.scan_dataset(flickr.official), X.scan_dataset(flickr.kaggle)
+    off, kag = K.scan_dataset(flickr.official), K.scan_dataset(flickr.kaggle)
     assert (off.report['layout'], kag.report['layout']) == ('official', 'kaggle')
     pd.testing.assert_frame_equal(off.captions.table, kag.captions.table)
     for r in (off.report, kag.report):
@@ -37,13 +37,13 @@ def test_official_archive_without_one_image_gives_40455_captions(tmp_path):
     names = set(pd.read_csv(root/'Flickr8k.token.txt', sep='\t', header=None, quoting=3)[0].str.replace(r'(\.jpg)(\.\d+)?#\d+$', r'\1', regex=True))
     assert len(names) == 8092
     for n in names - {'2258277193_586949ec62.jpg'}: (root/'Flicker8k_Dataset'/n).touch()
-    r = X.scan_dataset(root).report
+    r = K.scan_dataset(root).report
     assert (r['images'], r['captions'], r['captions_without_image']) == (8091, 40455, 5)
     assert r['images_missing'] == ['2258277193_586949ec62.jpg'] and r['folded_image_names'] == 1 and not r['images_without_caption']
 
 def test_missing_folder_and_wrong_layout_say_what_to_do(tmp_path):
-    with pytest.raises(FusionStudyError, match='fusion-study data flickr8k --dest'): X.scan_dataset(tmp_path/'nope')
-    with pytest.raises(FusionStudyError, match='neither Flickr8k layout'): X.scan_dataset(tmp_path)
+    with pytest.raises(FusionStudyError, match='fusion-study data flickr8k --dest'): K.scan_dataset(tmp_path/'nope')
+    with pytest.raises(FusionStudyError, match='neither Flickr8k layout'): K.scan_dataset(tmp_path)
 
 # ---------------------------------------------------------------- download
 class _Server:
@@ -88,16 +88,16 @@ def test_download_resumes_verifies_renames_and_unpacks(flickr, tmp_path):
         dest = tmp_path/'data'
         srv.cut['Flickr8k_Dataset.zip'] = len(files['Flickr8k_Dataset.zip']) // 3      # the connection drops a third of the way
         with pytest.raises(FusionStudyError, match='run the same command again to resume'):
-            X.get_flickr8k(dest, base_url=srv.url, progress=False, log=lambda *a: None)
+            K.get_flickr8k(dest, base_url=srv.url, progress=False, log=lambda *a: None)
         part = dest/'Flickr8k_Dataset.zip.part'
         assert part.stat().st_size == len(files['Flickr8k_Dataset.zip']) // 3 and not (dest/'Flickr8k_Dataset.zip').exists()
         srv.cut.clear()
-        ds = X.get_flickr8k(dest, base_url=srv.url, progress=False, log=lambda *a: None)
+        ds = K.get_flickr8k(dest, base_url=srv.url, progress=False, log=lambda *a: None)
         assert ('Flickr8k_Dataset.zip', f'bytes={len(files["Flickr8k_Dataset.zip"]) // 3}-') in srv.ranges   # resumed, not restarted
         for n, b in files.items(): assert (dest/n).read_bytes() == b and not (dest/(n + '.part')).exists()
         assert ds.report['layout'] == 'official' and ds.report['images'] == 12 and not (dest/'__MACOSX').exists()
         n_requests = len(srv.ranges)
-        assert X.get_flickr8k(dest, base_url=srv.url, progress=False).report == ds.report and len(srv.ranges) == n_requests   # accepted as is
+        assert K.get_flickr8k(dest, base_url=srv.url, progress=False).report == ds.report and len(srv.ranges) == n_requests   # accepted as is
     finally: srv.close()
 
 def test_corrupt_archive_is_refused(flickr, tmp_path):
@@ -106,7 +106,7 @@ def test_corrupt_archive_is_refused(flickr, tmp_path):
     srv = _Server({**files, 'Flickr8k_text.zip': bytes(bad)})
     try:
         with pytest.raises(FusionStudyError, match='not a valid zip'):
-            X.get_flickr8k(tmp_path, base_url=srv.url, progress=False, log=lambda *a: None)
+            K.get_flickr8k(tmp_path, base_url=srv.url, progress=False, log=lambda *a: None)
         assert not (tmp_path/'Flickr8k_text.zip').exists() and not (tmp_path/'Flickr8k_text.zip.part').exists()
     finally: srv.close()
 
@@ -126,10 +126,10 @@ def test_existing_folder_is_accepted_by_the_command(flickr):
 # ---------------------------------------------------------------- extraction and cache
 def test_extract_end_to_end_and_cache_reuse(flickr, monkeypatch):
     f = _extract(flickr.official, flickr.clip, flickr.clip)
-    assert len(f.ids) == 11 and f.meta['bad_images'] == [X.scan_dataset(flickr.official).images[0]]   # the truncated one
+    assert len(f.ids) == 11 and f.meta['bad_images'] == [K.scan_dataset(flickr.official).images[0]]   # the truncated one
     assert len(f.text) == 55 and f.meta['captions_of_bad_images'] == 5 and f.dims == (32, 32)
     assert torch.allclose(f.image.norm(dim=-1), torch.ones(11)) and torch.allclose(f.text.norm(dim=-1), torch.ones(55))
-    table = X.scan_dataset(flickr.official).captions.table
+    table = K.scan_dataset(flickr.official).captions.table
     assert [f.ids[i] for i in f.caption_image] == table[table.image.isin(f.ids)].image.tolist()
     root = Path(os.environ['FUSION_STUDY_CACHE'])/'features'
     metas = [json.loads(p.read_text()) for p in sorted(root.glob('*/meta.json'))]
@@ -208,6 +208,22 @@ def test_missing_clip_weights_offline_via_the_command(flickr, tmp_path):
     assert msg.startswith('fusion-study: error: The weights of clip:ViT-B-32/openai are not in the local cache')
 
 # ---------------------------------------------------------------- the study on cached features
+def test_check_features_reads_no_tensor(flickr, monkeypatch):
+    "The preflight of cached features answers from meta.json and the safetensors header alone, with the messages of loading them."
+    _extract(flickr.official, flickr.clip, flickr.clip)
+    cfg = RunConfig(source='features', data_dir=str(flickr.official), image_encoder=flickr.clip, text_encoder=flickr.clip, scales=[110], feature_dims=[32, 32])
+    import safetensors.torch
+    def no_tensors(*a, **k): raise AssertionError('a tensor was read')
+    with monkeypatch.context() as mp:
+        mp.setattr(safetensors.torch, 'load_file', no_tensors)
+        X.check_features(cfg)                                                    # 55 captions of decoded images: 110 pairs
+        for bad, words in ((dict(scales=[112]), 'Scale 112 in configuration'), (dict(feature_dims=[32, 64]), 'expects feature_dims [32, 64]'),
+                           (dict(text_encoder=flickr.hf + '@none'), 'No cached text features'), (dict(source='sql'), "Unknown feature source 'sql'")):
+            with pytest.raises(FusionStudyError) as e: X.check_features(RunConfig(**{**cfg.to_dict(), **bad}))
+            assert words in str(e.value) and '\n' not in str(e.value), str(e.value)
+        with pytest.raises(FusionStudyError, match=r'\(110 pairs from 55 captions\)'): X.check_features(RunConfig(**{**cfg.to_dict(), 'scales': [112]}))
+    assert X.load_features(cfg).max_pairs == 110
+
 def test_study_runs_on_cached_features_through_the_command(flickr, tmp_path):
     p = tmp_path/'real.yaml'
     p.write_text(yaml.safe_dump({'defaults': dict(source='features', data_dir=str(flickr.official), scales=[40, 80], seeds=[42],

@@ -1,9 +1,9 @@
 "The analysis and theory notebooks' library parts: FLOPs measured, fits recover a known truth, missing inputs are named."
-import numpy as np, pandas as pd, pytest
+import numpy as np, pytest
 from fusion_study.core import FusionStudyError, RunConfig
 from fusion_study.analysis import cost_table, sample_pairs, alignment_scores
 from fusion_study.data import synthetic_features
-from fusion_study.theory import (crossover_n, fit_curves, fit_risk, learning_points, read_inputs, risk, sample_complexity,
+from fusion_study.theory import (crossover_n, fit_curves, fit_risk, learning_points, read_inputs, sample_complexity,
                                  synthetic_learning_curves, theory_claims)
 
 def test_sample_complexity_ratio_is_256_for_512d():
