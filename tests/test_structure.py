@@ -34,6 +34,7 @@ def test_no_import_circle():
         state[m] = 'done'
     for m in graph: visit(m, [])
     assert 'extract' not in graph['data'] and 'batched' in graph['train'] and 'loop' in graph['batched']
+    assert {'paper', 'results'} <= graph['report'] and 'results' in graph['study']      # report reads through the schema and paper.py
 
 def test_no_model_written_twice():
     "The engines name no fusion method and no parameter of one: they read the modules."
