@@ -14,7 +14,7 @@ from .paper import architecture
 
 # %% auto #0
 __all__ = ['HIDDEN', 'DROPOUT', 'HEADS', 'HEAD_HIDDEN', 'METHODS', 'Head', 'dropout_masks', 'ConcatFusion', 'CrossAttention',
-           'CrossAttentionFusion', 'CrossAttentionTokens', 'make_model', 'n_params']
+           'CrossAttentionFusion', 'CrossAttentionTokens', 'method_class', 'make_model', 'n_params']
 
 # %% ../nbs/03_fusion.ipynb #71bcd4de
 HIDDEN, DROPOUT, HEADS = (architecture()[k] for k in ('head_hidden', 'dropout', 'cross_heads'))   # Sec. 4.3
@@ -110,10 +110,14 @@ class CrossAttentionTokens(nn.Module):
 # %% ../nbs/03_fusion.ipynb #bc95c3f3
 METHODS = {'concat': ConcatFusion, 'cross': CrossAttentionFusion, 'cross_tokens': CrossAttentionTokens}
 
-def make_model(method:str, d_v:int=512, d_t:int=512, methods:dict=None) -> nn.Module:
-    "The fusion model called `method` (a name in `methods`, default the registry `METHODS`) for features of widths `d_v`, `d_t`."
+def method_class(method:str, methods:dict=None):
+    "The class registered as `method` in `methods` (default the registry `METHODS`)."
     methods = METHODS if methods is None else methods
     if method not in methods: raise FusionStudyError(f"Unknown fusion method {method!r}; choose from {list(methods)}.")
-    return methods[method](d_v, d_t)
+    return methods[method]
+
+def make_model(method:str, d_v:int=512, d_t:int=512, methods:dict=None) -> nn.Module:
+    "The fusion model called `method` (a name in `methods`, default the registry `METHODS`) for features of widths `d_v`, `d_t`."
+    return method_class(method, methods)(d_v, d_t)
 
 def n_params(model:nn.Module) -> int: return sum(p.numel() for p in model.parameters())
