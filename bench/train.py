@@ -74,6 +74,7 @@ def main():
     if a.lanes or a.max_group or a.no_graphs:
         T.ENGINES['batched'] = lambda f, s, d: T.train_batched(f, s, d, lanes=a.lanes, max_group=a.max_group,
                                                                **(dict(graphs=False) if a.no_graphs else {}))
+    T.ENGINES['batched-nographs'] = lambda f, s, d, **kw: T.train_batched(f, s, d, graphs=False, **kw)   # GPU: the same engine, eager
     flops, peak = grid_flops(jobs), matmul_peak(device)
     print(f"grid: {flops / 1e12:.2f} TFLOP forward + backward; fp32 matmul peak here {peak:.0f} GFLOP/s", flush=True)
     results = {}

@@ -104,7 +104,7 @@ class LockStep:
 
     def _views(self):
         "All parameters and buffers, stacked, as the module names them (views of the stored tensors)."
-        self.P = {**self.fixed, **{n: x.permute(self.inverse[n]) for n, x in self.S.items()}}
+        self.P = {**self.fixed, **{n: x.detach().permute(self.inverse[n]) for n, x in self.S.items()}}   # no autograd graph kept alive
 
     def _rows(self):
         "Per AdamW call: views of the rows of every stored tensor (contiguous) of the runs that share a schedule, what AdamW updates in place."
@@ -126,7 +126,9 @@ class LockStep:
         self._rows(); self._views()
 
     def logits(self, V, T, I, X, drop=None):
-        return self.forward(self.P, V[I], T[X], drop)
+        "Training logits. The views are made here, per step, so their backward runs on the stream the step runs on (a CUDA graph's)."
+        P = {**self.fixed, **{n: x.permute(self.inverse[n]) for n, x in self.S.items()}}
+        return self.forward(P, V[I], T[X], drop)
 
     def step(self, V, T, batch):
         "Forward, backward and AdamW of all runs for one batch (I, X, L, W, D) at the learning rates in `self.lr`."
@@ -143,17 +145,17 @@ class LockStep:
         "Predictions of stack row `j` on features `v`, `t` (evaluation mode: no dropout)."
         with torch.no_grad(): return self.forward({n: p[j:j + 1] for n, p in self.P.items()}, v[None], t[None], None)[0].argmax(-1)
 
-    def capture(self, V, T, batch):
+    def capture(self, V, T, batch, stream=None):
         "Record `step` over static input buffers (a CUDA graph); later steps copy their batch and learning rates in and replay."
         self.static = [x.clone() for x in batch]
-        self.graph = self._record(lambda: self.step(V, T, self.static), self.device)
+        self.graph = self._record(lambda: self.step(V, T, self.static), self.device, stream)
 
     @staticmethod
-    def _record(fn, device):
+    def _record(fn, device, stream=None):
         "`fn`'s kernels as a CUDA graph (tests substitute a recorder whose `replay` calls `fn`, to run this path on CPU)."
         if device.type != 'cuda': raise FusionStudyError(f"CUDA graphs need a CUDA device, not {device}.")
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph): fn()
+        with torch.cuda.graph(graph, stream=stream): fn()
         return graph
 
     def replay(self, batch):
@@ -302,7 +304,7 @@ class _Steps:
             torch.cuda.current_stream().wait_stream(self.side)
         self.warm += 1
         if self.warm >= 3 and remaining > 8:
-            try: G.capture(self.V, self.T, batch)
+            try: G.capture(self.V, self.T, batch, self.side)   # on the warm-up stream: what it set up lazily is set up there
             except Exception as e:                       # keep training, eagerly
                 warnings.warn(f"CUDA graph capture failed ({e!r}); the batched engine goes on without graphs.")
                 self.graphs, G.graph = False, None

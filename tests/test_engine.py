@@ -47,11 +47,18 @@ def test_graph_path_on_cpu(feats, monkeypatch):
     threads = torch.get_num_threads(); torch.set_num_threads(1)
     try: loop = T.train_runs(feats, grid, engine='loop', device='cpu', progress=False)
     finally: torch.set_num_threads(threads)
-    recorded = []
-    monkeypatch.setattr(B.LockStep, '_record', staticmethod(lambda fn, device: recorded.append(Replayer(fn)) or recorded[-1]))
+    recorded, kept_alive, capture = [], [], B.LockStep.capture
+    def checked_capture(self, V, T_, batch, stream=None):
+        # A CUDA graph's backward must not meet autograd nodes made before the capture on another stream (measured on an H100:
+        # stored views with a grad_fn made every capture fail): nothing the group keeps between steps may hold an autograd graph.
+        kept_alive.append(any(x.grad_fn is not None for x in self.P.values()))
+        return capture(self, V, T_, batch, stream)
+    monkeypatch.setattr(B.LockStep, 'capture', checked_capture)
+    monkeypatch.setattr(B.LockStep, '_record', staticmethod(lambda fn, device, stream=None: recorded.append(Replayer(fn)) or recorded[-1]))
     monkeypatch.setitem(T.ENGINES, 'batched', lambda f, s, d: T.train_batched(f, s, d, lanes=1, graphs=True, chunk=7))
     batched = T.train_runs(feats, grid, engine='batched', device='cpu', progress=False)
     assert len(recorded) == 6 and sum(r.replays for r in recorded) >= 100   # a capture per segment, most steps replayed
+    assert kept_alive == [False] * 6
     assert (batched[T.METRICS] - loop[T.METRICS]).abs().max().max() <= 1e-6
 
 def test_graph_capture_failure_falls_back(feats, grid, loop):
