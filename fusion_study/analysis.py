@@ -18,6 +18,7 @@ from .data import Features
 from .extract import load_features
 from .fusion import make_model, n_params
 from .paper import FLOPS as PAPER_FLOPS, PARAMS as PAPER_PARAMS, TSNE_PAIRS
+from .alignment import alignment_table
 from .results import TSNE_CSV, ALIGNMENT_CSV, COST_CSV, record_run, write_table
 
 # %% auto #0
@@ -141,7 +142,8 @@ def run_analysis(cfg, out_dir, n_pairs:int=None) -> dict:
     pairs = sample_pairs(feats, n_pairs, seed=seed)
     coords = pd.concat([tsne_pairs(feats, pairs, seed=seed), tsne_pairs(feats, pairs, seed=seed, centre=True)], ignore_index=True)
     scores = alignment_scores(feats, pairs, coords)
-    alignment = pd.DataFrame([dict(config=cfg.name, source=cfg.source, backbone=cfg.backbone, seed=seed, **scores)])
+    measured = alignment_table(cfg, feats, seed=seed)                 # 02d_alignment: zero-shot AUC, retrieval, CKA, mutual k-NN, gap
+    alignment = measured.assign(**{k: v for k, v in scores.items() if k not in measured})
     d_v, d_t = feats.dims
     cost = cost_table(cfg.methods, d_v, d_t).assign(config=cfg.name)
     write_table(out, TSNE_CSV, coords.assign(config=cfg.name, backbone=cfg.backbone, seed=seed))

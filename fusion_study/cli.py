@@ -19,6 +19,20 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('params', help='params YAML file, e.g. params/default.yaml')
     r.add_argument('--runs-dir', default='runs', help='where executed notebooks and results go (default: runs)')
     r.add_argument('--force', action='store_true', help='re-run configurations that are already complete')
+    x = r.add_argument_group('executor', "how the configurations run (default: the params file's executor section, else local)")
+    x.add_argument('--executor', choices=['local', 'subprocess', 'slurm'], default=None,
+                   help='local: this process, one after another; subprocess: submitit jobs on this machine; slurm: a Slurm job per configuration')
+    x.add_argument('--slurm-partition', default=None, help='slurm: the partition (default: the cluster\'s)')
+    x.add_argument('--gpus-per-job', type=int, default=None, help='GPUs of each job (slurm default 0; subprocess default: every GPU of the machine)')
+    x.add_argument('--cpus-per-job', type=int, default=None, help='CPU cores of each job (default: the scheduler\'s)')
+    x.add_argument('--timeout-min', type=int, default=None, help='wall-clock limit of each job in minutes (default 240)')
+    x.add_argument('--max-parallel', type=int, default=None, help='jobs running at once (slurm: per array; subprocess default: one per core)')
+    x.add_argument('--wait', action='store_true', help='slurm: wait for the jobs (progress bar), then rebuild the report here')
+    x.add_argument('--poll', type=float, default=10.0, help='seconds between looks at the jobs (default 10)')
+    st = sub.add_parser('status', help="each configuration's state in a runs folder: queued, running, complete, failed (first error line), incomplete")
+    st.add_argument('--runs-dir', default='runs', help='runs folder (default: runs)')
+    st.add_argument('--wait', action='store_true', help='block with a progress bar until nothing is queued or running')
+    st.add_argument('--poll', type=float, default=10.0, help='seconds between looks (default 10)')
     s = sub.add_parser('site', help='build the results site (quarto if installed, else static HTML)')
     s.add_argument('--runs-dir', default='runs', help='runs folder to publish (default: runs)')
     s.add_argument('--out', default='_site', help='output folder (default: _site)')
@@ -40,7 +54,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument('--max-bad-frac', type=float, default=0.01, help='fraction of undecodable images tolerated (default 0.01)')
     return p
 
-INTERRUPTED = {'run': 'finished runs are kept; run the same command again to resume',
+INTERRUPTED = {'run': 'finished runs are kept (submitted jobs go on); run the same command again to resume',
+               'status': 'it changed nothing; jobs go on',
                'site': 'the previous site is unchanged; run the same command again',
                'data': 'partial downloads are kept; run the same command again to resume',
                'extract': 'finished chunks are cached; run the same command again to resume'}
@@ -50,9 +65,19 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == 'run':
-            from fusion_study.runner import run_params
-            run_params(args.params, args.runs_dir, force=args.force)
-            print(f"results are in {args.runs_dir}/; build the site with: fusion-study site --runs-dir {args.runs_dir}")
+            from fusion_study.runner import run_params, executor_options
+            opts = executor_options(args.params, kind=args.executor, slurm_partition=args.slurm_partition, gpus_per_job=args.gpus_per_job,
+                                    cpus_per_job=args.cpus_per_job, timeout_min=args.timeout_min, max_parallel=args.max_parallel)
+            run_params(args.params, args.runs_dir, force=args.force, executor=opts, wait=args.wait, poll=args.poll)
+            if opts.kind == 'slurm' and not args.wait: print(f"follow the jobs with: fusion-study status --runs-dir {args.runs_dir} --wait")
+            else: print(f"results are in {args.runs_dir}/; build the site with: fusion-study site --runs-dir {args.runs_dir}")
+        elif args.command == 'status':
+            from pathlib import Path
+            from fusion_study.runner import config_states, wait_for, format_states
+            if not Path(args.runs_dir).is_dir(): raise FusionStudyError(f"No runs folder {args.runs_dir!r}; pass the --runs-dir of a `fusion-study run`.")
+            states = wait_for(args.runs_dir, poll=args.poll) if args.wait else config_states(args.runs_dir)
+            print(format_states(states))
+            if any(s['state'] == 'failed' for s in states): return 1
         elif args.command == 'site':
             from fusion_study.site import build_site
             index, problems = build_site(args.runs_dir, args.out, use_quarto=args.use_quarto)

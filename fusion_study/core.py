@@ -12,8 +12,9 @@ import numpy as np
 import yaml
 
 # %% auto #0
-__all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'RANGES', 'GRID_LISTS', 'PARAMS_KEYS', 'LOCK_FILE', 'REPORT_DIR', 'CRASH_POINTS',
-           'FusionStudyError', 'Recipe', 'RunConfig', 'check_fields', 'min_scale', 'check_ranges', 'load_params',
+__all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'RANGES', 'GRID_LISTS', 'PARAMS_KEYS', 'EXECUTORS', 'EXECUTOR_RANGES', 'SLURM_ONLY',
+           'JOB_ONLY', 'LOCK_FILE', 'REPORT_DIR', 'CRASH_POINTS', 'FusionStudyError', 'Recipe', 'RunConfig',
+           'check_fields', 'min_scale', 'check_ranges', 'load_params', 'ExecutorOptions', 'check_executor',
            'seed_everything', 'get_device', 'cache_dir', 'project_root', 'code_version', 'write_atomic', 'folder_lock',
            'crash_point']
 
@@ -33,7 +34,7 @@ class Recipe:
     split_by_image: bool = False                # split by image, so no image is on both sides
 
 # keys that name or select runs; every other key decides what a run computes (its data and recipe)
-RUN_KEYS = ('name', 'notebook', 'methods', 'scales', 'seeds', 'noise', 'engine', 'device', 'inputs')
+RUN_KEYS = ('name', 'notebook', 'methods', 'scales', 'seeds', 'noise', 'rotation', 'engine', 'device', 'inputs')
 
 @dataclass
 class RunConfig(Recipe):
@@ -47,10 +48,13 @@ class RunConfig(Recipe):
     captions_per_image: int = 5
     dim: int = 512                           # synthetic: feature width of both modalities
     data_seed: int = 0                       # synthetic: seed of the generator (the "dataset")
+    tokens: typing.Optional[int] = None      # synthetic: K region tokens per image, a caption describes one (None = pooled vectors)
     methods: typing.List[str] = field(default_factory=lambda: ['concat', 'cross'])
     scales: typing.List[int] = field(default_factory=lambda: [2048, 4096, 8192, 16384])
     seeds: typing.List[int] = field(default_factory=lambda: [42, 123, 456])
     noise: typing.List[float] = field(default_factory=lambda: [0.0])
+    rotation: typing.List[float] = field(default_factory=lambda: [0.0])   # text features rotated by exp(θS), θ in radians (01_data)
+    permute: bool = False                    # text coordinates permuted (a fixed, seeded permutation)
     engine: str = 'auto'                     # trainer engine: 'auto', 'loop', 'batched'
     device: str = 'auto'                     # 'auto' (cuda if present), 'cpu', 'cuda'
     inputs: typing.List[str] = field(default_factory=list)  # other configurations (same runs folder) whose results this notebook reads
@@ -128,10 +132,12 @@ RANGES = {
     'seeds': (lambda v: 0 <= v <= MAX_SEED, f'between 0 and {MAX_SEED}'),
     'scales': (lambda v: v >= 2 and v % 2 == 0, 'an even number of pairs (half matching, half not)'),
     'noise': (lambda v: _finite(v) and v >= 0, 'a finite σ of at least 0'),
+    'rotation': (lambda v: _finite(v) and 0 <= v <= math.pi / 2 + 1e-9, 'an angle θ in radians between 0 and π/2 (1.5708)'),
+    'tokens': (lambda v: v is None or v >= 2, 'at least 2 region tokens (or null for pooled features)'),
     'inputs': (_slug, 'the name of another configuration'),
     'feature_dims': (lambda v: v >= 1, 'a width of at least 1'),
 }
-GRID_LISTS = ('methods', 'scales', 'seeds', 'noise')
+GRID_LISTS = ('methods', 'scales', 'seeds', 'noise', 'rotation')
 
 def min_scale(val_frac:float) -> int:
     "The smallest even scale whose split leaves at least 2 pairs (one of each label) on both sides."
@@ -160,7 +166,7 @@ def check_ranges(d:dict, where='configuration'):
             if s < low: raise FusionStudyError(f"Scale {s} in {where} is too small to split with val_frac {d['val_frac']}; use scales of at least {low}.")
 
 # %% ../nbs/00_core.ipynb #751ef218
-PARAMS_KEYS = {'description', 'defaults', 'configs'}
+PARAMS_KEYS = {'description', 'defaults', 'configs', 'executor'}
 
 class _Loader(yaml.SafeLoader):
     "YAML with 1.2's numbers: `1e-3` is a float (YAML 1.1, PyYAML's default, reads it as the string '1e-3')."
@@ -183,6 +189,7 @@ def load_params(path) -> list[RunConfig]:
     for k in raw:
         if k not in PARAMS_KEYS:
             raise FusionStudyError(f"Unknown top-level key {k!r} in {path}; use only {sorted(PARAMS_KEYS)}.")
+    if 'executor' in raw: check_executor(raw['executor'], where=f"the 'executor' section of {path}")   # how to run them: below
     defaults, configs = raw.get('defaults') or {}, raw.get('configs') or []
     if not isinstance(defaults, dict): raise FusionStudyError(f"'defaults' in {path} must be a mapping of configuration keys.")
     if not isinstance(configs, list) or not configs or not all(isinstance(c, dict) for c in configs):
@@ -194,6 +201,39 @@ def load_params(path) -> list[RunConfig]:
     names = [c.name for c in out]
     if len(set(names)) != len(names): raise FusionStudyError(f"Configuration names in {path} must be unique; got {names}.")
     return out
+
+# %% ../nbs/00_core.ipynb #07ab0a9a
+EXECUTORS = ('local', 'subprocess', 'slurm')
+
+@dataclass
+class ExecutorOptions:
+    "How `fusion-study run` executes a params file's configurations: its `executor` section, overridden by the command's flags."
+    kind: str = 'local'                             # 'local' (this process, one after another), 'subprocess' (submitit jobs on this machine) or 'slurm'
+    slurm_partition: typing.Optional[str] = None    # slurm: the partition (None: the cluster's default)
+    gpus_per_job: typing.Optional[int] = None       # GPUs of each job (None: slurm none, subprocess every GPU of the machine)
+    cpus_per_job: typing.Optional[int] = None       # CPU cores of each job (None: the scheduler's default)
+    timeout_min: int = 240                          # wall-clock limit of each job, minutes
+    max_parallel: typing.Optional[int] = None       # jobs at once (slurm: per array of configurations with the same inputs; subprocess: default one per core)
+    slurm_options: typing.Optional[dict] = None     # slurm: more sbatch options, e.g. {account: X, qos: Y, mem: 32G}
+
+EXECUTOR_RANGES = {'kind': (lambda v: v in EXECUTORS, f"one of {', '.join(EXECUTORS)}"), 'slurm_partition': (bool, 'a partition name'),
+                   'gpus_per_job': (lambda v: v >= 0, 'at least 0'), 'cpus_per_job': (lambda v: v >= 1, 'at least 1'),
+                   'timeout_min': (lambda v: v >= 1, 'at least 1'), 'max_parallel': (lambda v: v >= 1, 'at least 1')}
+SLURM_ONLY, JOB_ONLY = ('slurm_partition', 'slurm_options'), ('gpus_per_job', 'cpus_per_job', 'timeout_min', 'max_parallel')
+
+def check_executor(section, where='the executor section') -> dict:
+    "The keys a params file's `executor` section sets (a mapping, or only the kind: `executor: slurm`), each checked; `FusionStudyError` names the first mistake."
+    if section is None: return {}
+    if isinstance(section, str): section = {'kind': section}
+    if not isinstance(section, dict): raise FusionStudyError(f"{where[0].upper() + where[1:]} must be a mapping such as {{kind: slurm, slurm_partition: gpu}}, got {section!r}.")
+    check_fields(ExecutorOptions, section, where)
+    for k, v in section.items():
+        if v is not None and k in EXECUTOR_RANGES and not EXECUTOR_RANGES[k][0](v): raise FusionStudyError(f"Key {k!r} in {where} must be {EXECUTOR_RANGES[k][1]}, got {v!r}.")
+    kind = section.get('kind') or 'local'
+    for k in section:
+        if k in SLURM_ONLY and kind != 'slurm': raise FusionStudyError(f"Key {k!r} in {where} applies only to kind: slurm (kind is {kind}); remove it or set kind: slurm.")
+        if k in JOB_ONLY and kind == 'local': raise FusionStudyError(f"Key {k!r} in {where} applies only to kind: subprocess or slurm (kind local runs in this process); remove it or set the kind.")
+    return dict(section)
 
 # %% ../nbs/00_core.ipynb #dc420377
 def seed_everything(seed:int):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #2446ba70
 from __future__ import annotations
-import csv, io, re
+import csv, functools, io, math, re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from .core import FusionStudyError, RunConfig
 
 # %% auto #0
-__all__ = ['BACKBONES', 'Captions', 'parse_flickr8k_token', 'parse_kaggle_captions', 'load_captions', 'drop_missing_images',
-           'nonfinite_row', 'Features', 'synthetic_features', 'Pairs', 'build_pairs', 'split_pairs', 'add_noise',
-           'synthetic_alignment', 'check_synthetic', 'synthetic_for_config']
+__all__ = ['KNOB_R', 'KNOB_S', 'MISALIGN_SEED', 'BACKBONES', 'Captions', 'parse_flickr8k_token', 'parse_kaggle_captions',
+           'load_captions', 'drop_missing_images', 'nonfinite_row', 'Features', 'knob_weight', 'synthetic_features',
+           'synthetic_token_features', 'Pairs', 'build_pairs', 'split_pairs', 'add_noise', 'rotation_generator',
+           'rotate_features', 'permute_features', 'misalign', 'synthetic_alignment', 'check_synthetic',
+           'synthetic_for_config']
 
 # %% ../nbs/01_data.ipynb #6f6b879d
 def _read_text(path:Path) -> str:
@@ -133,28 +135,72 @@ class Features:
 # %% ../nbs/01_data.ipynb #27b8b4b6
 def _unit(x): return F.normalize(x, dim=-1)
 
-def synthetic_features(n_images:int=8091, captions_per_image:int=5, dim:int=512, alignment:float=1.0,
-                       latent_dim:int=32, caption_noise:float=1.5, feature_noise:float=0.3, gap:float=0.5, seed:int=0) -> Features:
-    "Synthetic paired features; `alignment` 1 = one shared space (CLIP-like), 0 = unrelated spaces."
+KNOB_R, KNOB_S = 8.4, 3.3          # the cosine's d' per unit w near w = 0, and its d' at w = 1 (measured on the defaults)
+
+def knob_weight(alignment:float, r:float=KNOB_R, s:float=KNOB_S) -> float:
+    "The weight w of the shared map at `alignment` a, so that the cosine's zero-shot AUC is ½ + a(AUC₁ − ½): even steps in a."
+    from scipy.stats import norm
     if not 0 <= alignment <= 1: raise FusionStudyError(f"alignment must be in [0, 1], got {alignment}.")
+    if alignment == 1: return 1.0
+    d = 2**0.5 * norm.ppf(0.5 + alignment * (norm.cdf(s / 2**0.5) - 0.5))     # the d' that gives that AUC
+    return float(d / (r * r - d * d * (r * r / (s * s) - 1)) ** 0.5)
+
+def _maps(randn, latent_dim, dim):
+    "The shared linear map A and the text's own non-linear map g (a random two-layer tanh network)."
+    A = randn(latent_dim, dim) / latent_dim**0.5
+    B1, B2 = randn(latent_dim, dim) / latent_dim**0.5, randn(dim, dim) / dim**0.5
+    return A, lambda x: torch.tanh(x @ B1 * 1.5) @ B2
+
+def _scaled(x): return x / x.norm(dim=-1).mean()                            # match the two parts' scales
+
+def _text_core(zc, A, g, w):
+    "w·A z_c + √(1 − w²)·g(z_c), with g's least-squares component along A z_c removed (so w = 0 shares nothing on average)."
+    shared, own = zc @ A, g(zc)
+    own = own - (own * shared).sum() / (shared * shared).sum() * shared
+    return w * _scaled(shared) + (1 - w * w) ** 0.5 * _scaled(own)
+
+def synthetic_features(n_images:int=8091, captions_per_image:int=5, dim:int=512, alignment:float=1.0,
+                       latent_dim:int=32, caption_noise:float=1.5, feature_noise:float=0.3, gap:float=0.5, cone:float=0.5, seed:int=0) -> Features:
+    "Synthetic paired features; `alignment` 1 = one shared space (CLIP-like), 0 = unrelated spaces, calibrated in between (`knob_weight`)."
+    w = knob_weight(alignment)
     g = torch.Generator().manual_seed(seed)
     randn = lambda *s: torch.randn(*s, generator=g)
     z = randn(n_images, latent_dim)                                          # one latent per scene
     caption_image = torch.arange(n_images).repeat_interleave(captions_per_image)
     zc = z[caption_image] + caption_noise * randn(len(caption_image), latent_dim)   # each caption's noisy view
-    A = randn(latent_dim, dim) / latent_dim**0.5                             # the shared map
-    B1, B2 = randn(latent_dim, dim) / latent_dim**0.5, randn(dim, dim) / dim**0.5  # text's own non-linear map
-    nonlin = lambda x: torch.tanh(x @ B1 * 1.5) @ B2
-    def scaled(x): return x / x.norm(dim=-1).mean()                         # match the two parts' scales
-    gap_v, gap_t = gap * _unit(randn(dim)), gap * _unit(randn(dim))          # per-modality offsets
-    theta = (1 - alignment) * torch.pi / 2
-    image = _unit(scaled(z @ A) + gap_v + feature_noise / dim**0.5 * randn(n_images, dim))
-    text_core = torch.cos(torch.tensor(theta)) * scaled(zc @ A) + torch.sin(torch.tensor(theta)) * scaled(nonlin(zc))
-    text = _unit(text_core + gap_t + feature_noise / dim**0.5 * randn(len(zc), dim))
+    A, own = _maps(randn, latent_dim, dim)
+    gap_v, gap_t = gap * _unit(randn(dim)), gap * _unit(randn(dim))          # per-modality offsets (the gap)
+    noise_v, noise_t = (feature_noise / dim**0.5 * randn(n, dim) for n in (n_images, len(zc)))
+    shared = cone * _unit(randn(dim))                                        # one offset of both modalities (the cone)
+    image = _unit(_scaled(z @ A) + shared + gap_v + noise_v)
+    text = _unit(_text_core(zc, A, own, w) + shared + gap_t + noise_t)
     ids = [f"scene_{i:05d}" for i in range(n_images)]
     return Features(ids, image.float(), text.float(), caption_image,
-                    meta=dict(source='synthetic', alignment=alignment, seed=seed, latent_dim=latent_dim,
-                              caption_noise=caption_noise, feature_noise=feature_noise, gap=gap))
+                    meta=dict(source='synthetic', alignment=alignment, knob_weight=w, seed=seed, latent_dim=latent_dim,
+                              caption_noise=caption_noise, feature_noise=feature_noise, gap=gap, cone=cone))
+
+# %% ../nbs/01_data.ipynb #366eeaad
+def synthetic_token_features(n_images:int=8091, captions_per_image:int=5, dim:int=512, tokens:int=8, alignment:float=1.0,
+                             latent_dim:int=32, caption_noise:float=0.5, feature_noise:float=0.3, gap:float=0.5, cone:float=0.5, seed:int=0) -> Features:
+    "Images as `tokens` region tokens (concatenated, width `dim`), each caption describing one region (its vector tiled `tokens` times)."
+    if tokens < 2 or dim % tokens: raise FusionStudyError(f"tokens must be at least 2 and divide dim, got tokens={tokens} for dim={dim}.")
+    w, d = knob_weight(alignment), dim // tokens
+    g = torch.Generator().manual_seed(seed)
+    randn = lambda *s: torch.randn(*s, generator=g)
+    z = randn(n_images, tokens, latent_dim)                                  # one latent per region
+    caption_image = torch.arange(n_images).repeat_interleave(captions_per_image)
+    region = torch.randint(tokens, (len(caption_image),), generator=g)       # the region each caption describes
+    zc = z[caption_image, region] + caption_noise * randn(len(caption_image), latent_dim)
+    A, own = _maps(randn, latent_dim, d)
+    gap_v, gap_t = gap * _unit(randn(d)), gap * _unit(randn(d))
+    noise_v, noise_t = feature_noise / d**0.5 * randn(n_images, tokens, d), feature_noise / d**0.5 * randn(len(zc), d)
+    shared = cone * _unit(randn(d))
+    image = _unit(_scaled(z @ A) + shared + gap_v + noise_v).flatten(1) / tokens**0.5      # K unit tokens: a unit vector
+    text = _unit(_text_core(zc, A, own, w) + shared + gap_t + noise_t).repeat(1, tokens) / tokens**0.5
+    ids = [f"scene_{i:05d}" for i in range(n_images)]
+    return Features(ids, image.float(), text.float(), caption_image,
+                    meta=dict(source='synthetic', alignment=alignment, knob_weight=w, tokens=tokens, seed=seed, latent_dim=latent_dim,
+                              caption_noise=caption_noise, feature_noise=feature_noise, gap=gap, cone=cone))
 
 # %% ../nbs/01_data.ipynb #42ebb303
 @dataclass
@@ -212,6 +258,35 @@ def add_noise(x:torch.Tensor, sigma:float, seed:int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return _unit(x + sigma * torch.randn(x.shape, generator=g).to(x))
 
+# %% ../nbs/01_data.ipynb #d0d71852
+MISALIGN_SEED = 0
+
+@functools.lru_cache(maxsize=8)
+def rotation_generator(d:int, seed:int=MISALIGN_SEED) -> torch.Tensor:
+    "S = Q J Qᵀ (float64, d × d): skew-symmetric with S² = −I on all but (for odd d) one coordinate; Q random orthogonal from `seed`."
+    g = torch.Generator().manual_seed(seed)
+    Q, R = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    Q = Q * torch.sign(torch.diagonal(R))                                     # a uniformly random orthogonal matrix
+    J = torch.zeros(d, d, dtype=torch.float64)
+    i = torch.arange(0, d - 1, 2)
+    J[i + 1, i], J[i, i + 1] = 1.0, -1.0
+    return Q @ J @ Q.T
+
+def rotate_features(x:torch.Tensor, theta:float, seed:int=MISALIGN_SEED) -> torch.Tensor:
+    "Rows of `x` rotated by exp(θS) (`rotation_generator`): every row turns by exactly θ radians; norms and distances are kept."
+    if theta == 0: return x
+    R = torch.linalg.matrix_exp(theta * rotation_generator(x.shape[-1], seed))
+    return (x.double() @ R.T).to(x.dtype)
+
+def permute_features(x:torch.Tensor, seed:int=MISALIGN_SEED) -> torch.Tensor:
+    "The coordinates of `x` in a fixed random order (a seeded permutation)."
+    return x[..., torch.randperm(x.shape[-1], generator=torch.Generator().manual_seed(seed))]
+
+def misalign(x:torch.Tensor, rotation:float=0.0, permute:bool=False, seed:int=MISALIGN_SEED) -> torch.Tensor:
+    "`x` rotated by `rotation` radians, then its coordinates permuted when `permute`: the text-side misalignment of a run."
+    x = rotate_features(x, rotation, seed)
+    return permute_features(x, seed) if permute else x
+
 # %% ../nbs/01_data.ipynb #490c7281
 BACKBONES = {'aligned': 1.0, 'unaligned': 0.0}
 
@@ -228,7 +303,11 @@ def check_synthetic(cfg:RunConfig):
     limit = 2 * cfg.n_images * cfg.captions_per_image
     if max(cfg.scales) > limit:
         raise FusionStudyError(f"Scale {max(cfg.scales)} in configuration {cfg.name!r} is more than the data allows ({limit} pairs from {cfg.n_images} images × {cfg.captions_per_image} captions); lower the scale or raise n_images.")
+    if cfg.tokens is not None and cfg.dim % cfg.tokens:
+        raise FusionStudyError(f"tokens: {cfg.tokens} in configuration {cfg.name!r} does not divide dim: {cfg.dim}; pick a divisor (e.g. 8 for 512).")
 
 def synthetic_for_config(cfg:RunConfig) -> Features:
-    "The synthetic `Features` a configuration with `source: synthetic` names."
+    "The synthetic `Features` a configuration with `source: synthetic` names (region tokens when it sets `tokens`)."
+    if cfg.tokens is not None:
+        return synthetic_token_features(cfg.n_images, cfg.captions_per_image, cfg.dim, cfg.tokens, alignment=synthetic_alignment(cfg), seed=cfg.data_seed)
     return synthetic_features(cfg.n_images, cfg.captions_per_image, cfg.dim, alignment=synthetic_alignment(cfg), seed=cfg.data_seed)

@@ -14,9 +14,10 @@ from scipy import stats
 from .core import FusionStudyError, RunConfig
 from .results import RUN_INFO, TABLE2_CSV, PAIRED_TESTS_CSV, read_record, read_results, read_table
 from .study import run_config, valid_rows, paired_tests
+from .stats import chance_state, t_interval, judge, combine, CHANCE_MARGIN
 
 # %% auto #0
-__all__ = ['ALPHA', 'DEGRADATION_TABLES', 'reusable_rows', 'chance_p', 'table2', 'chance_onset', 'advantage_trend', 'fig3',
+__all__ = ['DEGRADATION_TABLES', 'reusable_rows', 'seed_advantage', 'table2', 'chance_onset', 'advantage_trend', 'fig3',
            'run_degradation']
 
 # %% ../nbs/06_degradation.ipynb #b3c35b98
@@ -33,27 +34,25 @@ def reusable_rows(cfg:RunConfig, out_dir) -> pd.DataFrame:
     return pd.concat(found, ignore_index=True) if found else pd.DataFrame()
 
 # %% ../nbs/06_degradation.ipynb #85066366
-ALPHA = 0.05
+def seed_advantage(df:pd.DataFrame, a:str='concat', b:str='cross') -> pd.Series:
+    "`a` − `b` accuracy (points) per noise σ and seed: the two methods of one seed share pairs and noise."
+    p = df.pivot_table(index=['noise', 'seed'], columns='method', values='accuracy')
+    return ((p[a] - p[b]) * 100).dropna() if a in p and b in p else pd.Series(dtype=float)
 
-def chance_p(accuracy, n_val) -> float:
-    "One-sided exact binomial test that the pooled correct predictions of runs are better than 50% (its p-value)."
-    k = int(np.round(np.asarray(accuracy) * np.asarray(n_val)).sum())
-    return float(stats.binomtest(k, int(np.sum(n_val)), 0.5, alternative='greater').pvalue)
-
-def table2(df:pd.DataFrame, a:str='concat', b:str='cross', alpha:float=ALPHA) -> pd.DataFrame:
-    "Table 2: per noise σ, accuracy mean and std (%) of both methods, the advantage `a` − `b` (points) and the chance tests."
-    rows = []
+def table2(df:pd.DataFrame, a:str='concat', b:str='cross') -> pd.DataFrame:
+    "Table 2: per noise σ, accuracy mean and std (%) of both methods, whether each is at chance (TOST), and the advantage `a` − `b` with its 95% interval."
+    rows, adv = [], seed_advantage(df, a, b)
     for noise, g in df.groupby('noise'):
         row = dict(noise=noise, scale=' '.join(map(str, sorted(g.scale.unique()))), n_seeds=g.seed.nunique())
         for m in (a, b):
             r = g[g.method == m]
-            row.update({f'{m}_mean': r.accuracy.mean() * 100, f'{m}_std': r.accuracy.std(ddof=1) * 100,
-                        f'{m}_p_chance': chance_p(r.accuracy, r.n_val)})
-            row[f'{m}_at_chance'] = row[f'{m}_p_chance'] >= alpha
-        row['advantage'] = row[f'{a}_mean'] - row[f'{b}_mean']
-        row['both_at_chance'] = row[f'{a}_at_chance'] and row[f'{b}_at_chance']
-        row['trained_by'] = ' '.join(sorted(g.config.astype(str).unique()))
-        row['code_version'] = ' '.join(sorted(g.code_version.astype(str).unique()))
+            c = chance_state(int(np.round(r.accuracy * r.n_val).sum()), int(r.n_val.sum()))
+            row.update({f'{m}_mean': r.accuracy.mean() * 100, f'{m}_std': r.accuracy.std(ddof=1) * 100, f'{m}_chance': c['state'],
+                        f'{m}_chance_lo': c['lo'] * 100, f'{m}_chance_hi': c['hi'] * 100, f'{m}_at_chance': c['state'] == 'at chance'})
+        ci = t_interval(adv.xs(noise, level='noise') if noise in adv.index.get_level_values('noise') else [])
+        row.update(advantage=row[f'{a}_mean'] - row[f'{b}_mean'], advantage_lo=ci['lo'], advantage_hi=ci['hi'],
+                   both_at_chance=row[f'{a}_at_chance'] and row[f'{b}_at_chance'],
+                   trained_by=' '.join(sorted(g.config.astype(str).unique())), code_version=' '.join(sorted(g.code_version.astype(str).unique())))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -65,15 +64,22 @@ def chance_onset(t2:pd.DataFrame):
         onset = noise
     return onset
 
-def advantage_trend(t2:pd.DataFrame) -> dict:
-    "How the advantage moves with σ before chance: at σ = 0, at the largest σ before the chance onset, and Spearman's ρ over those σ."
+def advantage_trend(t2:pd.DataFrame, df:pd.DataFrame=None, a:str='concat', b:str='cross') -> dict:
+    "How the advantage moves with σ: its ends before the chance onset, and the verdict on 'grows monotonically' over every step between σ levels."
     onset = chance_onset(t2)
-    live = t2[t2.noise < onset] if onset is not None else t2
-    live = live.sort_values('noise')
-    rho = stats.spearmanr(live.noise, live.advantage) if len(live) > 2 else None
+    live = (t2[t2.noise < onset] if onset is not None else t2).sort_values('noise')
     at = lambda col, i: live[col].iloc[i] if len(live) else np.nan
+    steps = []
+    if df is not None:
+        d = seed_advantage(df, a, b).unstack('seed')
+        levels = sorted(d.index)
+        for lo, hi in zip(levels, levels[1:]):
+            ci = t_interval((d.loc[hi] - d.loc[lo]).dropna())
+            steps.append(dict(from_noise=lo, to_noise=hi, change=ci['mean'], lo=ci['lo'], hi=ci['hi'], n=ci['n'],
+                              verdict=judge(ci['lo'], ci['hi'], low=0, n=ci['n'])))
+    monotone = combine(s['verdict'] for s in steps) if steps else 'not testable on this data'
     return dict(first_noise=at('noise', 0), first=at('advantage', 0), last_noise=at('noise', -1), last=at('advantage', -1),
-                n_levels=len(live), spearman_rho=rho.statistic if rho else np.nan, spearman_p=rho.pvalue if rho else np.nan, chance_onset=onset)
+                n_levels=len(live), chance_onset=onset, steps=pd.DataFrame(steps), monotone=monotone)
 
 # %% ../nbs/06_degradation.ipynb #efa9358a
 def fig3(df:pd.DataFrame, title:str=None) -> alt.Chart:
@@ -96,4 +102,4 @@ def run_degradation(cfg, out_dir, progress:bool=False, warn=print) -> dict:
     reuse = reusable_rows(cfg, out_dir)
     results = run_config(cfg, out_dir, progress=progress, tables=DEGRADATION_TABLES, reuse=reuse, warn=warn)
     t2 = read_table(out_dir, TABLE2_CSV)
-    return dict(results=results, reused=len(reuse), table2=t2, trend=advantage_trend(t2))
+    return dict(results=results, reused=len(reuse), table2=t2, trend=advantage_trend(t2, results))

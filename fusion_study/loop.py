@@ -4,7 +4,7 @@
 
 # %% ../nbs/04a_loop.ipynb #4f56727c
 from __future__ import annotations
-import math, threading, time
+import functools, math, threading, time
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from .core import Recipe, RunConfig
-from .data import Features, Pairs, split_pairs, add_noise
+from .data import Features, Pairs, split_pairs, add_noise, misalign
 from .fusion import make_model, n_params, dropout_masks
 
 # %% auto #0
@@ -22,22 +22,24 @@ __all__ = ['RunSpec', 'config_specs', 'classification_metrics', 'run_data', 'ini
 # %% ../nbs/04a_loop.ipynb #bae94480
 @dataclass
 class RunSpec(Recipe):
-    "One training run: which model, on how many pairs, with which seed and feature noise."
+    "One training run: which model, on how many pairs, with which seed, feature noise and misalignment of the text."
     method: str = 'concat'
     scale: int = 2048
     seed: int = 42
     noise: float = 0.0
+    rotation: float = 0.0                    # text rotated by exp(θS) (01_data), radians
+    permute: bool = False                    # text coordinates permuted
     tags: dict = field(default_factory=dict)
 
-    def key(self) -> tuple: return (self.method, self.scale, self.seed, self.noise)
+    def key(self) -> tuple: return (self.method, self.scale, self.seed, self.noise, self.rotation)   # results.RUN_KEY
 
 def config_specs(cfg:RunConfig) -> list[RunSpec]:
-    "Every run of a configuration's grid: noise × scale × method × seed."
+    "Every run of a configuration's grid: noise × rotation × scale × method × seed."
     tags = dict(config=cfg.name, source=cfg.source, backbone=cfg.backbone,
                 alignment=cfg.alignment if cfg.alignment is not None else float('nan'))
     recipe = {f.name: getattr(cfg, f.name) for f in fields(Recipe)}
-    return [RunSpec(method=m, scale=n, seed=s, noise=sig, tags=tags, **recipe)
-            for sig in cfg.noise for n in cfg.scales for m in cfg.methods for s in cfg.seeds]
+    return [RunSpec(method=m, scale=n, seed=s, noise=sig, rotation=rot, permute=cfg.permute, tags=tags, **recipe)
+            for sig in cfg.noise for rot in cfg.rotation for n in cfg.scales for m in cfg.methods for s in cfg.seeds]
 
 # %% ../nbs/04a_loop.ipynb #cfeba8c8
 def classification_metrics(y_true, y_pred) -> dict:
@@ -47,9 +49,15 @@ def classification_metrics(y_true, y_pred) -> dict:
                 precision=precision_score(y_true, y_pred, zero_division=0), recall=recall_score(y_true, y_pred, zero_division=0))
 
 # %% ../nbs/04a_loop.ipynb #74de25c2
+@functools.lru_cache(maxsize=2)
+def _misaligned(text:torch.Tensor, rotation:float, permute:bool) -> torch.Tensor:
+    "The misaligned text table, computed once per level (tensors hash by identity) and shared by the runs that use it."
+    return misalign(text, rotation, permute)
+
 def run_data(feats:Features, spec:RunSpec, device) -> tuple:
-    "(image features, text features, train pairs, val pairs) of one run, on `device`."
-    v, t = add_noise(feats.image, spec.noise, spec.seed), add_noise(feats.text, spec.noise, spec.seed + 10_000)
+    "(image features, text features, train pairs, val pairs) of one run, on `device`: text misaligned (rotation, permutation), then noise on both."
+    t = _misaligned(feats.text, spec.rotation, spec.permute) if spec.rotation or spec.permute else feats.text
+    v, t = add_noise(feats.image, spec.noise, spec.seed), add_noise(t, spec.noise, spec.seed + 10_000)
     train, val = split_pairs(feats.caption_image, spec.scale, spec.seed, spec.val_frac, spec.split_by_image)
     to = lambda p: Pairs(p.image.to(device), p.text.to(device), p.label.to(device))
     return v.to(device), t.to(device), to(train), to(val)

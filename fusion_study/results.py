@@ -13,15 +13,16 @@ import pandas as pd
 from .core import FusionStudyError, RunConfig, code_version, write_atomic
 
 # %% auto #0
-__all__ = ['METRICS', 'RESULT_COLUMNS', 'RESULTS', 'RUN_INFO', 'COMPLETE', 'ROWS', 'TABLE1_CSV', 'PAIRED_TESTS_CSV', 'TABLE2_CSV',
-           'TSNE_CSV', 'ALIGNMENT_CSV', 'COST_CSV', 'FITS_CSV', 'CROSSOVER_CSV', 'POINTS_CSV', 'COMPLEXITY_CSV',
-           'CLAIMS_CSV', 'SCHEMA', 'WRITES', 'OTHER_FILES', 'ResultFile', 'schema', 'describe', 'write_table',
-           'read_table', 'write_record', 'read_record', 'record_run', 'read_results', 'row_path', 'keep_row',
-           'stored_rows']
+__all__ = ['METRICS', 'RUN_KEY', 'RESULT_COLUMNS', 'RESULTS', 'RUN_INFO', 'COMPLETE', 'ROWS', 'TABLE1_CSV', 'PAIRED_TESTS_CSV',
+           'TABLE2_CSV', 'TSNE_CSV', 'ALIGNMENT_CSV', 'COST_CSV', 'FITS_CSV', 'CROSSOVER_CSV', 'POINTS_CSV',
+           'COMPLEXITY_CSV', 'CLAIMS_CSV', 'SCHEMA', 'WRITES', 'OTHER_FILES', 'ResultFile', 'schema', 'describe',
+           'write_table', 'read_table', 'write_record', 'read_record', 'record_run', 'read_results', 'row_path',
+           'keep_row', 'stored_rows']
 
 # %% ../nbs/00b_results.ipynb #5381319c
 METRICS = ['accuracy', 'f1', 'precision', 'recall']
-RESULT_COLUMNS = (['config', 'source', 'backbone', 'alignment', 'method', 'scale', 'seed', 'noise',
+RUN_KEY = ('method', 'scale', 'seed', 'noise', 'rotation')        # the columns that name a run within a configuration's identity
+RESULT_COLUMNS = (['config', 'source', 'backbone', 'alignment', 'method', 'scale', 'seed', 'noise', 'rotation', 'permute',
                    'epochs', 'batch_size', 'lr', 'weight_decay', 'val_frac', 'split_by_image', 'n_train', 'n_val']
                   + METRICS + ['train_seconds', 'n_params', 'engine', 'device', 'code_version'])
 
@@ -30,10 +31,12 @@ _RESULT_MEANING = {
     'source': "feature source: 'synthetic' (the embedded generator) or 'features' (cached real features)",
     'backbone': "synthetic backbone ('aligned', 'unaligned') or the label of the real features",
     'alignment': 'synthetic alignment in [0, 1] where set; empty when it follows the backbone',
-    'method': "fusion method ('concat', 'cross', 'cross_tokens')",
+    'method': "fusion method (a name in fusion.METHODS: 'concat', 'cross', 'cross_tokens', 'cosine', …)",
     'scale': 'pairs in the run (train + validation), half of them matching',
     'seed': 'the run seed: pairs, split, initialisation, shuffling and dropout',
     'noise': 'Gaussian feature noise σ on both modalities (Eq. 4)',
+    'rotation': 'angle θ (radians) by which the text features were rotated (exp(θS), 01_data); 0 = as extracted',
+    'permute': 'whether the text coordinates were permuted (a fixed seeded permutation)',
     'epochs': 'training epochs (recipe)', 'batch_size': 'batch size (recipe)', 'lr': 'AdamW learning rate (recipe)',
     'weight_decay': 'AdamW weight decay (recipe)', 'val_frac': 'validation fraction of the pairs (recipe)',
     'split_by_image': 'whether the split keeps each image on one side (recipe)',
@@ -102,30 +105,46 @@ _FILES = [
         'config_hash': 'hash of the configuration that completed', 'code_version': 'code version of the runner', 'finished': 'time (Unix seconds)',
         'inputs': "{input configuration: sha256 of its complete.json}", 'files': '{file: sha256} of every file it made, run.json and the executed notebook'}),
     ResultFile(TABLE1_CSV, ('study',), 'Table 1: mean and std over seeds per noise × scale × method × metric (fractions)', {
-        'config': 'the configuration', 'source': 'feature source', 'backbone': 'backbone', 'noise': 'noise σ', 'scale': 'pairs per run', 'method': 'fusion method',
+        'config': 'the configuration', 'source': 'feature source', 'backbone': 'backbone', 'noise': 'noise σ', 'rotation': 'rotation θ of the text (radians)',
+        'scale': 'pairs per run', 'method': 'fusion method',
         'metric': 'one of METRICS', 'mean': 'mean over seeds', 'std': 'sample std over seeds (ddof = 1; empty with one seed)', 'n_seeds': 'seeds averaged',
-        'seeds': 'the seeds, space-separated', 'code_version': 'code version(s) of the runs'}),
+        'seeds': 'the seeds, space-separated', 'code_version': 'code version(s) of the runs'}, optional=('rotation',)),
     ResultFile(PAIRED_TESTS_CSV, ('study', 'degradation'), 'concat − cross per noise × scale, paired by seed: the gap and two tests', {
-        'noise': 'noise σ', 'scale': 'pairs per run', 'metric': 'metric compared (accuracy)', 'comparison': "'concat − cross'", 'n_seeds': 'paired seeds',
-        'mean_diff': 'mean difference over seeds (points)', 'std_diff': 'sample std of the difference (points)', 't': 'paired t statistic', 't_p': 'paired t-test p',
+        'noise': 'noise σ', 'rotation': 'rotation θ of the text (radians)', 'scale': 'pairs per run', 'metric': 'metric compared (accuracy)', 'comparison': "'concat − cross'", 'n_seeds': 'paired seeds',
+        'mean_diff': 'mean difference over seeds (points)', 'std_diff': 'sample std of the difference (points)', 'ci_lo': 'lower end of its 95% t-interval over seeds (points)', 'ci_hi': 'upper end (points)', 'effect_dz': 'effect size d_z = mean / sd of the differences', 't': 'paired t statistic', 't_p': 'paired t-test p',
         'wilcoxon_w': 'Wilcoxon signed-rank statistic', 'wilcoxon_p': 'Wilcoxon p', 'wilcoxon_min_p': 'smallest p the Wilcoxon test can give with n_seeds',
-        'seeds': 'the paired seeds', **_PROV}),
+        'seeds': 'the paired seeds', **_PROV}, optional=('rotation',)),
     ResultFile(TABLE2_CSV, ('degradation',), 'Table 2: accuracy per noise σ of both methods, the advantage and the chance tests', {
         'noise': 'noise σ', 'scale': 'pairs per run', 'n_seeds': 'seeds',
         'concat_mean': 'concat accuracy, mean over seeds (%)', 'concat_std': 'concat accuracy, sample std (%)',
-        'concat_p_chance': 'p of the one-sided binomial test that concat is better than 50%', 'concat_at_chance': 'concat_p_chance ≥ 0.05',
+        'concat_chance': 'concat against chance: at chance (90% interval inside 50% ± 2 points, TOST), above chance, below chance or undecided',
+        'concat_chance_lo': 'concat: 90% Clopper–Pearson interval of the pooled validation accuracy, low (%)', 'concat_chance_hi': 'the same, high (%)',
+        'concat_at_chance': 'concat_chance is "at chance"',
         'cross_mean': 'cross accuracy, mean over seeds (%)', 'cross_std': 'cross accuracy, sample std (%)',
-        'cross_p_chance': 'p of the one-sided binomial test that cross is better than 50%', 'cross_at_chance': 'cross_p_chance ≥ 0.05',
-        'advantage': 'concat − cross mean accuracy (points)', 'both_at_chance': 'both methods at chance', 'trained_by': 'configuration(s) that trained the runs',
+        'cross_chance': 'cross against chance: at chance (90% interval inside 50% ± 2 points, TOST), above chance, below chance or undecided',
+        'cross_chance_lo': 'cross: 90% Clopper–Pearson interval of the pooled validation accuracy, low (%)', 'cross_chance_hi': 'the same, high (%)',
+        'cross_at_chance': 'cross_chance is "at chance"',
+        'advantage': 'concat − cross mean accuracy (points)', 'advantage_lo': 'its 95% t-interval over seeds, low (points)', 'advantage_hi': 'the same, high (points)', 'both_at_chance': 'both methods at chance', 'trained_by': 'configuration(s) that trained the runs',
         'code_version': 'code version(s) of the runs'}),
     ResultFile(TSNE_CSV, ('analysis',), 'Fig. 4: t-SNE coordinates of the sampled images and captions', {
         'view': "'raw' or 'centred' (each modality's mean removed)", 'pair': 'pair number', 'modality': "'image' or 'text'",
         'index': 'row of the image or caption in the features', 'x': 't-SNE 1', 'y': 't-SNE 2', 'config': 'the configuration', 'backbone': 'backbone', 'seed': 'sampling and t-SNE seed'}),
-    ResultFile(ALIGNMENT_CSV, ('analysis',), 'how close captions are to their own images, on the t-SNE pairs', {
-        'config': 'the configuration', 'source': 'feature source', 'backbone': 'backbone', 'seed': 'sampling seed', 'n_pairs': 'pairs',
-        'matched_cosine': 'mean cosine of a caption with its image', 'random_cosine': 'mean cosine with the other images',
-        'retrieval_r1': 'share of captions whose most similar image is theirs', 'chance_r1': '1 / n_pairs', 'modality_gap': 'distance between the modality means',
-        'tsne_r1': 'retrieval rank-1 in the t-SNE plane', 'tsne_r1_centred': 'the same, modality means removed'}),
+    ResultFile(ALIGNMENT_CSV, ('study', 'degradation', 'analysis'), 'the measured alignment of the features (02d_alignment), per noise × rotation level of the grid', {
+        'config': 'the configuration', 'source': 'feature source', 'backbone': 'backbone', 'alignment': 'synthetic alignment knob (empty: from backbone)',
+        'identity': "the configuration's identity (data and recipe): rows of equal identity and level measure the same feature set",
+        'noise': 'noise σ applied to both modalities', 'rotation': 'rotation θ of the text features (radians)', 'permute': 'text coordinates permuted',
+        'seed': 'seed of the image sample and of the noise', 'n_images': 'N: images sampled', 'n_captions': 'their captions (all of them)',
+        'zero_shot_auc': "ROC AUC of the raw cosine on the task's pairs: each caption with its image and with a random other image",
+        'i2t_r1': 'image → text retrieval recall@1 among the N images\' captions (hit: any own caption)', 'i2t_r5': 'image → text recall@5',
+        't2i_r1': 'text → image retrieval recall@1 among the N images', 't2i_r5': 'text → image recall@5',
+        'cka': 'linear CKA between the images and one caption each (N pairs)', 'mutual_knn': 'mutual k-NN alignment: mean share of the k nearest neighbours a pair has in common in both spaces (N pairs)',
+        'knn_k': 'k of mutual_knn', 'knn_chance': 'mutual_knn of unrelated spaces, k / (N − 1)',
+        'modality_gap': 'distance between the centroids of the normalised image and text features', 'matched_cosine': 'mean cosine of a caption with its image',
+        'random_pair_cosine': 'mean cosine of a caption with a random other image (> 0: a cone, as CLIP has)',
+        'n_pairs': 'analysis: pairs in the t-SNE', 'random_cosine': 'analysis: mean cosine with the other images of the t-SNE pairs',
+        'retrieval_r1': 'analysis: share of the t-SNE pairs whose caption finds its image first', 'chance_r1': 'analysis: 1 / n_pairs',
+        'tsne_r1': 'analysis: retrieval rank-1 in the t-SNE plane', 'tsne_r1_centred': 'analysis: the same, modality means removed'},
+        optional=('n_pairs', 'random_cosine', 'retrieval_r1', 'chance_r1', 'tsne_r1', 'tsne_r1_centred')),
     ResultFile(COST_CSV, ('analysis',), "Table 3: parameters and FLOPs per sample of each method, measured, beside the paper's", {
         'method': 'fusion method', 'params': 'trainable parameters', 'flops_forward': 'forward FLOPs per sample (FlopCounterMode)',
         'flops_train': 'forward + backward FLOPs per sample', 'paper_params': "the paper's parameters (Table 3)", 'paper_flops': "the paper's FLOPs per sample (Table 3)",
@@ -136,7 +155,8 @@ _FILES = [
     ResultFile(FITS_CSV, ('theory',), 'R(N) = B + V/N fitted per curve and method', {
         'curve': 'learning curve (backbone, or configuration (backbone))', 'config': 'input configuration', 'backbone': 'backbone', 'method': 'fusion method',
         'B': 'fitted approximation error', 'V': 'fitted estimation term', 'B_lo': f'B low {_CI}', 'B_hi': f'B high {_CI}', 'V_lo': f'V low {_CI}', 'V_hi': f'V high {_CI}',
-        'rmse': 'fit error on the mean errors', 'n_scales': 'scales fitted', 'scale_min': 'smallest scale', 'scale_max': 'largest scale', 'n_seeds': 'seeds', 'n_boot': 'bootstrap resamples'}),
+        'rmse': 'fit error on the mean errors', 'n_scales': 'scales fitted', 'scale_min': 'smallest scale', 'scale_max': 'largest scale', 'n_seeds': 'seeds', 'n_boot': 'bootstrap resamples',
+        'aic_inverse': 'AICc of B + V/N on the mean errors', 'aic_power': 'AICc of B + V/N^α', 'power_alpha': 'fitted α of B + V/N^α', 'better_form': 'the form with the lower AICc'}),
     ResultFile(CROSSOVER_CSV, ('theory',), 'the crossover N* (Eq. 12) of each method against concat, per curve', {
         'curve': 'learning curve', 'config': 'input configuration', 'backbone': 'backbone', 'method': 'the method compared with concat',
         'B_concat': "concat's B", 'B_other': "the method's B", 'V_concat': "concat's V", 'V_other': "the method's V", 'B_gap': 'B_concat − B_other',
@@ -158,7 +178,7 @@ SCHEMA = {f.name: f for f in _FILES}
 WRITES = {nb: [f.name for f in _FILES if nb in f.written_by] for nb in ('study', 'degradation', 'analysis', 'theory')}
 
 OTHER_FILES = {
-    f'{ROWS}/<identity>/<method>_<scale>_<seed>_<noise>.json': 'one finished run, written the moment it finishes: a result row (the columns of results.csv) as JSON',
+    f'{ROWS}/<identity>/<method>_<scale>_<seed>_<noise>_<rotation>.json': 'one finished run, written the moment it finishes: a result row (the columns of results.csv) as JSON',
     '<notebook>.ipynb': 'the executed notebook (study, degradation, analysis or theory), with its error when it failed',
     'kernel.log': "the notebook kernel's own log",
 }
@@ -232,15 +252,15 @@ def read_results(out_dir) -> pd.DataFrame:
     return read_table(out_dir, RESULTS, ())
 
 def row_path(out_dir, cfg:RunConfig, key) -> Path:
-    "Where the record of run `key` = (method, scale, seed, noise) of `cfg`'s identity lives."
-    method, scale, seed, noise = key
-    return Path(out_dir)/ROWS/cfg.identity()/f"{method}_{int(scale)}_{int(seed)}_{float(noise):g}.json"
+    "Where the record of run `key` = (method, scale, seed, noise, rotation) (`RUN_KEY`) of `cfg`'s identity lives."
+    method, scale, seed, noise, rotation = key
+    return Path(out_dir)/ROWS/cfg.identity()/f"{method}_{int(scale)}_{int(seed)}_{float(noise):g}_{float(rotation):g}.json"
 
 def _plain(o): return o.item() if hasattr(o, 'item') else str(o)
 
 def keep_row(out_dir, cfg:RunConfig, row:dict):
     "Record one finished run in its own file, atomically: an interruption never leaves half a row."
-    write_atomic(row_path(out_dir, cfg, (row['method'], row['scale'], row['seed'], row['noise'])), json.dumps(row, default=_plain))
+    write_atomic(row_path(out_dir, cfg, tuple(row[c] for c in RUN_KEY)), json.dumps(row, default=_plain))
 
 def stored_rows(out_dir, cfg:RunConfig, warn=None) -> pd.DataFrame:
     "Every run recorded in `out_dir` for `cfg`'s identity (its data and recipe); damaged records are skipped with a warning."

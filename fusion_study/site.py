@@ -4,27 +4,36 @@
 
 # %% ../nbs/11_site.ipynb #49d84614
 from __future__ import annotations
-import html, os, re, shutil, subprocess
+import html, os, re, shutil, subprocess, tempfile
 from pathlib import Path
 
 import nbformat
+import numpy as np
+import pandas as pd
 
-from .core import FusionStudyError, project_root, folder_lock
-from .report import collect_runs, REPORT_DIR
+from .core import FusionStudyError, REPORT_DIR, project_root, folder_lock
 
 # %% auto #0
-__all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'EXTERNAL_SCRIPT', 'SITE_MARK', 'site_pages', 'navbar', 'ensure_report', 'report_view',
-           'notebook_error', 'banner', 'page_problem', 'check_site_out', 'build_site']
+__all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'CONFIG_HEADING', 'REPORT_TITLE', 'PAGE_TITLES', 'LIBRARY_DIRECTIVES', 'DROPPED_TAGS',
+           'NUMBER_LIKE', 'PAGE_CSS', 'EXTERNAL_SCRIPT', 'SITE_MARK', 'site_pages', 'navbar', 'ensure_report',
+           'report_view', 'encoder_words', 'feature_words', 'page_title', 'tab_title', 'path_names',
+           'injected_parameters', 'scrub', 'published', 'fmt_p', 'fmt_count', 'fmt_nstar', 'fmt_number', 'result_table',
+           'notebook_error', 'banner', 'page_problem', 'quarto_notebook', 'stage_quarto', 'check_site_out',
+           'build_site']
 
 # %% ../nbs/11_site.ipynb #d7f59a97
 NAV_ORDER = ['report', 'study', 'degradation', 'analysis', 'theory']
 
 def site_pages(runs_dir) -> list[dict]:
-    "Every page of the site: kind (navbar group), label, the executed notebook, its page path relative to the site root and why its configuration is not complete (None when it is)."
+    "Every page of the site: kind (navbar group), label, name and config (its run.json configuration, else the one papermill gave its notebook), the executed notebook, its page path relative to the site root and why its configuration is not complete (None when it is)."
+    from fusion_study.report import collect_runs
     runs_dir = Path(runs_dir)
-    pages = [dict(kind='report', label='report', nb=p, href=f'runs/{REPORT_DIR}/{p.stem}.html', why=None) for p in sorted((runs_dir/REPORT_DIR).glob('*.ipynb'))]
+    pages = [dict(kind='report', label='report', name=REPORT_DIR, config=None, nb=p, href=f'runs/{REPORT_DIR}/{p.stem}.html', why=None)
+             for p in sorted((runs_dir/REPORT_DIR).glob('*.ipynb'))]
     for r in collect_runs(runs_dir).values():
-        pages += [dict(kind=r['notebook'], label=r['name'] + ('' if r['complete'] else ' (not complete)'), nb=p, href=f"runs/{r['name']}/{p.stem}.html", why=r['why']) for p in r['notebooks']]
+        pages += [dict(kind=r['notebook'], label=r['name'] + ('' if r['complete'] else ' (not complete)'), name=r['name'],
+                       config=r['config'] or injected_parameters(nbformat.read(p, as_version=4)).get('config'),     # a run that stopped early has no run.json
+                       nb=p, href=f"runs/{r['name']}/{p.stem}.html", why=r['why']) for p in r['notebooks']]
     rank = lambda k: NAV_ORDER.index(k) if k in NAV_ORDER else len(NAV_ORDER)
     return sorted(pages, key=lambda p: (rank(p['kind']), p['label']))
 
@@ -52,10 +61,8 @@ def ensure_report(runs_dir, log=print) -> Path:
     if not nb.exists() or (records and max(records) > nb.stat().st_mtime): return run_report(runs_dir, log)
     return nb
 
-# %% ../nbs/11_site.ipynb #29856bd4
+# %% ../nbs/11_site.ipynb #a431895c
 LIBRARY_CELL = ('#| export', '#| default_exp', '#| hide')
-EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>')
-SITE_MARK = '.fusion-study-site'
 
 def report_view(nb:nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The notebook as a results page: library definitions without output (`#| export`, `#| hide`…) are left to the source notebook,
@@ -63,6 +70,193 @@ def report_view(nb:nbformat.NotebookNode) -> nbformat.NotebookNode:
     start = next((i for i, c in enumerate(nb.cells) if 'site-start' in c.metadata.get('tags', [])), 0)
     nb.cells = [c for c in nb.cells[start:] if c.cell_type != 'code' or c.get('outputs') or not c.source.lstrip().startswith(LIBRARY_CELL)]
     return nb
+
+# %% ../nbs/11_site.ipynb #cdee0ef7
+CONFIG_HEADING = '## This configuration'
+REPORT_TITLE = 'fusion_study — concat or cross-attention?'
+PAGE_TITLES = {'study': 'Table 1 — {features}', 'degradation': 'Table 2 — noise on {features}',
+               'analysis': 'Fig. 4 and Table 3 — {features}', 'theory': 'Table 4 and Fig. 6 — sample complexity from {inputs}'}
+LIBRARY_DIRECTIVES = {'hide', 'export', 'exports', 'exporti', 'default_exp'}
+DROPPED_TAGS = {'parameters', 'injected-parameters', 'remove-cell'}
+
+def encoder_words(name:str) -> str:
+    "An encoder as a reader names it: 'clip:ViT-B-32/openai' → 'CLIP ViT-B-32', 'torchvision:resnet18/IMAGENET1K_V1' → 'resnet18', a path → its last part."
+    kind, _, rest = str(name).partition(':')
+    if not rest: kind, rest = '', kind
+    model = rest.rsplit('/', 1)[0] if kind in ('clip', 'torchvision') and '/' in rest else rest
+    return ('CLIP ' if kind == 'clip' else '') + (Path(model).name or model)
+
+def feature_words(cfg:dict) -> str:
+    "The features a configuration trains on, in a few words: 'synthetic aligned features', 'Flickr8k CLIP ViT-B-32 features'."
+    c = cfg or {}
+    if c.get('source', 'synthetic') == 'synthetic':
+        a = c.get('alignment')
+        words = f"synthetic features of alignment {a:g}" if a is not None else f"synthetic {c.get('backbone', 'aligned')} features"
+        if c.get('tokens'): words += f", {c['tokens']} region tokens per image"
+        if c.get('permute'): words += ", text coordinates permuted"
+        return words
+    img, txt = (encoder_words(c.get(k) or '?') for k in ('image_encoder', 'text_encoder'))
+    return f"Flickr8k {img} features" if img == txt else f"Flickr8k features ({img} images, {txt} captions)"
+
+def page_title(page:dict) -> str:
+    "A page's heading, naming what it shows and on which configuration: 'Table 1 — synthetic aligned features'."
+    if page['kind'] == 'report': return REPORT_TITLE
+    cfg = page.get('config')
+    if not cfg: return f"{page['kind']} — configuration {page['name']}"
+    pattern = PAGE_TITLES.get(cfg.get('notebook', page['kind']), '{notebook} — configuration {name}')
+    return pattern.format(features=feature_words(cfg), inputs=', '.join(cfg.get('inputs') or []) or 'no inputs', notebook=page['kind'], name=page['name'])
+
+def tab_title(page:dict) -> str:
+    "A page's `<title>`: its heading, and its configuration's name where the heading does not say it."
+    t = page_title(page)
+    return t if page['kind'] == 'report' or page['name'] in t else f"{t} · {page['name']}"
+
+# %% ../nbs/11_site.ipynb #519eb26e
+def path_names(runs_dir=None, nb:nbformat.NotebookNode=None) -> dict:
+    """{absolute path: what a page says instead}: the runs folder → its name (also where `nb` was run, as papermill's parameters record it,
+    should the folder have moved since), the checkout → '.', the home folder → '~' (longest first)."""
+    names = {}
+    if runs_dir is not None:
+        for p in (Path(runs_dir).absolute(), Path(runs_dir).resolve()): names[str(p)] = p.name
+    for p in _recorded_runs_dirs(nb): names.setdefault(str(p), Path(runs_dir).name if runs_dir is not None else p.name)
+    if (root := project_root()) is not None: names[str(root)] = '.'
+    names[str(Path.home())] = '~'
+    return dict(sorted(((k, v) for k, v in names.items() if len(k) > 1), key=lambda kv: -len(kv[0])))
+
+def injected_parameters(nb:nbformat.NotebookNode) -> dict:
+    "The parameters papermill injected into an executed notebook ({name: value}, literals only); {} when it has none."
+    import ast
+    found = {}
+    for c in (nb.cells if nb is not None else []):
+        if 'injected-parameters' not in c.metadata.get('tags', []): continue
+        try: tree = ast.parse(c.source)
+        except SyntaxError: continue
+        for a in tree.body:
+            if not isinstance(a, ast.Assign): continue
+            try: value = ast.literal_eval(a.value)
+            except (ValueError, TypeError, SyntaxError, RecursionError): continue
+            found.update({t.id: value for t in a.targets if isinstance(t, ast.Name)})
+    return found
+
+def _recorded_runs_dirs(nb) -> list:
+    "The runs folders papermill's injected parameters name: the parent of `out_dir`, and `runs_dir` (the report)."
+    found = injected_parameters(nb)
+    paths = [Path(found['out_dir']).parent if isinstance(found.get('out_dir'), str) else None, Path(found['runs_dir']) if isinstance(found.get('runs_dir'), str) else None]
+    return [p for p in paths if p is not None and p.is_absolute()]
+
+def scrub(text:str, names:dict) -> str:
+    "`text` with every absolute path of `names` replaced by its short name."
+    for path, short in names.items():
+        if path in text: text = re.sub(r'(?<![\w.])' + re.escape(path) + r'(?![\w.-])', lambda m: short, text)
+    return text
+
+def _directives(src:str) -> set:
+    "The nbdev directives (`#| hide`, `#| export`…) at the top of a code cell: their first words."
+    out = set()
+    for line in src.lstrip().splitlines():
+        if not line.startswith('#|'): break
+        out.add((line[2:].split() or [''])[0].rstrip(':'))
+    return out
+
+def _scrub_output(o, names:dict):
+    if 'execution_count' in o: o['execution_count'] = None
+    if isinstance(o.get('text'), str): o['text'] = scrub(o['text'], names)
+    for k, v in o.get('data', {}).items():
+        if isinstance(v, str): o['data'][k] = scrub(v, names)
+    if 'evalue' in o: o['evalue'] = scrub(o['evalue'], names)
+    if 'traceback' in o: o['traceback'] = [scrub(l, names) for l in o['traceback']]
+
+def published(nb:nbformat.NotebookNode, page:dict, runs_dir=None) -> nbformat.NotebookNode:
+    """What a reader sees of an executed notebook (changed in place): the cells from `## This configuration` on (the report: `report_view`),
+    that heading replaced by the page's `page_title`; no `#| hide` or library cell, no parameters cell, no stderr output, no output-less code cell,
+    no execution counts, no absolute path (nor papermill's metadata); `nb.metadata.title` (the HTML `<title>`) set to `tab_title`. Both builders publish through it."""
+    names = path_names(runs_dir, nb)
+    if page['kind'] == 'report': cells = report_view(nb).cells
+    else:
+        start = next((i for i, c in enumerate(nb.cells) if c.cell_type == 'markdown' and c.source.lstrip().startswith(CONFIG_HEADING)), None)
+        cells = nb.cells[start:] if start is not None else [nbformat.v4.new_markdown_cell(CONFIG_HEADING), *report_view(nb).cells]
+        cells[0].source = f"# {page_title(page)}" + cells[0].source.lstrip()[len(CONFIG_HEADING):]
+    kept = []
+    for c in cells:
+        if c.cell_type == 'code':
+            if _directives(c.source) & LIBRARY_DIRECTIVES or DROPPED_TAGS & set(c.metadata.get('tags', [])): continue
+            c.outputs = [o for o in c.get('outputs', []) if not (o.output_type == 'stream' and o.get('name') == 'stderr')]
+            if not c.outputs: continue
+            c.execution_count = None
+            for o in c.outputs: _scrub_output(o, names)
+        else: c.source = scrub(c.source, names)
+        kept.append(c)
+    nb.cells = kept
+    nb.metadata.pop('papermill', None)                     # its parameters and paths: the run's record, not the page's
+    nb.metadata['title'] = tab_title(page)
+    return nb
+
+# %% ../nbs/11_site.ipynb #2325e349
+def _number(v):
+    try: return float(v)
+    except (TypeError, ValueError): return None
+
+def fmt_p(p) -> str:
+    "A p-value as a reader reads it: 'p < 0.001', 'p = 0.012', 'p = 0.27'; '—' when there is none."
+    p = _number(p)
+    if p is None or not np.isfinite(p): return '—'
+    return 'p < 0.001' if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
+
+def fmt_count(v) -> str:
+    "A count with thousands separators ('295,554'); '—' when missing."
+    x = _number(v)
+    if x is None: return str(v)
+    return f"{x:,.0f}" if np.isfinite(x) else '—'
+
+def fmt_nstar(v, lo=None, hi=None) -> str:
+    "A crossover size N* (with its interval when given): a count, or 'none in range' where the fitted curves never cross (N* = ∞)."
+    one = lambda x: '—' if _number(x) is None or np.isnan(_number(x)) else fmt_count(x) if np.isfinite(_number(x)) else 'none in range'
+    if lo is None: return one(v)
+    if all(_number(x) is not None and np.isposinf(_number(x)) for x in (v, lo, hi)): return 'none in range'
+    return f"{one(v)} [{one(lo)}, {one(hi)}]"
+
+def fmt_number(v) -> str:
+    "Any other number: whole numbers with thousands separators, others to 2–3 decimals ('< 0.001' below that), '—' when missing, ∞ for infinity."
+    x = _number(v)
+    if x is None: return str(v)
+    if np.isnan(x): return '—'
+    if np.isinf(x): return '∞' if x > 0 else '−∞'
+    if x == round(x) and abs(x) < 1e15: return f"{x:,.0f}"
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.2f}" if abs(x) >= 1 else f"{x:.3f}" if abs(x) >= 0.001 else ('< 0.001' if x > 0 else '> −0.001')
+
+NUMBER_LIKE = re.compile(r'\s*([+\-−]?(\d|\.\d)|—\s*$|p [<=] )')
+
+def result_table(df:pd.DataFrame, names:dict=None, formats:dict=None, caption:str=None):
+    """`df` as a page shows it (a pandas `Styler`): only the columns `names` lists, renamed to its words, in its order (all columns as they are
+    without `names`); each column formatted by `formats` ({column: format string or function}) or else by its type (`fmt_number`, yes/no);
+    no index; columns of numbers right-aligned, text left-aligned; `caption` above."""
+    d = df[list(names)].rename(columns=names) if names else df
+    formats = {(names or {}).get(k, k): f for k, f in (formats or {}).items()}
+    cols, right = {}, []
+    for i, col in enumerate(d.columns):
+        s, f = d.iloc[:, i], formats.get(col)
+        if isinstance(f, str): f = (lambda spec: lambda v: '—' if _number(v) is not None and np.isnan(_number(v)) else spec.format(v))(f)
+        if f is None: f = (lambda v: 'yes' if v else 'no') if pd.api.types.is_bool_dtype(s) else fmt_number if pd.api.types.is_numeric_dtype(s) else (lambda v: '—' if v is None or v is np.nan or (isinstance(v, float) and np.isnan(v)) else str(v))
+        cols[i] = [f(v) for v in s]
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) or all(NUMBER_LIKE.match(v) for v in cols[i]): right.append(i)
+    out = pd.DataFrame(cols, index=range(len(d)))
+    out.columns = d.columns
+    last = f'.level{d.columns.nlevels - 1}'                 # the column's own header; a group header above it (colspan) is centred
+    styles = [{'selector': f'td.col{i}, th.col_heading{last}.col{i}', 'props': 'text-align: right;'} for i in right]
+    styler = out.style.hide(axis='index').set_table_styles(styles + [{'selector': 'th.col_heading[colspan]', 'props': 'text-align: center; border-bottom: 1px solid #ccc;'}])
+    return styler.set_caption(caption) if caption else styler
+
+PAGE_CSS = """
+.jp-InputPrompt, .jp-OutputPrompt { display: none; }
+.jp-OutputArea-output table, .cell-output-display table { font-size: 13px; table-layout: auto; max-width: 100%; margin: .3em 0 1em 0; }
+body .jp-OutputArea-output.jp-RenderedHTMLCommon th, body .jp-OutputArea-output.jp-RenderedHTMLCommon td, .cell-output-display th, .cell-output-display td {
+  text-align: left; vertical-align: top; padding: .3em .6em; max-width: 32em; white-space: normal; overflow-wrap: break-word; }
+.jp-OutputArea-output caption, .cell-output-display caption { caption-side: top; text-align: left; font-weight: bold; color: #333; padding: 0 0 .3em 0; }
+"""
+
+# %% ../nbs/11_site.ipynb #29856bd4
+EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>')
+SITE_MARK = '.fusion-study-site'
 
 def notebook_error(nb:nbformat.NotebookNode) -> str|None:
     "The first error a notebook's outputs hold ('Name: message'), or None."
@@ -75,20 +269,47 @@ def banner(text:str) -> str:
     return ('<div class="fusion-failed" role="alert" style="background:#c0392b;color:#fff;padding:.8em 1em;font-family:sans-serif;font-size:15px">'
             f'<strong>This page is not a finished result.</strong> {html.escape(text)}</div>')
 
-def _html(nb_path:Path, dest:Path, nav:str='', exclude_input:bool=False, problem:str=None):
+def _html(page:dict, dest:Path, nav:str='', problem:str=None, runs_dir=None):
+    "Write `page` as static HTML to `dest`: its published notebook, outputs only, with the navbar, the site CSS and the banner of its problem."
     from nbconvert import HTMLExporter
-    body, _ = HTMLExporter(template_name='lab', exclude_input=exclude_input).from_notebook_node(report_view(nbformat.read(nb_path, as_version=4)))
+    nb = published(nbformat.read(page['nb'], as_version=4), page, runs_dir)
+    body, _ = HTMLExporter(template_name='lab', exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
     body = EXTERNAL_SCRIPT.sub('', body)          # nbconvert's require.js / MathJax from a CDN: unused here, and they would fail offline
+    body = body.replace('</head>', f'<style>{PAGE_CSS}</style>\n</head>', 1)
     i = body.find('>', body.find('<body')) + 1
     body = body[:i] + nav + (banner(problem) if problem else '') + body[i:]
     dest.parent.mkdir(parents=True, exist_ok=True); dest.write_text(body, encoding='utf-8')
 
-def page_problem(page:dict) -> str|None:
-    "Why a page does not show a finished result (its notebook's error, or why its configuration is not complete), or None."
+def page_problem(page:dict, runs_dir=None) -> str|None:
+    "Why a page does not show a finished result (its notebook's error, or why its configuration is not complete), or None; no absolute path in it."
     err, why = notebook_error(nbformat.read(page['nb'], as_version=4)), page['why']
-    if err: return f"Its notebook stopped with {err}" + (f"; the configuration is not complete ({why})." if why else '.')
-    if why: return f"The configuration is not complete ({why}); run `fusion-study run` on its params file again to finish it."
-    return None
+    if err: text = f"Its notebook stopped with {err}" + (f"; the configuration is not complete ({why})." if why else '.')
+    elif why: text = f"The configuration is not complete ({why}); run `fusion-study run` on its params file again to finish it."
+    else: return None
+    return scrub(text, path_names(runs_dir))
+
+def quarto_notebook(nb:nbformat.NotebookNode, problem:str=None) -> nbformat.NotebookNode:
+    "A `published` notebook as Quarto renders it: its heading and `<title>` in the front matter (not a second H1), code hidden, the site CSS, the banner of its problem."
+    import yaml
+    cells, title = list(nb.cells), nb.metadata.get('title', '')
+    if cells and cells[0].cell_type == 'markdown' and cells[0].source.startswith('# '):
+        title, _, rest = cells[0].source[2:].partition('\n')
+        if rest.strip(): cells[0].source = rest.lstrip('\n')
+        else: cells.pop(0)
+    front = {'title': title, 'pagetitle': nb.metadata.get('title', title), 'echo': False, 'include-in-header': {'text': f'<style>{PAGE_CSS}</style>'}}
+    nb.cells = [nbformat.v4.new_raw_cell('---\n' + yaml.safe_dump(front, allow_unicode=True, sort_keys=False, width=10**6) + '---'),
+                *([nbformat.v4.new_markdown_cell(banner(problem))] if problem else []), *cells]
+    return nb
+
+def stage_quarto(pages:list, problems:dict, runs_dir, stage:Path, root:Path) -> Path:
+    "The project `quarto render` builds, in `stage`: the checkout's `_quarto.yml` and every page's published notebook at its path."
+    stage.mkdir(parents=True)
+    shutil.copy(root/'_quarto.yml', stage/'_quarto.yml')
+    for p in pages:
+        dest = stage/Path(p['href']).with_suffix('.ipynb')
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(quarto_notebook(published(nbformat.read(p['nb'], as_version=4), p, runs_dir), problems.get(p['href'])), dest)
+    return stage
 
 # %% ../nbs/11_site.ipynb #8574dee3
 def check_site_out(out, runs_dir) -> Path:
@@ -121,24 +342,26 @@ def build_site(runs_dir='runs', out='_site', use_quarto=None, log=print) -> tupl
     with folder_lock(runs_dir, 'site'):
         ensure_report(runs_dir, log)
         pages = site_pages(runs_dir)
-        problems = {p['href']: why for p in pages if (why := page_problem(p))}
-        new = out.parent/f'.{out.name}.new-{os.getpid()}'
+        problems = {p['href']: why for p in pages if (why := page_problem(p, runs_dir))}
+        new, stage = (out.parent/f'.{out.name}.{what}-{os.getpid()}' for what in ('new', 'stage'))
         try:
             new.mkdir(parents=True)
             if use_quarto:
-                subprocess.run(['quarto', 'render', '--output-dir', str(new)], cwd=root, check=True)
+                stage_quarto(pages, problems, runs_dir, stage, root)
+                subprocess.run(['quarto', 'render', '--output-dir', str(new)], cwd=stage, check=True)
                 how = 'site built with quarto render'
             else:
-                for p in pages: _html(p['nb'], new/p['href'], navbar(pages, p['href']), exclude_input=p['kind'] == 'report', problem=problems.get(p['href']))
+                for p in pages: _html(p, new/p['href'], navbar(pages, p['href']), problem=problems.get(p['href']), runs_dir=runs_dir)
                 how = (("quarto not found on PATH" if not shutil.which('quarto') else "runs folder is not the project's runs/")
                        + f": built the static HTML fallback with nbconvert ({len(pages)} pages)")
             home = f'runs/{REPORT_DIR}/{REPORT_DIR}.html'
-            (new/'index.html').write_text('<!doctype html><meta charset="utf-8"><title>fusion_study results</title>'
+            (new/'index.html').write_text(f'<!doctype html><meta charset="utf-8"><title>{html.escape(REPORT_TITLE)}</title>'
                                           f'<meta http-equiv="refresh" content="0; url={home}">'
-                                          f'<a href="{home}">fusion_study results</a>\n')
+                                          f'<a href="{home}">fusion_study results</a>\n', encoding='utf-8')
             (new/SITE_MARK).write_text('made by `fusion-study site`; the next build replaces this folder\n')
             _swap_in(new, out)
         except BaseException:
             shutil.rmtree(new, ignore_errors=True); raise
+        finally: shutil.rmtree(stage, ignore_errors=True)
     log(f"{how} into {out}")
     return out/'index.html', [f"{href}: {why}" for href, why in problems.items()]

@@ -15,7 +15,9 @@ from scipy import stats
 from .core import FusionStudyError, Recipe, RunConfig, code_version, get_device, crash_point, check_fields, check_ranges
 from .extract import check_features, load_features
 from .fusion import METHODS
-from .results import (METRICS, RESULT_COLUMNS, RESULTS, RUN_INFO, COMPLETE, ROWS, TABLE1_CSV, PAIRED_TESTS_CSV,
+from .stats import t_interval
+from .alignment import alignment_table
+from .results import (RUN_KEY, ALIGNMENT_CSV, METRICS, RESULT_COLUMNS, RESULTS, RUN_INFO, COMPLETE, ROWS, TABLE1_CSV, PAIRED_TESTS_CSV,
                                   record_run, read_results, keep_row, stored_rows, read_record, write_record, read_table, write_table)
 from .train import config_specs, train_runs, ENGINES
 
@@ -56,8 +58,8 @@ def use_inline_charts():
 _all_ = ['RESULTS', 'RUN_INFO', 'COMPLETE', 'ROWS']                     # declared in fusion_study.results, re-exported here
 
 def run_keys(df:pd.DataFrame) -> list:
-    "The `RunSpec.key()` of every result row: (method, scale, seed, noise)."
-    return list(zip(df.method, df.scale, df.seed, df.noise))
+    "The `RunSpec.key()` of every result row: (method, scale, seed, noise, rotation) (`results.RUN_KEY`)."
+    return list(zip(*(df[c] for c in RUN_KEY)))
 
 # %% ../nbs/05_study.ipynb #7e9e3cc8
 RECIPE_COLUMNS = [f.name for f in dataclasses.fields(Recipe)]       # the recipe columns of a result row
@@ -174,7 +176,7 @@ def run_config(cfg:RunConfig, out_dir, progress:bool=True, tables:dict=None, reu
     found = {}                                                           # run key → (row, where it came from)
     for where, df in (('resumed', stored_rows(out, cfg, warn)), ('resumed', previous_results(out, cfg, warn)), ('reused', reuse)):
         for row in valid_rows(df, cfg, f'{where} rows of {out}', warn).to_dict('records'):
-            found.setdefault((row['method'], row['scale'], row['seed'], row['noise']), (row, where))
+            found.setdefault(tuple(row[c] for c in RUN_KEY), (row, where))
     todo = [s for s in specs if s.key() not in found]
     feats = load_features(cfg)
     new = train_runs(feats, todo, engine=cfg.engine, device=cfg.device, progress=progress, on_row=lambda row: (keep_row(out, cfg, row), crash_point('row', out))) if todo else None
@@ -182,6 +184,7 @@ def run_config(cfg:RunConfig, out_dir, progress:bool=True, tables:dict=None, reu
     df = pd.DataFrame([rows[s.key()] if s.key() in rows else found[s.key()][0] for s in specs]).reindex(columns=RESULT_COLUMNS)
     if (problems := results_problems(df, cfg)): raise FusionStudyError(f"Configuration {cfg.name!r} ended with incomplete results: {problems[0]}.")
     write_table(out, RESULTS, df); crash_point('results', out)
+    tables = {**(tables or {}), ALIGNMENT_CSV: lambda df: alignment_table(cfg, feats)}     # the measured alignment of its features
     for name, make in (tables or {}).items(): write_table(out, name, make(df))
     crash_point('tables', out)
     n_from = collections.Counter(where for key, (row, where) in found.items() if key not in rows)
@@ -191,9 +194,9 @@ def run_config(cfg:RunConfig, out_dir, progress:bool=True, tables:dict=None, reu
     return df
 
 # %% ../nbs/05_study.ipynb #1ff24091
-def summarise(df:pd.DataFrame, metrics=METRICS, by=('noise', 'scale')) -> pd.DataFrame:
+def summarise(df:pd.DataFrame, metrics=METRICS, by=('noise', 'rotation', 'scale')) -> pd.DataFrame:
     "Table-1 layout: one row per `by` value, one column per method × metric, cells 'mean ± std' in percent."
-    by = [b for b in by if df[b].nunique() > 1] or [by[-1]]
+    by = [b for b in by if b in df and df[b].nunique() > 1] or [by[-1]]
     g = df.groupby([*by, 'method'])[list(metrics)]
     mean, std = g.mean() * 100, g.std(ddof=1).fillna(0) * 100
     cells = (mean.map('{:.2f}'.format) + ' ± ' + std.map('{:.2f}'.format)).unstack('method')
@@ -207,7 +210,7 @@ def summarise(df:pd.DataFrame, metrics=METRICS, by=('noise', 'scale')) -> pd.Dat
 # %% ../nbs/05_study.ipynb #830a73fd
 def table1(df:pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
     "Table 1 as a tidy table: mean and std (ddof=1) over seeds of each metric, per noise × scale × method."
-    keys = ['config', 'source', 'backbone', 'noise', 'scale', 'method']
+    keys = ['config', 'source', 'backbone', 'noise', 'rotation', 'scale', 'method']
     long = df.melt(id_vars=keys + ['seed'], value_vars=list(metrics), var_name='metric')
     out = (long.groupby(keys + ['metric'], sort=False)['value']
                .agg(mean='mean', std=lambda s: s.std(ddof=1), n_seeds='count').reset_index())
@@ -217,10 +220,10 @@ def table1(df:pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
 
 # %% ../nbs/05_study.ipynb #14772080
 def paired_tests(df:pd.DataFrame, metric:str='accuracy', a:str='concat', b:str='cross') -> pd.DataFrame:
-    "Per noise × scale: mean and std of `a` − `b` over seeds (points), paired t-test and Wilcoxon signed-rank test (scipy)."
+    "Per noise × scale: mean and std of `a` − `b` over seeds (points), its 95% t-interval and effect size d_z, paired t-test and Wilcoxon signed-rank test (scipy)."
     import warnings
     rows = []
-    for (noise, scale), g in df.groupby(['noise', 'scale']):
+    for (noise, rotation, scale), g in df.assign(rotation=df.get('rotation', 0.0)).groupby(['noise', 'rotation', 'scale']):
         p = g.pivot_table(index='seed', columns='method', values=metric)
         if a not in p or b not in p: continue
         p = p[[a, b]].dropna()
@@ -230,8 +233,10 @@ def paired_tests(df:pd.DataFrame, metric:str='accuracy', a:str='concat', b:str='
             warnings.simplefilter('ignore')
             if n > 1 and d.std(ddof=1) > 0: t = stats.ttest_rel(p[a], p[b])
             if n > 1 and (d != 0).any(): w = stats.wilcoxon(p[a], p[b])
-        rows.append(dict(noise=noise, scale=scale, metric=metric, comparison=f'{a} − {b}', n_seeds=n,
+        ci = t_interval(d)                                   # the 95% interval of the gap over seeds (fusion_study.stats)
+        rows.append(dict(noise=noise, rotation=rotation, scale=scale, metric=metric, comparison=f'{a} − {b}', n_seeds=n,
                          mean_diff=d.mean(), std_diff=d.std(ddof=1) if n > 1 else np.nan,
+                         ci_lo=ci['lo'], ci_hi=ci['hi'], effect_dz=ci['dz'],
                          t=t.statistic if t else np.nan, t_p=t.pvalue if t else np.nan,
                          wilcoxon_w=w.statistic if w else np.nan, wilcoxon_p=w.pvalue if w else np.nan,
                          wilcoxon_min_p=2 * 0.5 ** n if n else np.nan, seeds=' '.join(map(str, p.index)),

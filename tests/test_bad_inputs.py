@@ -46,7 +46,7 @@ BAD_PARAMS = [   # (params file text, words of the one sentence)
     ("configs: [{name: a, inputs: [nosuch]}]\n", ["'nosuch'", 'inputs']),
     ("configs: [{name: a, inputs: [a]}]\n", ['itself']),
     ("configs: [{name: a, n_images: 50, scales: [1024]}]\n", ['Scale 1024', 'more than the data allows']),
-    ("configs: [{name: a, methods: [concat, gated]}]\n", ["'gated'", 'concat']),
+    ("configs: [{name: a, methods: [concat, lstm]}]\n", ["'lstm'", 'concat']),
     ("configs: [{name: a, sclaes: [256]}]\n", ["'sclaes'", "did you mean 'scales'"]),
 ]
 

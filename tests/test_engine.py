@@ -30,7 +30,7 @@ def test_batched_equals_loop(feats, grid, loop, monkeypatch, kw):
     monkeypatch.setitem(T.ENGINES, 'batched', lambda f, s, d: T.train_batched(f, s, d, **kw))
     seen = []
     batched = T.train_runs(feats, grid, engine='batched', device='cpu', progress=False, on_row=seen.append)
-    assert sorted((r['method'], r['scale'], r['seed'], r['noise']) for r in seen) == sorted(s.key() for s in grid)
+    assert sorted((r['method'], r['scale'], r['seed'], r['noise'], r['rotation']) for r in seen) == sorted(s.key() for s in grid)
     assert len(seen) == len(grid)
     assert batched[KEYS].equals(loop[KEYS])                      # same order as the specs, same splits
     assert (batched[T.METRICS] - loop[T.METRICS]).abs().max().max() <= 1e-6
@@ -67,6 +67,18 @@ def test_graph_capture_failure_falls_back(feats, grid, loop):
     with pytest.warns(UserWarning, match='CUDA graph capture failed'):
         out = list(T.train_batched(feats, [grid[i] for i in rows], 'cpu', lanes=1, graphs=True))
     assert len(out) == len(rows) and max(abs(r['accuracy'] - loop.accuracy[rows[i]]) for i, r in out) <= 1e-6
+
+@pytest.mark.parametrize('method', ['cosine', 'cosine_proj', 'match_mlp', 'bilinear', 'concat_matched', 'eq3', 'gated'])
+def test_baselines_train_alike_in_both_engines(feats, method):
+    "Each baseline of issue 12 trains unchanged with both engines to equal metrics, with noise and a rotated text side."
+    specs = [T.RunSpec(method=method, scale=n, seed=s, noise=sig, rotation=rot, epochs=2)
+             for n in (128, 256) for s in (1, 2) for sig, rot in ((0.0, 0.0), (0.3, 0.0), (0.0, 1.0))]
+    threads = torch.get_num_threads(); torch.set_num_threads(1)
+    try: loop = T.train_runs(feats, specs, engine='loop', device='cpu', progress=False)
+    finally: torch.set_num_threads(threads)
+    batched = T.train_runs(feats, specs, engine='batched', device='cpu', progress=False)
+    assert batched[KEYS + ['rotation']].equals(loop[KEYS + ['rotation']])
+    assert (batched[T.METRICS] - loop[T.METRICS]).abs().max().max() <= 1e-6
 
 def test_cross_tokens_batched(feats):
     specs = [T.RunSpec(method='cross_tokens', scale=n, seed=s, epochs=1) for n in (128, 256) for s in (1, 2)]
@@ -113,14 +125,14 @@ def test_a_new_fusion_class_needs_no_engine_code(feats):
             self.u, self.w, self.out, self.head = nn.Linear(d_v, rank), nn.Linear(d_t, rank), nn.Linear(rank, 256), Head(256)
             self.scale = (d_v * d_t) ** 0.5           # unit-norm features: unit-variance coordinates before the product
         def forward(self, v, t, drop=None): return self.head(self.out(self.u(v) * self.w(t) * self.scale), drop)
-    methods = {'bilinear': Bilinear}
-    specs = [T.RunSpec(method='bilinear', scale=n, seed=s, noise=sig, epochs=2) for n in (128, 256) for s in (1, 2) for sig in (0.0, 0.3)]
+    methods = {'my_bilinear': Bilinear}
+    specs = [T.RunSpec(method='my_bilinear', scale=n, seed=s, noise=sig, epochs=2) for n in (128, 256) for s in (1, 2) for sig in (0.0, 0.3)]
     loop = T.train_runs(feats, specs, engine='loop', device='cpu', progress=False, methods=methods)
     batched = T.train_runs(feats, specs, engine='batched', device='cpu', progress=False, methods=methods)
-    assert 'bilinear' not in METHODS and (batched.n_params == sum(p.numel() for p in Bilinear(512, 512).parameters())).all()
+    assert 'my_bilinear' not in METHODS and (batched.n_params == sum(p.numel() for p in Bilinear(512, 512).parameters())).all()
     assert batched[KEYS].equals(loop[KEYS]) and (batched[T.METRICS] - loop[T.METRICS]).abs().max().max() <= 1e-6
     assert batched.accuracy.std() > 0                 # the runs differ: this is training, not a constant
-    with pytest.raises(FusionStudyError, match="Unknown fusion method 'bilinear'"):
+    with pytest.raises(FusionStudyError, match="Unknown fusion method 'my_bilinear'"):
         T.train_runs(feats, specs[:1], engine='batched', device='cpu', progress=False)
 
 def test_measured_not_tabled():

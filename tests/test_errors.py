@@ -12,7 +12,7 @@ def _params(tmp_path, text):
     ("configs: [{name: a, epochs: ten}]\n", ["'epochs'", 'must be int']),
     ("defaults: {}\nconfigs: [{name: a}]\nextra: 1\n", ["'extra'"]),
     ("configs: [{name: a, n_images: 50, scales: [1024]}]\n", ['Scale 1024', 'more than the data allows']),
-    ("configs: [{name: a, methods: [concat, gated]}]\n", ["'gated'", 'concat']),
+    ("configs: [{name: a, methods: [concat, lstm]}]\n", ["'lstm'", 'concat']),
     ("configs: [{name: a}, {name: a}]\n", ['unique']),
 ])
 def test_bad_params_fail_before_any_work(tmp_path, smoke_runs, text, words):

@@ -1,13 +1,16 @@
-"The site built from the smoke runs, opened in headless Chromium: every page loads without JavaScript errors and draws its charts, and the report shows its verdict table."
-import re, shutil, subprocess, tempfile
+"""The site built from the smoke runs: every page shows its configuration's results under a title naming it, never the library's tests, toy data,
+prompts or an absolute path; opened in headless Chromium at 1,400 × 1,000, every page loads without JavaScript errors, draws its charts, needs no
+horizontal scrolling for a table and shows its heading and first result on the first screen, and the report shows its verdict table."""
+import html, json, re, shutil, subprocess, tempfile
 from pathlib import Path
+import nbformat
 import pandas as pd
 import pytest
-from conftest import cli
+from conftest import cli, ROOT
 
 CHROMIUM = next((shutil.which(n) for n in ('chromium', 'chromium-browser', 'google-chrome') if shutil.which(n)), None)
 FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync', '--enable-logging=stderr', '--v=0', '--virtual-time-budget=10000', '--dump-dom']
+         '--disable-component-update', '--disable-sync', '--enable-logging=stderr', '--v=0', '--virtual-time-budget=10000', '--window-size=1400,1000', '--dump-dom']
 needs_browser = pytest.mark.skipif(CHROMIUM is None, reason='no Chromium binary on PATH: install the Debian package `chromium` (.ci/run does) to run the browser test')
 
 @pytest.fixture(scope='session')
@@ -47,11 +50,12 @@ def test_report_tables_come_from_the_results_files(site, smoke_runs):
     runs, _ = smoke_runs
     report = (site/'runs'/'report'/'report.html').read_text(encoding='utf-8')
     for name in ('smoke_aligned', 'smoke_unaligned', 'degradation'): assert name in report
-    t1 = pd.read_csv(runs/'smoke_aligned'/'table1.csv').query("metric == 'accuracy' and method == 'concat'").iloc[-1]
-    assert f"{t1['mean'] * 100:.2f} ± {t1['std'] * 100:.2f}" in report
+    from fusion_study.report import pts
+    gap = pd.read_csv(runs/'smoke_aligned'/'paired_tests.csv').query('noise == 0').iloc[-1]      # the findings' gap at the largest scale
+    assert f"concat − cross is {pts(gap.mean_diff)} points at {int(gap.scale):,} pairs" in report
     t2 = pd.read_csv(runs/'degradation'/'table2.csv')
-    assert f"{t2.advantage.iloc[-1]:+.2f}" in report
-    for verdict in ('reproduced', 'not reproduced', 'not testable on this data'): assert verdict in report
+    assert f"{pts(t2.advantage.iloc[-1])} [{pts(t2.advantage_lo.iloc[-1])}, {pts(t2.advantage_hi.iloc[-1])}]" in report
+    for verdict in ('not reproduced', 'not testable on this data', 'not an empirical claim'): assert verdict in report
 
 @needs_browser
 def test_every_page_renders_in_chromium_without_errors(site):
@@ -63,4 +67,108 @@ def test_every_page_renders_in_chromium_without_errors(site):
         assert drawn and all(drawn), f"{page}: {drawn.count(False)} of {len(drawn)} charts not drawn"
         assert not re.search(r'class="fusion-chart[^"]*"[^>]*>\s*chart error', dom), f"{page}: a chart failed"
         if page.name == 'report.html':
-            assert re.search(r'<table[^>]*class="report-table', dom) and 'Claims and verdicts' in dom
+            assert re.search(r'<table[^>]*class="report-table', dom) and "The paper's claims, judged" in dom and 'What we found' in dom
+
+# What each smoke configuration's page must be headed with (params/smoke.yaml): the paper's table/figure and the features it ran on.
+HEADINGS = {'smoke_aligned': 'Table 1 — synthetic aligned features', 'smoke_unaligned': 'Table 1 — synthetic unaligned features',
+            'degradation': 'Table 2 — noise on synthetic aligned features', 'analysis': 'Fig. 4 and Table 3 — synthetic aligned features',
+            'theory': 'Table 4 and Fig. 6 — sample complexity from smoke_aligned, smoke_unaligned'}
+# What only the library's own cells show: nbdev directives, checks, toy data, the nbdev_test defaults, and notebook prompts.
+TEST_MARKERS = ('#| hide', '#| export', '#| default_exp', 'assert ', '_toy', 'nbdev', 'In&nbsp;[', 'In [', 'Out[', 'IProgress')
+
+def body_text(page:str) -> str:
+    "A page without its scripts and styles: what the reader can see (and the markup around it)."
+    return re.sub(r'<(script|style)\b[^>]*>.*?</\1>', '', page, flags=re.S)
+
+def title_and_h1(page:str) -> tuple[str, str]:
+    title = re.search(r'<title>(.*?)</title>', page, re.S)
+    h1 = re.search(r'<h1\b[^>]*>(.*?)</h1>', page, re.S)
+    clean = lambda m: html.unescape(re.sub(r'<[^>]+>', '', m.group(1))).replace('¶', '').strip() if m else ''
+    return clean(title), clean(h1)
+
+def test_every_page_is_titled_by_its_configuration(site):
+    for page in pages(site):
+        title, h1 = title_and_h1(page.read_text(encoding='utf-8'))
+        assert title and title != 'Notebook', (page, title)
+        name = page.parent.name
+        if name == 'report': assert 'fusion_study' in title, title; continue
+        assert h1 == HEADINGS[name], (page, h1)
+        assert title.startswith(HEADINGS[name]) and name in title, (page, title)
+
+def test_no_page_shows_a_test_cell_prompts_or_absolute_paths(site, smoke_runs):
+    runs, _ = smoke_runs
+    paths = {str(runs), str(runs.resolve()), str(ROOT), str(ROOT.resolve()), tempfile.gettempdir().rstrip('/') + '/'}
+    for page in pages(site):
+        text = page.read_text(encoding='utf-8')
+        seen = body_text(text)
+        assert not [m for m in TEST_MARKERS if m in seen], (page, [m for m in TEST_MARKERS if m in seen])
+        assert not re.search(r'class="jp-(Input|Output)Prompt[^"]*">\s*[^<\s]', seen), page          # no In [ ] / Out [ ] prompt text
+        assert 'jp-InputArea-editor' not in seen, page                                                     # outputs only: no code input
+        assert not [p for p in paths if p in text], (page, [p for p in paths if p in text])
+
+def test_result_pages_show_formatted_numbers_and_words(site, smoke_runs):
+    from fusion_study.fusion import METHODS                                                                # method names (cross_tokens) are names, not columns
+    runs, _ = smoke_runs
+    study = body_text((site/'runs'/'smoke_aligned'/'study.html').read_text(encoding='utf-8'))
+    t1 = pd.read_csv(runs/'smoke_aligned'/'table1.csv').query("metric == 'accuracy' and method == 'concat'").iloc[-1]
+    assert f"{t1['mean'] * 100:.2f} ± {t1['std'] * 100:.2f}" in study and 'Table 1 — validation accuracy' in study
+    results = pd.read_csv(runs/'smoke_aligned'/'results.csv')
+    assert f"{int(results.n_params.iloc[0]):,}" in study                                                   # parameters with thousands separators
+    for page in pages(site):
+        if page.parent.name == 'report': continue
+        seen = body_text(page.read_text(encoding='utf-8'))
+        cell = lambda tag: [html.unescape(re.sub(r'<[^>]+>', '', c)).strip() for c in re.findall(rf'<{tag}\b[^>]*>(.*?)</{tag}>', seen, re.S)]
+        cells, heads = cell('td'), cell('th')
+        assert cells and heads, page
+        raw = [c for c in cells + heads if re.fullmatch(r'[-−]?(inf|∞)|nan|NaN|None|\d{4,}\.0|\d*\.\d{5,}|.*e-\d\d+.*', c)]
+        assert not raw, (page, raw[:10])                                                                  # no inf, 295554.0, 0.0799333, 5.6e-161
+        assert not [h for h in heads if re.fullmatch(r'\w+_\w+', h) and h not in METHODS], (page, heads)  # headers in words: no n_params, train_seconds
+        assert not re.search(r'no \(\d', seen), page
+
+def test_published_notebooks_hold_results_only(smoke_runs):
+    "What both builders publish (nbconvert's pages, Quarto's staged notebooks): no hidden check, library cell, parameters, stderr or empty cell, no path."
+    from fusion_study.site import published, quarto_notebook, site_pages
+    runs, _ = smoke_runs
+    hidden_seen = 0
+    for page in site_pages(runs):
+        nb = nbformat.read(page['nb'], as_version=4)
+        hidden_seen += sum(c.cell_type == 'code' and c.source.startswith('#| hide') for c in nb.cells)
+        pub = published(nb, page, runs)
+        code = [c for c in pub.cells if c.cell_type == 'code']
+        assert code and all(c.outputs for c in code), page['href']                                          # outputs only, none empty
+        assert not [c.source for c in code if c.source.lstrip().startswith('#|')], page['href']            # no #| hide / #| export cell
+        assert not [c for c in code if {'parameters', 'injected-parameters'} & set(c.metadata.get('tags', []))], page['href']
+        assert not [o for c in code for o in c.outputs if o.get('name') == 'stderr'], page['href']
+        text = nbformat.writes(pub)
+        assert str(runs.resolve()) not in text and str(ROOT) not in text, page['href']
+        if page['kind'] != 'report':
+            assert pub.cells[0].source.startswith(f"# {HEADINGS[page['name']]}") and page['name'] in pub.metadata.title, page['href']
+            front = quarto_notebook(pub).cells[0]
+            assert front.cell_type == 'raw' and f"title: {HEADINGS[page['name']]}" in front.source and 'echo: false' in front.source
+    assert hidden_seen, "the smoke notebooks hold no #| hide cell: nothing was tested"
+
+PROBE = """<script>window.addEventListener('load', () => setTimeout(() => {
+  const top = e => e ? Math.round(e.getBoundingClientRect().top + window.scrollY) : -1, vw = document.documentElement.clientWidth;
+  const wide = [...document.querySelectorAll('table')].filter(t => t.getBoundingClientRect().right > vw + 1 || t.parentElement.scrollWidth > t.parentElement.clientWidth + 1)
+                                                   .map(t => (t.querySelector('caption, th') || t).textContent.trim().slice(0, 60));
+  const probe = document.createElement('pre'); probe.id = 'fusion-probe';
+  probe.textContent = JSON.stringify({vw, wide, h1: top(document.querySelector('h1')), title: document.title,
+                                      first: top(document.querySelector('.jp-OutputArea-output table, .fusion-chart svg, .fusion-chart canvas'))});
+  document.body.appendChild(probe);
+}, 2000));</script>"""
+
+@needs_browser
+def test_pages_fit_the_screen_and_open_on_their_result(site, tmp_path):
+    "At 1,400 × 1,000: no table wider than the page (no horizontal scrolling), and a result page's heading and first table or chart on the first screen."
+    copy = tmp_path/'site'; shutil.copytree(site, copy)
+    for page in pages(copy):
+        head, _, tail = page.read_text(encoding='utf-8').rpartition('</body>')         # the last one: the charts' own code holds the string '</body>'
+        page.write_text(head + PROBE + '</body>' + tail, encoding='utf-8')
+        dom, _ = open_page(page)
+        m = re.search(r'<pre id="fusion-probe">(.*?)</pre>', dom, re.S)
+        assert m, f"{page}: the layout probe did not run"
+        probe = json.loads(html.unescape(m.group(1)))
+        assert probe['vw'] > 1300 and not probe['wide'], f"{page}: tables wider than the page: {probe['wide']}"
+        assert probe['title'] and probe['title'] != 'Notebook', page
+        if page.parent.name != 'report':
+            assert 0 <= probe['h1'] < 300 and 0 <= probe['first'] < 1000, f"{page}: heading at {probe['h1']} px, first result at {probe['first']} px"

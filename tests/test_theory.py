@@ -33,7 +33,7 @@ def test_no_crossover_when_concat_bias_is_not_higher():
     assert np.isinf(cross.N_star[0]) and cross.verdict[0].startswith('no crossover')
     claims = theory_claims(sample_complexity(512, 512).assign(input='a'), cross)
     assert list(claims.columns) == ['table', 'claim', 'paper', 'ours', 'verdict', 'decided_by']
-    assert claims.verdict.tolist() == ['reproduced', 'reproduced', 'reproduced']
+    assert claims.verdict.tolist() == ['not an empirical claim', 'reproduced', 'reproduced']   # 256× is arithmetic; V ratio; no crossover
 
 def test_fit_needs_two_scales():
     with pytest.raises(FusionStudyError, match='two or more scales'): fit_risk([512, 512], [0.2, 0.3])

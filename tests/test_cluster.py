@@ -1,0 +1,232 @@
+"""Beyond one machine: a params file's configurations as jobs submitted with submitit — through submitit's local executor
+(`--executor subprocess`: real subprocesses, the same submission path) and through a real single-node Slurm started here when the
+sandbox allows it — their states (`fusion-study status`), a failing configuration and the one that reads it, a killed job resumed."""
+import json, os, shutil, signal, socket, subprocess, sys, time
+from pathlib import Path
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT, digest
+from fusion_study.runner import filesystem_of, LOCAL_FILESYSTEMS
+
+SMOKE = yaml.safe_load((ROOT/'params'/'smoke.yaml').read_text())
+BROKEN = {'name': 'broken', 'dim': 12, 'methods': ['concat', 'cross', 'cross_tokens'], 'scales': [64], 'seeds': [1, 2]}    # fails in its notebook: 12-d features in 8 tokens
+AFTER = {'name': 'after_broken', 'scales': [64], 'seeds': [1, 2], 'inputs': ['broken']}
+VICTIM = {'name': 'victim', 'n_images': 400, 'scales': [512], 'seeds': [1, 2, 3], 'engine': 'loop'}   # killed after its first run (loop: one at a time)
+
+def fs(*args, env=None, timeout=900):
+    "The installed `fusion-study` command in its own process group; whatever is left of the group is killed afterwards."
+    p = subprocess.Popen(['fusion-study', *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})}, start_new_session=True)
+    try: out, err = p.communicate(timeout=timeout)
+    finally:
+        try: os.killpg(p.pid, 9)
+        except ProcessLookupError: pass
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+def write(path, configs, defaults=SMOKE['defaults'], **top):
+    path.write_text(yaml.safe_dump({**top, 'defaults': defaults, 'configs': configs})); return path
+
+def states(r) -> dict:
+    "`fusion-study status` output → {name: (state, job, detail)}."
+    lines = r.stdout.strip().splitlines()
+    head = max(i for i, l in enumerate(lines) if l.startswith('configuration  '))                 # after --wait's lines of changes
+    rows = [l.split(None, 3) for l in lines[head + 1:-1]]
+    return {row[0]: (row[1], row[2], row[3] if len(row) > 3 else '') for row in rows}
+
+def fixed_configs(path): return yaml.safe_load(path.read_text())['configs']
+
+def one_sentence(r, *words):
+    msg = r.stderr.strip()
+    assert r.returncode == 2 and msg.startswith('fusion-study: error:') and len(msg.splitlines()) == 1 and 'Traceback' not in msg, r.stdout + r.stderr
+    for w in words: assert w in msg, (w, msg)
+
+# ------------------------------------------------------------------------------------------------ mistakes: one sentence, at once, no torch
+@pytest.mark.parametrize('args, section, words', [
+    (['--executor', 'slurm', '--slurm-partion', 'gpu'], None, ['unrecognized arguments: --slurm-partion']),
+    (['--gpus-per-job', '1'], None, ['--gpus-per-job applies only to --executor subprocess or slurm']),
+    (['--executor', 'subprocess', '--slurm-partition', 'gpu'], None, ['--slurm-partition applies only to --executor slurm']),
+    (['--executor', 'subprocess', '--max-parallel', '0'], None, ['--max-parallel must be at least 1']),
+    ([], {'kind': 'slurm', 'gpus_per_jbo': 1}, ["'gpus_per_jbo'", "did you mean 'gpus_per_job'", "'executor' section"]),
+    ([], {'kind': 'sge'}, ["'kind'", 'one of local, subprocess, slurm']),
+    ([], {'slurm_partition': 'gpu'}, ["'slurm_partition'", 'only to kind: slurm']),
+    ([], {'kind': 'slurm', 'timeout_min': 0}, ["'timeout_min'", 'at least 1']),
+])
+def test_executor_mistakes_are_one_sentence_before_anything_starts(tmp_path, args, section, words):
+    params = write(tmp_path/'p.yaml', SMOKE['configs'], **({'executor': section} if section else {}))
+    code = ("import sys, time; t = time.time(); from fusion_study.cli import main; rc = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'torch was imported'; print(f'{time.time() - t:.2f}'); sys.exit(rc)")
+    r = subprocess.run([sys.executable, '-c', code, 'run', str(params), '--runs-dir', str(tmp_path/'runs'), *args], capture_output=True, text=True, cwd=ROOT)
+    if 'unrecognized' in words[0]: assert r.returncode == 2 and words[0] in r.stderr, r.stderr; return       # argparse's own line
+    one_sentence(r, *words)
+    assert float(r.stdout) < 5 and not (tmp_path/'runs').exists()
+
+def test_slurm_without_slurm_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv('PATH', str(Path(sys.executable).parent))          # python and fusion-study, no sbatch
+    one_sentence(fs('run', ROOT/'params'/'smoke.yaml', '--runs-dir', tmp_path/'runs', '--executor', 'slurm'), 'needs Slurm', 'sbatch', '--executor subprocess')
+    assert not (tmp_path/'runs').exists()
+
+# ------------------------------------------------------------------------------------------------ the smoke params through submitit's local executor
+def _kill_job(pid:int):
+    "SIGKILL a local job — its controller, the task and the task's kernel — as a pre-emption or `scancel` of a job would."
+    tree, ps = {pid}, {}
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try: ps[int(stat.parent.name)] = int(stat.read_text().rsplit(')', 1)[1].split()[1])
+        except (OSError, IndexError, ValueError): pass
+    while (more := {c for c, parent in ps.items() if parent in tree} - tree): tree |= more
+    for p in tree:
+        try: os.kill(p, signal.SIGKILL)
+        except ProcessLookupError: pass
+
+@pytest.fixture(scope='module')
+def local_jobs(tmp_path_factory):
+    """params/smoke.yaml, plus a configuration that fails in its notebook, one that reads it, and one whose job this fixture kills (SIGKILL:
+    a pre-emption, an out-of-memory kill, `scancel`) after its first finished run — each configuration a submitit local job, five at once."""
+    d = tmp_path_factory.mktemp('local_jobs')
+    params, runs = write(d/'bad.yaml', [*SMOKE['configs'], BROKEN, AFTER, VICTIM], executor={'kind': 'subprocess', 'max_parallel': 5}), d/'runs'
+    start, killed = time.time(), None
+    with open(d/'out.txt', 'w') as out, open(d/'err.txt', 'w') as err:
+        p = subprocess.Popen(['fusion-study', 'run', str(params), '--runs-dir', str(runs), '--poll', '1'], cwd=ROOT, stdout=out, stderr=err,
+                             env={**os.environ, 'PYTHONUNBUFFERED': '1'}, start_new_session=True)
+        try:
+            while p.poll() is None and time.time() - start < 900:
+                if killed is None and list((runs/'victim'/'rows').rglob('*.json')):
+                    killed = json.loads((runs/'.jobs'/'victim.json').read_text())['job_id']; _kill_job(int(killed))
+                time.sleep(0.05)
+        finally:
+            try: os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError: pass
+    r = subprocess.CompletedProcess(p.args, p.wait(), (d/'out.txt').read_text(), (d/'err.txt').read_text())
+    assert killed, r.stdout + r.stderr
+    return d, params, runs, r, time.time() - start
+
+def test_the_smoke_params_run_end_to_end_as_local_jobs(local_jobs):
+    d, params, runs, r, seconds = local_jobs
+    one_sentence(r, '3 of 8 configurations failed', 'broken (FusionStudyError: Feature widths 12 and 12 must be divisible',
+                 "after_broken (not run: its input 'broken' failed)", 'victim (its job ended without a result')
+    print(f'smoke + 3 as local jobs: {seconds:.0f}s')
+    records = {p.stem: json.loads(p.read_text()) for p in (runs/'.jobs').glob('*.json')}
+    for c in SMOKE['configs']:
+        name, rec = c['name'], records[c['name']]
+        assert (runs/name/'complete.json').exists() and f"{name}: started as local job {rec['job_id']}" in r.stdout
+        job_dir = Path(rec['folder'].replace('%j', rec['job_id']))
+        assert (job_dir/f"{rec['job_id']}_0_result.pkl").exists()                                # it ran in its own submitit job …
+        assert f'{name}: done in' in (job_dir/f"{rec['job_id']}_0_log.out").read_text()        # … through the runner's unit
+        info = json.loads((runs/name/'run.json').read_text())
+        assert info['config']['name'] == name and all(len(pd.read_csv(runs/name/f)) for f in info['files'])
+    stage = {n: r.stdout.index(f'{n}: started') for n in ('smoke_aligned', 'smoke_unaligned', 'degradation', 'theory')}
+    assert stage['degradation'] > r.stdout.index('smoke_aligned: done') and stage['theory'] > r.stdout.index('smoke_unaligned: done')   # inputs first
+    assert pd.read_csv(runs/'degradation'/'results.csv').query('noise == 0').config.eq('smoke_aligned').all()   # σ = 0 reused from its input
+    assert records['after_broken']['job_id'] is None and not (runs/'after_broken').exists()
+    assert list((runs/'victim'/'rows').rglob('*.json')) and not (runs/'victim'/'complete.json').exists()   # its finished runs are kept
+    report = json.loads((runs/'report'/'report.ipynb').read_text())                               # rebuilt once, at the end, from everything
+    assert 'report: rebuilt' in r.stdout and r.stdout.index('report: rebuilt') > max(r.stdout.index(f'{n}: done') for n in ('degradation', 'theory'))
+    assert not [o for c in report['cells'] for o in c.get('outputs', []) if o.get('output_type') == 'error']
+    assert all(n in json.dumps(report) for n in ('smoke_aligned', 'theory', 'broken', 'victim'))
+
+def test_status_reads_each_configuration_from_the_runs_folder(local_jobs):
+    d, params, runs, _, _ = local_jobs
+    r = fs('status', '--runs-dir', runs)
+    assert r.returncode == 1, r.stdout + r.stderr                          # a configuration failed
+    s = states(r)
+    assert {n: s[n][0] for n in s} == {**{c['name']: 'complete' for c in SMOKE['configs']}, 'broken': 'failed', 'after_broken': 'failed', 'victim': 'failed'}
+    assert s['broken'][2].startswith('FusionStudyError: Feature widths 12 and 12 must be divisible by tokens=8')      # its first error line
+    assert s['after_broken'][2] == "not run: its input 'broken' failed" and s['broken'][1].isdigit()
+    assert s['victim'][2].startswith('its job ended without a result')
+    assert r.stdout.strip().splitlines()[-1] == '5 complete, 3 failed'
+
+def test_a_rerun_runs_only_what_is_not_complete_and_the_killed_job_resumes(local_jobs):
+    d, params, runs, _, _ = local_jobs
+    before = {k: v for k, v in digest(runs).items() if k.startswith(tuple(c['name'] + '/' for c in SMOKE['configs'])) and not k.endswith('.lock')}
+    fixed = write(d/'fixed.yaml', [*SMOKE['configs'], {**BROKEN, 'dim': 16}, VICTIM], executor={'kind': 'subprocess', 'max_parallel': 2})
+    again = fs('run', fixed, '--runs-dir', runs, '--poll', 1)
+    assert again.returncode == 0, again.stdout + again.stderr
+    for c in SMOKE['configs']: assert f"{c['name']}: complete, skipped" in again.stdout and f"{c['name']}: started" not in again.stdout
+    assert 'broken: started' in again.stdout and 'victim: started' in again.stdout
+    info = json.loads((runs/'victim'/'run.json').read_text())
+    assert info['resumed_runs'] >= 1 and info['trained_runs'] + info['resumed_runs'] == info['runs']     # resumed from its finished runs
+    assert (runs/'broken'/'complete.json').exists() and (runs/'victim'/'complete.json').exists()
+    assert {k: v for k, v in digest(runs).items() if k in before} == before                       # nothing finished was touched
+    s = fs('status', '--runs-dir', runs)
+    assert s.returncode == 1 and {n: x[0] for n, x in states(s).items()} == {**{c['name']: 'complete' for c in fixed_configs(fixed)}, 'after_broken': 'failed'}, s.stdout
+
+# ------------------------------------------------------------------------------------------------ a real single-node Slurm, when the sandbox can start one
+def _free_port():
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def _why_not(log:Path, what:str) -> str:
+    lines = [l.strip() for l in (log.read_text(errors='replace').splitlines() if log.exists() else []) if l.strip()]
+    errors = [l for l in lines if 'error' in l.lower() or 'fatal' in l.lower()]
+    return f"{what}: {(errors or lines or ['no log'])[-1]}"
+
+@pytest.fixture(scope='module')
+def slurm(tmp_path_factory):
+    "munged, slurmctld and slurmd started here (one node: this machine); skipped with the daemon's own reason when they cannot start."
+    missing = [b for b in ('munged', 'slurmctld', 'slurmd', 'sbatch', 'srun', 'squeue', 'sinfo') if not shutil.which(b)]
+    if missing: pytest.skip(f"Slurm is not installed ({', '.join(missing)} missing; Debian: apt-get install slurm-wlm munge)")
+    if os.geteuid() != 0: pytest.skip('slurmd must run as root to start jobs, and this test is not root')
+    d, host = tmp_path_factory.mktemp('slurm'), socket.gethostname()
+    for sub in ('state', 'spool'): (d/sub).mkdir()
+    (d/'munge.key').write_bytes(os.urandom(1024)); (d/'munge.key').chmod(0o600)
+    conf = d/'slurm.conf'
+    conf.write_text('\n'.join([
+        'ClusterName=fusiontest', f'SlurmctldHost={host}(127.0.0.1)', 'SlurmUser=root', 'SlurmdUser=root',
+        f'SlurmctldPort={_free_port()}', f'SlurmdPort={_free_port()}', 'AuthType=auth/munge', f'AuthInfo=socket={d}/munge.sock', 'CredType=cred/munge',
+        f'StateSaveLocation={d}/state', f'SlurmdSpoolDir={d}/spool', f'SlurmctldPidFile={d}/slurmctld.pid', f'SlurmdPidFile={d}/slurmd.pid',
+        f'SlurmctldLogFile={d}/slurmctld.log', f'SlurmdLogFile={d}/slurmd.log', 'ProctrackType=proctrack/linuxproc', 'TaskPlugin=task/none',
+        'JobAcctGatherType=jobacct_gather/none', 'AccountingStorageType=accounting_storage/none', 'JobCompType=jobcomp/none',
+        'SchedulerType=sched/builtin', 'SelectType=select/cons_tres', 'SelectTypeParameters=CR_Core', 'ReturnToService=2', 'MpiDefault=none',
+        'SwitchType=switch/none', 'MinJobAge=600', f'NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} State=UNKNOWN',
+        f'PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP', '']))
+    env = {**os.environ, 'SLURM_CONF': str(conf)}
+    daemons = []
+    def start(cmd, log):
+        daemons.append(subprocess.Popen(cmd, env=env, stdout=open(log, 'ab'), stderr=subprocess.STDOUT, start_new_session=True))
+    try:
+        start(['munged', '-F', f'--socket={d}/munge.sock', f'--key-file={d}/munge.key', f'--pid-file={d}/munged.pid', f'--log-file={d}/munged.log',
+               f'--seed-file={d}/munge.seed', '--force'], d/'munged.out')
+        deadline = time.time() + 15
+        while not (d/'munge.sock').exists() and time.time() < deadline and daemons[0].poll() is None: time.sleep(0.2)
+        if not (d/'munge.sock').exists(): pytest.skip(_why_not(d/'munged.log', 'munged did not start'))
+        start(['slurmctld', '-D', '-f', str(conf)], d/'slurmctld.out')
+        time.sleep(1)
+        start(['slurmd', '-D', '-f', str(conf), '-N', host], d/'slurmd.out')
+        deadline, state = time.time() + 30, ''
+        while time.time() < deadline:
+            for p, log, what in ((daemons[1], d/'slurmctld.log', 'slurmctld exited'), (daemons[2], d/'slurmd.log', 'slurmd exited')):
+                if p.poll() is not None: pytest.skip(_why_not(log, what))
+            state = subprocess.run(['sinfo', '-h', '-o', '%T'], env=env, capture_output=True, text=True).stdout.strip()
+            if state == 'idle': break
+            time.sleep(0.5)
+        else: pytest.skip(_why_not(d/'slurmd.log', f'the Slurm node did not become idle in 30 s (state {state or "unknown"})'))
+        yield env, d
+    finally:
+        if daemons and (d/'slurmctld.pid').exists(): subprocess.run(['scancel', '-u', 'root'], env=env, capture_output=True)
+        for p in reversed(daemons):
+            p.terminate()
+            try: p.wait(timeout=15)
+            except subprocess.TimeoutExpired: p.kill()
+
+def test_slurm_runs_the_configurations_with_dependencies_and_a_final_report_job(slurm, tmp_path):
+    env, d = slurm
+    tiny = {'n_images': 60, 'scales': [32, 64], 'seeds': [1, 2], 'epochs': 1, 'device': 'cpu'}
+    params = write(tmp_path/'p.yaml', [{'name': 'tiny'}, {'name': 'noisy', 'notebook': 'degradation', 'scales': [64], 'noise': [0.0, 0.5], 'inputs': ['tiny']},
+                                       {**BROKEN, 'scales': [32]}, {**AFTER, 'scales': [32]}], defaults=tiny)
+    runs = tmp_path/'runs'
+    r = fs('run', params, '--runs-dir', runs, '--executor', 'slurm', '--timeout-min', 30, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    if filesystem_of(runs) in LOCAL_FILESYSTEMS: assert f'is on a local {filesystem_of(runs)} filesystem' in r.stdout      # said: not shared
+    ids = {l.split(':')[0]: l.split('Slurm job ')[1].split()[0] for l in r.stdout.splitlines() if 'submitted as Slurm job' in l}
+    assert set(ids) == {'tiny', 'noisy', 'broken', 'after_broken', 'report'} and 'fusion-study status --runs-dir' in r.stdout
+    sub = Path(json.loads((runs/'.jobs'/'noisy.json').read_text())['folder']).parent
+    sbatch = {p.read_text() for p in sub.rglob('*_submission.sh')}
+    assert any(f"--dependency=afterok:{ids['tiny']}" in s and '--kill-on-invalid-dep=yes' in s for s in sbatch)      # inputs: afterok
+    assert any('--dependency=afterany:' in s and all(ids[n] in s for n in ('tiny', 'noisy', 'broken', 'after_broken')) for s in sbatch)
+    w = fs('status', '--runs-dir', runs, '--wait', '--poll', 1, env=env, timeout=600)
+    print(r.stdout, w.stdout, sep='\n')
+    assert w.returncode == 1, w.stdout + w.stderr
+    s = states(w)
+    assert {n: s[n][0] for n in s} == {'tiny': 'complete', 'noisy': 'complete', 'broken': 'failed', 'after_broken': 'failed', 'report': 'complete'}, w.stdout
+    assert s['broken'][2].startswith('FusionStudyError: Feature widths 12 and 12') and s['after_broken'][2] == 'not run: one of its inputs failed'
+    assert s['tiny'][1] == ids['tiny'] and (runs/'report'/'report.ipynb').exists()
+    assert set(pd.read_csv(runs/'noisy'/'results.csv').query('noise == 0').config) == {'tiny'}        # it read its input
