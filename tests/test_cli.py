@@ -40,7 +40,7 @@ def test_smoke_run_produces_every_table(smoke_runs):
             assert info['reused_runs'] == 2 * len(c['seeds']) and set(df[df.noise == 0].config) == set(c['inputs'])
             assert list(pd.read_csv(d/'table2.csv').noise) == c['noise']
     report = json.loads((runs/'report'/'report.ipynb').read_text())
-    assert 'Claims and verdicts' in json.dumps(report) and 'report: rebuilt' in first.stdout
+    assert 'What we found' in json.dumps(report) and 'report: rebuilt' in first.stdout
     assert 'running' in first.stdout
 
 def test_second_run_resumes_without_training(smoke_runs):
@@ -76,8 +76,9 @@ def test_site_fallback_builds_pages(smoke_runs, tmp_path):
     index = (tmp_path/'site'/'runs'/'report'/'report.html').read_text()
     assert 'smoke_aligned' in index and 'smoke_unaligned' in index and '±' in index
     df = pd.read_csv(runs/'smoke_aligned'/'results.csv')   # the table on the page is the results file's
-    m = df[(df.method == 'concat') & (df.scale == df.scale.max())].accuracy
-    assert f"{m.mean() * 100:.2f} ± {m.std() * 100:.2f}" in index
+    top = df[(df.scale == df.scale.max()) & (df.noise == 0)].pivot_table(index='seed', columns='method', values='accuracy')
+    from fusion_study.report import pts
+    assert f"concat − cross is {pts(((top.concat - top.cross) * 100).mean())} points at {int(df.scale.max()):,} pairs" in index   # the findings' gap
     for name, nb in (('smoke_aligned', 'study'), ('smoke_unaligned', 'study'), ('degradation', 'degradation')):
         assert (tmp_path/'site'/'runs'/name/f'{nb}.html').exists()
     assert 'runs/report/report.html' in (tmp_path/'site'/'index.html').read_text()
