@@ -54,7 +54,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument('--max-bad-frac', type=float, default=0.01, help='fraction of undecodable images tolerated (default 0.01)')
     return p
 
-INTERRUPTED = {'run': 'finished runs are kept (submitted jobs go on); run the same command again to resume',
+INTERRUPTED = {'run': 'finished runs are kept; run the same command again to resume',
+               'run_jobs': 'finished runs are kept and submitted jobs go on; run the same command again to resume',
                'status': 'it changed nothing; jobs go on',
                'site': 'the previous site is unchanged; run the same command again',
                'data': 'partial downloads are kept; run the same command again to resume',
@@ -107,6 +108,7 @@ def main(argv=None) -> int:
         print(f"fusion-study: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"fusion-study: interrupted; {INTERRUPTED.get(args.command, 'nothing finished is lost')}.", file=sys.stderr)
+        jobs = args.command == 'run' and (getattr(args, 'executor', None) or 'local') != 'local'          # a cluster keeps running what was submitted
+        print(f"fusion-study: interrupted; {INTERRUPTED['run_jobs' if jobs else args.command] if jobs or args.command in INTERRUPTED else 'nothing finished is lost'}.", file=sys.stderr)
         return 130
     return 0
