@@ -203,7 +203,8 @@ def test_ctrl_c_says_what_is_kept(tmp_path, clean):
     params, _, _ = clean
     runs = tmp_path/'runs'
     p = subprocess.Popen(['fusion-study', 'run', str(params), '--runs-dir', str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'}, start_new_session=True)
+                         text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'}, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # a shell's background job inherits SIGINT ignored; a terminal's does not
     try:
         deadline = time.time() + 300
         while not list(runs.glob('tiny/rows/*/*.json')) and time.time() < deadline and p.poll() is None: time.sleep(0.2)
