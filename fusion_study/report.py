@@ -308,15 +308,15 @@ def _lead(g:pd.DataFrame) -> str:
     if not concat and not cross: return f'neither fusion is reliably ahead at any of {n} scales'
     return f'concatenation is ahead at {concat} and cross-attention at {cross} of {n} scales'
 
-def findings(runs:dict) -> list[str]:
+def findings(runs:dict, verdicts:pd.DataFrame=None) -> list[str]:
     "The answer first: three to five sentences generated from the results — who wins on which features and by how much, whether the paper's claims held, what it means for a user."
     out, studies = [], of_kind(runs, 'study')
-    gaps = {r['name']: _paper_scales(_gaps(r)) for r in studies if _gaps(r) is not None and len(_gaps(r))}
+    gaps = {r['name']: _paper_scales(g) for r in studies if (g := _gaps(r)) is not None and len(g)}
     for r in [r for r in studies if r['name'] in gaps][:3]:
         g = gaps[r['name']]; top = g.iloc[-1]
         out.append(f"On {feature_label(r)}, {_lead(g)} from {int(g.scale.min()):,} to {int(g.scale.max()):,} training pairs: concat − cross is "
                    f"{top.mean_diff:+.1f} points at {int(top.scale):,} pairs (95% interval {top.lo:+.1f} to {top.hi:+.1f}, {int(top.n_seeds)} seeds).")
-    v = claims(runs)
+    v = claims(runs) if verdicts is None else verdicts                  # the claims table, when the caller has it already
     kinds = v.verdict.map(verdict_kind)
     central = v[v.claim.str.startswith('Alignment decides')]
     judged = kinds.isin(['reproduced', 'not reproduced', 'inconclusive'])
@@ -397,7 +397,7 @@ def gap_chart(runs:dict):
     "concat − cross accuracy by scale per feature set, with 95% intervals over seeds, beside the paper's Table 1 gaps (CLIP) and its stated 4.1–5.1 range."
     import altair as alt
     P = PAPER['clip_gap']
-    gaps = pd.concat([_gaps(r).assign(features=feature_label(r)) for r in of_kind(runs, 'study') if _gaps(r) is not None], ignore_index=True)
+    gaps = pd.concat([g.assign(features=feature_label(r)) for r in of_kind(runs, 'study') if (g := _gaps(r)) is not None], ignore_index=True)
     paper = table1_gaps().rename(columns={'gap': 'mean_diff'}).assign(features="the paper's Table 1 (CLIP)")
     scales = sorted(set(map(int, gaps.scale)) | set(P['scales']))
     x = alt.X('scale:Q', title='training pairs (log scale)', scale=alt.Scale(type='log', base=2), axis=alt.Axis(values=scales, format=',d'))

@@ -1,4 +1,4 @@
-import hashlib, subprocess
+import hashlib, shutil, subprocess
 from pathlib import Path
 import pytest
 
@@ -38,3 +38,14 @@ def flickr(tmp_path_factory):
     cfg = BertConfig(vocab_size=len(_WORDS) + 6, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     BertModel(cfg).save_pretrained(root/'tiny-bert')
     return types.SimpleNamespace(root=root, official=official, kaggle=kaggle, clip=f'clip:{tiny}/none', hf=f"hf:{root/'tiny-bert'}")
+
+CHROMIUM = next((shutil.which(n) for n in ('chromium', 'chromium-browser', 'google-chrome') if shutil.which(n)), None)
+
+@pytest.fixture(scope='session')
+def site(smoke_runs, tmp_path_factory):
+    "The site of the smoke runs, built once by `fusion-study site --no-quarto` (the static fallback), shared by the site tests."
+    runs, _ = smoke_runs
+    out = tmp_path_factory.mktemp('site')/'_site'
+    r = cli('site', '--runs-dir', runs, '--out', out, '--no-quarto')
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out

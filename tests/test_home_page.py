@@ -1,19 +1,13 @@
 "The home page answers first: the findings in words on the first screen, then every cell of the paper's Tables 1 and 2, verdicts with intervals."
 import re, shutil, subprocess, tempfile
-from pathlib import Path
 import pytest
-from conftest import cli
+from conftest import CHROMIUM
 from fusion_study.paper import TABLE1, TABLE2
 
-CHROMIUM = next((shutil.which(n) for n in ('chromium', 'chromium-browser', 'google-chrome') if shutil.which(n)), None)
 
 @pytest.fixture(scope='module')
-def home(smoke_runs, tmp_path_factory):
-    runs, _ = smoke_runs
-    out = tmp_path_factory.mktemp('home')/'_site'
-    r = cli('site', '--runs-dir', runs, '--out', out, '--no-quarto')
-    assert r.returncode == 0, r.stdout + r.stderr
-    return out/'runs'/'report'/'report.html'
+def home(site):
+    return site/'runs'/'report'/'report.html'
 
 def text(html:str) -> str:
     "The page's visible text, roughly: tags and scripts removed, whitespace collapsed."

@@ -6,20 +6,12 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from conftest import cli, ROOT
+from conftest import CHROMIUM, ROOT
 
-CHROMIUM = next((shutil.which(n) for n in ('chromium', 'chromium-browser', 'google-chrome') if shutil.which(n)), None)
 FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
          '--disable-component-update', '--disable-sync', '--enable-logging=stderr', '--v=0', '--virtual-time-budget=10000', '--window-size=1400,1000', '--dump-dom']
 needs_browser = pytest.mark.skipif(CHROMIUM is None, reason='no Chromium binary on PATH: install the Debian package `chromium` (.ci/run does) to run the browser test')
 
-@pytest.fixture(scope='session')
-def site(smoke_runs, tmp_path_factory):
-    runs, _ = smoke_runs
-    out = tmp_path_factory.mktemp('site')/'_site'
-    r = cli('site', '--runs-dir', runs, '--out', out, '--no-quarto')
-    assert r.returncode == 0, r.stdout + r.stderr
-    return out
 
 def pages(site): return sorted((site/'runs').rglob('*.html'))
 
