@@ -4,25 +4,26 @@
 
 # %% ../nbs/09_report.ipynb #7b998bf6
 from __future__ import annotations
-import json
+import json, math
 from pathlib import Path
 
 import pandas as pd
 
 from .core import REPORT_DIR
 from .paper import CLAIMS, REF, TABLE1, TABLE2 as PAPER_TABLE2, TABLE2_ADVANTAGE, TABLE4, STATED, claims_table, table1_gaps, self_checks
-from .results import (RESULTS, RUN_INFO, TABLE1_CSV, PAIRED_TESTS_CSV, TABLE2_CSV, COST_CSV, CROSSOVER_CSV, CLAIMS_CSV, METRICS,
+from .results import (RESULTS, RUN_INFO, ALIGNMENT_CSV, TABLE1_CSV, PAIRED_TESTS_CSV, TABLE2_CSV, COST_CSV, CROSSOVER_CSV, CLAIMS_CSV, METRICS,
                                   schema, read_table as read_file)
-from .stats import VERDICTS, judge, combine, inconclusive, verdict_kind, summary_interval, CHANCE_MARGIN
+from .stats import VERDICTS, t_interval, judge, combine, inconclusive, verdict_kind, summary_interval, CHANCE_MARGIN
 from .study import incomplete_reason
 from .theory import is_aligned
 
 # %% auto #0
 __all__ = ['PAPER', 'PAPER_REF', 'paper_table', 'READS', 'VERDICT_COLOURS', 'collect_runs', 'read_table', 'backbone_kind',
-           'is_real', 'is_clip', 'source_label', 'short_label', 'of_kind', 'pts', 'direction', 'table1_claims',
-           'table2_claims', 'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'page_link',
-           'configurations', 'table1_side_by_side', 'feature_label', 'findings', 'table1_cells', 'table2_cells',
-           'table4_wording', 'disagreements', 'gap_chart', 'VERDICTS']
+           'is_real', 'is_clip', 'source_label', 'short_label', 'of_kind', 'is_instrument', 'paper_studies', 'pts',
+           'direction', 'table1_claims', 'table2_claims', 'table3_claims', 'theory_claims', 'claims', 'styled',
+           'page_links', 'page_link', 'configurations', 'table1_side_by_side', 'feature_label', 'findings',
+           'table1_cells', 'table2_cells', 'table4_wording', 'disagreements', 'gap_chart', 'set_label', 'feature_sets',
+           'method_gaps', 'who_wins', 'follows_alignment', 'alignment_sentence', 'alignment_chart', 'VERDICTS']
 
 # %% ../nbs/09_report.ipynb #eec8fae4
 PAPER, PAPER_REF = CLAIMS, REF                 # the claims the report judges and the reference, from fusion_study.paper
@@ -30,7 +31,8 @@ paper_table = claims_table
 
 # %% ../nbs/09_report.ipynb #b6c529e6
 READS = {name: schema(name).declared(*cols) for name, cols in {
-    RESULTS: ('method', 'noise', 'scale', 'seed', 'n_params', *METRICS),
+    RESULTS: ('method', 'noise', 'rotation', 'scale', 'seed', 'n_params', *METRICS),
+    ALIGNMENT_CSV: ('noise', 'rotation', 'permute', 'source', 'n_images', 'zero_shot_auc', 'cka', 'mutual_knn', 'modality_gap', 'random_pair_cosine'),
     TABLE1_CSV: ('metric', 'noise', 'scale', 'method', 'mean', 'std'),
     PAIRED_TESTS_CSV: ('noise', 'scale', 'n_seeds', 'mean_diff', 'std_diff', 't', 't_p', 'wilcoxon_p'),
     TABLE2_CSV: ('noise', 'scale', 'concat_mean', 'concat_std', 'cross_mean', 'cross_std', 'advantage', 'advantage_lo', 'advantage_hi', 'concat_chance', 'cross_chance', 'concat_at_chance', 'cross_at_chance',
@@ -89,6 +91,15 @@ def short_label(info:dict) -> str:
 def of_kind(runs:dict, notebook:str, complete:bool=True) -> list:
     return [r for r in runs.values() if r['notebook'] == notebook and (r['complete'] or not complete)]
 
+# %% ../nbs/09_report.ipynb #0fe754d9
+def is_instrument(cfg:dict) -> bool:
+    "A configuration of the alignment instrument — the synthetic knob set by hand, permuted text or region tokens — rather than one of the paper's feature sets."
+    return cfg.get('alignment') is not None or bool(cfg.get('permute')) or cfg.get('tokens') is not None
+
+def paper_studies(runs:dict) -> list:
+    "The finished study configurations that stand for the paper's Table 1 (its two kinds of features, synthetic or real); the instrument's are read by `method_gaps`."
+    return [r for r in of_kind(runs, 'study') if not is_instrument(r['config'])]
+
 # %% ../nbs/09_report.ipynb #363ff880
 def pts(x) -> str:
     "Points with a sign and one decimal, never '-0.0'."
@@ -123,7 +134,7 @@ def direction(g:pd.DataFrame, winner:str='concat') -> str:
 def table1_claims(runs:dict) -> list:
     P, rows = PAPER['clip_gap'], []
     span = f"{min(P['scales'])}–{max(P['scales'])}"
-    studies = of_kind(runs, 'study')
+    studies = paper_studies(runs)
     aligned = [r for r in studies if backbone_kind(r['config']) == 'aligned']
     rule = '95% t-interval over seeds of the paired concat − cross gap at each scale: every interval above 0 reproduces, any below 0 contradicts'
     if not aligned:
@@ -310,7 +321,7 @@ def _lead(g:pd.DataFrame) -> str:
 
 def findings(runs:dict, verdicts:pd.DataFrame=None) -> list[str]:
     "The answer first: three to five sentences generated from the results — who wins on which features and by how much, whether the paper's claims held, what it means for a user."
-    out, studies = [], of_kind(runs, 'study')
+    out, studies = [], paper_studies(runs)
     gaps = {r['name']: _paper_scales(g) for r in studies if (g := _gaps(r)) is not None and len(g)}
     for r in [r for r in studies if r['name'] in gaps][:3]:
         g = gaps[r['name']]; top = g.iloc[-1]
@@ -321,9 +332,11 @@ def findings(runs:dict, verdicts:pd.DataFrame=None) -> list[str]:
     central = v[v.claim.str.startswith('Alignment decides')]
     judged = kinds.isin(['reproduced', 'not reproduced', 'inconclusive'])
     tally = f"of the {int(judged.sum())} claims our data can judge, {int((kinds == 'reproduced').sum())} reproduced, {int((kinds == 'not reproduced').sum())} not reproduced and {int((kinds == 'inconclusive').sum())} inconclusive"
+    fa = follows_alignment(method_gaps(runs))
+    inst = f"; {alignment_sentence(fa, short=True)}" if fa is not None and fa['n_sets'] >= 3 else ''
     if len(central):
-        out.append(f"The paper's central claim — alignment decides the winner, so cross-attention should win on unaligned features — is **{central.verdict.iloc[0]}** here; {tally}.")
-    else: out.append(f"The paper's central claim (alignment decides the winner) needs an aligned and an unaligned study and was not judged; {tally}.")
+        out.append(f"The paper's central claim — alignment decides the winner, so cross-attention should win on unaligned features — is **{central.verdict.iloc[0]}** here{inst}; {tally}.")
+    else: out.append(f"The paper's central claim (alignment decides the winner) needs an aligned and an unaligned study to be judged as its Table 1 states it{inst}; {tally}.")
     degs = [r for r in of_kind(runs, 'degradation') if read_table(r, TABLE2_CSV) is not None]
     if degs:
         from fusion_study.degradation import advantage_trend
@@ -397,7 +410,7 @@ def gap_chart(runs:dict):
     "concat − cross accuracy by scale per feature set, with 95% intervals over seeds, beside the paper's Table 1 gaps (CLIP) and its stated 4.1–5.1 range."
     import altair as alt
     P = PAPER['clip_gap']
-    gaps = pd.concat([g.assign(features=feature_label(r)) for r in of_kind(runs, 'study') if (g := _gaps(r)) is not None], ignore_index=True)
+    gaps = pd.concat([g.assign(features=feature_label(r)) for r in paper_studies(runs) if (g := _gaps(r)) is not None], ignore_index=True)
     paper = table1_gaps().rename(columns={'gap': 'mean_diff'}).assign(features="the paper's Table 1 (CLIP)")
     scales = sorted(set(map(int, gaps.scale)) | set(P['scales']))
     x = alt.X('scale:Q', title='training pairs (log scale)', scale=alt.Scale(type='log', base=2), axis=alt.Axis(values=scales, format=',d'))
@@ -414,3 +427,157 @@ def gap_chart(runs:dict):
     zero = alt.Chart(pd.DataFrame(dict(y=[0.0]))).mark_rule(color='black', strokeDash=[3, 3]).encode(y='y:Q')
     return (band + zero + err + lines + pts).properties(width=620, height=300,
         title=f"concat − cross by scale: ours with 95% intervals over seeds, the paper's Table 1 gaps (diamonds) and its stated {P['low']:g}–{P['high']:g} range (grey)")
+
+# %% ../nbs/09_report.ipynb #219e1901
+_FINGERPRINT = ['source', 'noise', 'rotation', 'permute', 'n_images', 'zero_shot_auc', 'cka', 'mutual_knn', 'modality_gap']
+
+def _angle(theta:float) -> str:
+    "θ in words as a fraction of π: 'π/4', '3π/8'."
+    from fractions import Fraction
+    f = Fraction(theta / math.pi).limit_denominator(64)
+    return '0' if f == 0 else f"{'' if f.numerator == 1 else f.numerator}π/{f.denominator}" if f.denominator != 1 else f"{f.numerator}π"
+
+def set_label(cfg:dict, noise:float=0.0, rotation:float=0.0) -> str:
+    "A feature set in a few words: 'knob a = 0.5', 'aligned backbone, θ = π/4', 'aligned backbone, σ = 0.2'."
+    if is_real(cfg): base = feature_label(dict(config=cfg)).replace(' features', '')
+    elif cfg.get('tokens') is not None: base = f"{cfg['tokens']} region tokens"
+    elif cfg.get('alignment') is not None: base = f"knob a = {cfg['alignment']:g}"
+    else: base = f"{backbone_kind(cfg)} backbone"
+    return base + (', permuted' if cfg.get('permute') else '') + (f', θ = {_angle(rotation)}' if rotation else '') + (f', σ = {noise:g}' if noise else '')
+
+def _family(cfg:dict, noise:float, rotation:float) -> str:
+    if is_real(cfg): return 'real features'
+    if cfg.get('permute'): return 'permuted'
+    if rotation: return 'rotated'
+    if noise: return 'noise (Eq. 4)'
+    if cfg.get('tokens') is not None: return 'region tokens'
+    return 'knob' if cfg.get('alignment') is not None else 'backbone'
+
+def _set_runs(runs:dict):
+    "(alignment rows, result rows) of every finished study or degradation configuration, joined on the noise × rotation level, one feature-set id each."
+    A, R = [], []
+    for r in [*of_kind(runs, 'study'), *of_kind(runs, 'degradation')]:
+        a, res = read_table(r, ALIGNMENT_CSV), read_table(r, RESULTS)
+        if a is None or res is None: continue
+        a = a.assign(config=r['name'], feature_set=[set_label(r['config'], z, t) for z, t in zip(a.noise, a.rotation)],
+                     family=[_family(r['config'], z, t) for z, t in zip(a.noise, a.rotation)], tokens=r['config'].get('tokens'))
+        A.append(a); R.append(res.assign(config=r['name']))
+    if not A: return None, None
+    A = pd.concat(A, ignore_index=True)
+    key = A[_FINGERPRINT].astype(str).agg('|'.join, axis=1)        # identical measurements: the same data
+    A['set_id'] = key.map({k: i for i, k in enumerate(dict.fromkeys(key))})
+    names = A.groupby('set_id').feature_set.agg(lambda s: ' / '.join(sorted(dict.fromkeys(s), key=lambda x: 'backbone' not in x)))
+    A['feature_set'] = A.set_id.map(names)                          # pooled: every name it has ('aligned backbone / knob a = 1')
+    R = pd.concat(R, ignore_index=True).merge(A[['config', 'noise', 'rotation', 'set_id']], on=['config', 'noise', 'rotation'])
+    return A.drop_duplicates('set_id'), R.drop_duplicates(['set_id', 'method', 'scale', 'seed'])
+
+def feature_sets(runs:dict) -> pd.DataFrame:
+    "Every feature set the runs trained on, with its measured alignment (alignment.csv), the configuration it came from first and a label."
+    A, _ = _set_runs(runs)
+    return None if A is None else A[['set_id', 'feature_set', 'family', 'config', 'noise', 'rotation', 'permute', 'zero_shot_auc', 'cka', 'mutual_knn',
+                                     'modality_gap', 'random_pair_cosine']].sort_values('zero_shot_auc').reset_index(drop=True)
+
+# %% ../nbs/09_report.ipynb #1be70846
+def method_gaps(runs:dict, base:str='concat') -> pd.DataFrame:
+    "Each method's accuracy minus `base`'s (points) on every feature set and scale, paired by seed, with the 95% t-interval over seeds and the feature set's measured alignment."
+    A, R = _set_runs(runs)
+    if A is None: return None
+    acc = R.pivot_table(index=['set_id', 'scale', 'seed'], columns='method', values='accuracy')
+    if base not in acc: return None
+    rows = []
+    for (sid, scale), g in acc.groupby(level=['set_id', 'scale']):
+        for m in g.columns:
+            d = (g[m] - g[base]).dropna() * 100
+            if not len(d): continue
+            ci = t_interval(d)
+            rows.append(dict(set_id=sid, scale=int(scale), method=m, accuracy=g[m].mean() * 100, gap=ci['mean'], lo=ci['lo'], hi=ci['hi'], n_seeds=ci['n']))
+    return pd.DataFrame(rows).merge(feature_sets(runs), on='set_id').sort_values(['scale', 'zero_shot_auc', 'method']).reset_index(drop=True)
+
+# %% ../nbs/09_report.ipynb #60773a24
+def _accuracy(runs:dict):
+    "Accuracy (%) per feature set, scale and seed (rows) and method (columns)."
+    _, R = _set_runs(runs)
+    return None if R is None else R.pivot_table(index=['set_id', 'scale', 'seed'], columns='method', values='accuracy') * 100
+
+def _set_scale(g:pd.DataFrame) -> int:
+    "The scale a feature set is judged at: the one with the most methods, the largest of those."
+    n = g.groupby('scale').method.nunique()
+    return int(n[n == n.max()].index.max())
+
+def who_wins(runs:dict) -> pd.DataFrame:
+    "Per feature set, at the scale where it has the most methods: the best method, the methods level with it (95% interval of the paired difference includes 0), and cross − concat."
+    gaps, acc = method_gaps(runs), _accuracy(runs)
+    if gaps is None: return None
+    rows = []
+    for sid, g in gaps.groupby('set_id', sort=False):
+        s = _set_scale(g); g = g[g.scale == s]; a = acc.loc[(sid, s)]
+        best = a.mean().idxmax()
+        above = t_interval(a[best].dropna())['lo'] > 50            # the best's 95% interval over seeds clears chance
+        level = [m for m in a.columns if m != best and a[m].notna().any() and t_interval(a[best] - a[m])['lo'] <= 0]
+        x = g.set_index('method')
+        cross = f"{pts(x.gap['cross'])} [{pts(x.lo['cross'])}, {pts(x.hi['cross'])}]" if 'cross' in x.index else 'not run'
+        rows.append({'features': g.feature_set.iloc[0], 'zero-shot AUC': f"{g.zero_shot_auc.iloc[0]:.2f}", 'CKA': f"{g.cka.iloc[0] + 0.0:.2f}".replace('-0.00', '0.00'),
+                     'training pairs': f"{s:,}", 'methods': len(x), 'best (accuracy %)': f"{best} ({a[best].mean():.1f})" if above else f"none above chance ({best}: {a[best].mean():.1f})",
+                     'level with the best': ', '.join(level) or 'none', 'cross − concat (points) [95%]': cross,
+                     'cosine, zero-shot (%)': f"{x.accuracy['cosine']:.1f}" if 'cosine' in x.index else 'not run', '_auc': g.zero_shot_auc.iloc[0]})
+    return pd.DataFrame(rows).sort_values('_auc').drop(columns='_auc').reset_index(drop=True)
+
+def follows_alignment(gaps:pd.DataFrame, method:str='cross', base:str='concat', low:float=0.75) -> dict:
+    "Does `method` − `base` (`method_gaps(runs, base)`) fall as measured alignment rises, as the paper's hypothesis needs? Spearman ρ over the feature sets at the scale most of them share, and where `method` is reliably ahead."
+    from scipy.stats import spearmanr
+    if gaps is None or method not in set(gaps.method): return None
+    g = gaps[gaps.method == method]
+    scale = int(g.groupby('scale').set_id.nunique().idxmax()); g = g[g.scale == scale].sort_values('zero_shot_auc')
+    rho, p = spearmanr(g.zero_shot_auc, g.gap) if len(g) >= 4 and g.gap.nunique() > 1 else (math.nan, math.nan)
+    ahead, behind = g[g.lo > 0], g[g.hi < 0]
+    lows = g[g.zero_shot_auc < low]
+    ordered = len(ahead) and len(behind) and ahead.zero_shot_auc.max() < behind.zero_shot_auc.min()
+    return dict(method=method, base=base, scale=scale, n_sets=len(g), rho=rho, p=p, ahead=list(ahead.feature_set), behind=list(behind.feature_set),
+                n_low=len(lows), ahead_low=int((lows.lo > 0).sum()), follows=bool(ordered), auc=(g.zero_shot_auc.min(), g.zero_shot_auc.max()))
+
+def _trend(f:dict) -> str:
+    "The direction of `method` − `base` against measured alignment, in words, from the Spearman test."
+    if pd.isna(f['rho']): return f"has too few feature sets ({f['n_sets']}) for a trend"
+    stat = f"Spearman ρ = {f['rho']:+.2f}, {_p(f['p'])}, {f['n_sets']} feature sets at {f['scale']:,} pairs"
+    if f['p'] >= 0.05: return f"shows no clear trend with measured alignment ({stat})"
+    return f"falls as measured alignment rises ({stat}), the direction the paper predicts" if f['rho'] < 0 else f"rises with measured alignment ({stat}), against the paper's direction"
+
+def alignment_sentence(f:dict, short:bool=False) -> str:
+    "The answer of `follows_alignment` in words (`short`: one clause for the findings): the trend, then whether the ranking flips where alignment is low."
+    if f is None: return 'No feature set here has both methods, so the ranking cannot be set against measured alignment.'
+    m, b = f['method'], f['base']
+    if f['follows']: flip = f"and the ranking flips: {m} is reliably ahead on {len(f['ahead'])} feature sets, each less aligned than the {len(f['behind'])} where it is behind"
+    elif not f['ahead']: flip = (f"but {m} is reliably ahead of {b} on none of them" + (f" (behind on {len(f['behind'])})" if f['behind'] else '')
+                                 + " — the ranking never flips, so measured alignment does not decide the winner here")
+    else: flip = f"and the sets where {m} is reliably ahead ({len(f['ahead'])}) and behind ({len(f['behind'])}) overlap in measured alignment"
+    if short:
+        trend = ('' if pd.isna(f['rho']) else f", {m} − {b} falls as alignment rises (ρ = {f['rho']:+.2f}, {_p(f['p'])})" if f['rho'] < 0 and f['p'] < 0.05 else f", ρ = {f['rho']:+.2f} ({_p(f['p'])})")
+        verdict = (f"{m} is reliably ahead only where alignment is lower: the ranking follows it" if f['follows'] else
+                   f"{m} is reliably ahead of {b} on none: the ranking never flips" if not f['ahead'] else f"where {m} wins and loses overlaps in alignment")
+        return f"across {f['n_sets']} feature sets of measured zero-shot AUC {f['auc'][0]:.2f} to {f['auc'][1]:.2f} ({f['scale']:,} pairs){trend}{', and ' if f['follows'] else ', but '}{verdict}"
+    return f"**Does the ranking follow measured alignment?** {m} − {b} {_trend(f)}, {flip}." + (
+        '' if f['follows'] or f['ahead'] else f" The paper expects {m} to win on the {f['n_low']} feature sets whose zero-shot AUC is below 0.75.")
+
+def _p(p) -> str: return '—' if pd.isna(p) else 'p < 0.001' if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
+
+# %% ../nbs/09_report.ipynb #32ae7636
+def alignment_chart(runs:dict, min_sets:int=3):
+    "The central figure: each method's accuracy minus concat's against the measured zero-shot AUC of the features, one line per method, 95% intervals over seeds; one panel per scale that has `min_sets` feature sets or more."
+    import altair as alt
+    g = method_gaps(runs)
+    if g is None: return None
+    keep = g.groupby('scale').set_id.nunique(); g = g[g.scale.isin(keep[keep >= min_sets].index) & (g.method != 'concat')].copy()
+    if not len(g): return None
+    g['pairs'] = g.scale.map(lambda s: f"{s:,} training pairs")
+    x = alt.X('zero_shot_auc:Q', title='measured alignment: zero-shot matching AUC of the cosine', scale=alt.Scale(domain=[0.45, 1.0]))
+    colour = alt.Color('method:N', title='method', legend=alt.Legend(orient='right'))
+    tip = ['feature_set:N', 'method:N', alt.Tooltip('zero_shot_auc:Q', format='.3f', title='zero-shot AUC'), alt.Tooltip('gap:Q', format='+.1f', title='− concat (points)'),
+           alt.Tooltip('lo:Q', format='+.1f', title='95% low'), alt.Tooltip('hi:Q', format='+.1f', title='95% high'), alt.Tooltip('accuracy:Q', format='.1f', title='accuracy (%)')]
+    base = alt.Chart().encode(x=x, color=colour)
+    y = alt.Y('gap:Q', title='accuracy minus concat (points)')
+    layers = alt.layer(alt.Chart().mark_rule(color='black', strokeDash=[3, 3]).encode(y=alt.datum(0)),
+                       base.mark_rule(strokeWidth=1.5, opacity=.6).encode(y='lo:Q', y2='hi:Q'),
+                       base.mark_line(strokeWidth=1.5).encode(y=y, detail='method:N'),
+                       base.mark_point(filled=True, size=45).encode(y=y, shape=alt.Shape('family:N', title='feature set'), tooltip=tip), data=g)
+    return layers.properties(width=430, height=300).facet(column=alt.Column('pairs:N', title=None, sort=sorted(g.pairs.unique(), key=lambda p: int(p.split()[0].replace(',', ''))))).properties(
+        title="Is it alignment? Each method minus concat against the measured alignment of the features (95% intervals over seeds)")

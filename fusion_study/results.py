@@ -111,7 +111,7 @@ _FILES = [
         'seeds': 'the seeds, space-separated', 'code_version': 'code version(s) of the runs'}, optional=('rotation',)),
     ResultFile(PAIRED_TESTS_CSV, ('study', 'degradation'), 'concat − cross per noise × scale, paired by seed: the gap and two tests', {
         'noise': 'noise σ', 'rotation': 'rotation θ of the text (radians)', 'scale': 'pairs per run', 'metric': 'metric compared (accuracy)', 'comparison': "'concat − cross'", 'n_seeds': 'paired seeds',
-        'mean_diff': 'mean difference over seeds (points)', 'std_diff': 'sample std of the difference (points)', 'ci_lo': 'lower end of its 95% t-interval over seeds (points)', 'ci_hi': 'upper end (points)', 'effect_dz': 'effect size d_z = mean / sd of the differences', 't': 'paired t statistic', 't_p': 'paired t-test p',
+        'mean_diff': 'mean difference over seeds (points)', 'std_diff': 'sample std of the difference (points)', 'ci_lo': 'lower end of its 95% t-interval over seeds (points)', 'ci_hi': 'upper end (points)', 'effect_dz': 'effect size d_z = mean / sd of the differences', 't': 'paired t statistic', 't_p': 'paired t-test p', 't_p_holm': "paired t-test p, Holm-adjusted over every comparison of the configuration (stats.holm)",
         'wilcoxon_w': 'Wilcoxon signed-rank statistic', 'wilcoxon_p': 'Wilcoxon p', 'wilcoxon_min_p': 'smallest p the Wilcoxon test can give with n_seeds',
         'seeds': 'the paired seeds', **_PROV}, optional=('rotation',)),
     ResultFile(TABLE2_CSV, ('degradation',), 'Table 2: accuracy per noise σ of both methods, the advantage and the chance tests', {

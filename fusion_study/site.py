@@ -22,16 +22,17 @@ __all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'CONFIG_HEADING', 'REPORT_TITLE', 'PAGE_
            'build_site']
 
 # %% ../nbs/11_site.ipynb #d7f59a97
-NAV_ORDER = ['report', 'study', 'degradation', 'analysis', 'theory']
+NAV_ORDER = ['report', 'study', 'alignment', 'degradation', 'analysis', 'theory']
 
 def site_pages(runs_dir) -> list[dict]:
-    "Every page of the site: kind (navbar group), label, name and config (its run.json configuration, else the one papermill gave its notebook), the executed notebook, its page path relative to the site root and why its configuration is not complete (None when it is)."
-    from fusion_study.report import collect_runs
+    "Every page of the site: kind (navbar group: the notebook, 'alignment' for the instrument's studies), label, name and config (its run.json configuration, else the one papermill gave its notebook), the executed notebook, its page path relative to the site root and why its configuration is not complete (None when it is)."
+    from fusion_study.report import collect_runs, is_instrument
     runs_dir = Path(runs_dir)
     pages = [dict(kind='report', label='report', name=REPORT_DIR, config=None, nb=p, href=f'runs/{REPORT_DIR}/{p.stem}.html', why=None)
              for p in sorted((runs_dir/REPORT_DIR).glob('*.ipynb'))]
     for r in collect_runs(runs_dir).values():
-        pages += [dict(kind=r['notebook'], label=r['name'] + ('' if r['complete'] else ' (not complete)'), name=r['name'],
+        kind = 'alignment' if r['notebook'] == 'study' and r['config'] and is_instrument(r['config']) else r['notebook']   # the instrument's studies: their own group
+        pages += [dict(kind=kind, label=r['name'] + ('' if r['complete'] else ' (not complete)'), name=r['name'],
                        config=r['config'] or injected_parameters(nbformat.read(p, as_version=4)).get('config'),     # a run that stopped early has no run.json
                        nb=p, href=f"runs/{r['name']}/{p.stem}.html", why=r['why']) for p in r['notebooks']]
     rank = lambda k: NAV_ORDER.index(k) if k in NAV_ORDER else len(NAV_ORDER)
@@ -103,7 +104,8 @@ def page_title(page:dict) -> str:
     if page['kind'] == 'report': return REPORT_TITLE
     cfg = page.get('config')
     if not cfg: return f"{page['kind']} — configuration {page['name']}"
-    pattern = PAGE_TITLES.get(cfg.get('notebook', page['kind']), '{notebook} — configuration {name}')
+    from fusion_study.report import is_instrument          # the knob, permuted or region-token features
+    pattern = 'Is it alignment? — {features}' if is_instrument(cfg) and cfg.get('notebook', 'study') == 'study' else PAGE_TITLES.get(cfg.get('notebook', page['kind']), '{notebook} — configuration {name}')
     return pattern.format(features=feature_words(cfg), inputs=', '.join(cfg.get('inputs') or []) or 'no inputs', notebook=page['kind'], name=page['name'])
 
 def tab_title(page:dict) -> str:

@@ -12,7 +12,7 @@ from scipy import stats as st
 # %% auto #0
 __all__ = ['LEVEL', 'REPRODUCED', 'NOT_REPRODUCED', 'INCONCLUSIVE', 'VERDICTS', 'CHANCE', 'CHANCE_MARGIN', 'ALPHA', 't_interval',
            'summary_interval', 'bootstrap_interval', 'judge', 'inconclusive', 'verdict_kind', 'combine', 'chance_state',
-           'welch_p']
+           'welch_p', 'holm']
 
 # %% ../nbs/00c_stats.ipynb #cfb436e7
 LEVEL = 0.95                                   # confidence level of every interval on the site
@@ -78,3 +78,13 @@ def chance_state(correct:int, total:int, margin:float=CHANCE_MARGIN, alpha:float
 def welch_p(mean_a:float, sd_a:float, mean_b:float, sd_b:float, n:int=3) -> float:
     "Two-sided Welch t-test p from two means, sample sds and n values each (scipy)."
     return float(st.ttest_ind_from_stats(mean_a, sd_a, n, mean_b, sd_b, n, equal_var=False).pvalue)
+
+# %% ../nbs/00c_stats.ipynb #a6ce50fe
+def holm(p) -> np.ndarray:
+    "Holm step-down adjusted p-values of a family (NaNs stay NaN and do not count)."
+    p = np.asarray(p, float); out = np.full_like(p, np.nan); ok = np.isfinite(p)
+    q, m = p[ok], int(ok.sum())
+    order = np.argsort(q)
+    adj = np.minimum(1, np.maximum.accumulate((m - np.arange(m)) * q[order]))
+    res = np.empty(m); res[order] = adj; out[ok] = res
+    return out

@@ -15,7 +15,7 @@ from scipy import stats
 from .core import FusionStudyError, Recipe, RunConfig, code_version, get_device, crash_point, check_fields, check_ranges
 from .extract import check_features, load_features
 from .fusion import METHODS
-from .stats import t_interval
+from .stats import t_interval, holm
 from .alignment import alignment_table
 from .results import (RUN_KEY, ALIGNMENT_CSV, METRICS, RESULT_COLUMNS, RESULTS, RUN_INFO, COMPLETE, ROWS, TABLE1_CSV, PAIRED_TESTS_CSV,
                                   record_run, read_results, keep_row, stored_rows, read_record, write_record, read_table, write_table)
@@ -220,7 +220,7 @@ def table1(df:pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
 
 # %% ../nbs/05_study.ipynb #14772080
 def paired_tests(df:pd.DataFrame, metric:str='accuracy', a:str='concat', b:str='cross') -> pd.DataFrame:
-    "Per noise × scale: mean and std of `a` − `b` over seeds (points), its 95% t-interval and effect size d_z, paired t-test and Wilcoxon signed-rank test (scipy)."
+    "Per noise × scale: mean and std of `a` − `b` over seeds (points), its 95% t-interval and effect size d_z, paired t-test (with Holm's adjustment over the configuration's comparisons) and Wilcoxon signed-rank test (scipy)."
     import warnings
     rows = []
     for (noise, rotation, scale), g in df.assign(rotation=df.get('rotation', 0.0)).groupby(['noise', 'rotation', 'scale']):
@@ -242,7 +242,9 @@ def paired_tests(df:pd.DataFrame, metric:str='accuracy', a:str='concat', b:str='
                          wilcoxon_min_p=2 * 0.5 ** n if n else np.nan, seeds=' '.join(map(str, p.index)),
                          config=' '.join(sorted(g.config.astype(str).unique())) if 'config' in g else '',
                          code_version=' '.join(sorted(g.code_version.astype(str).unique())) if 'code_version' in g else ''))
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if len(out): out['t_p_holm'] = holm(out.t_p)                # one family: every comparison of the configuration
+    return out
 
 # %% ../nbs/05_study.ipynb #f2ae801c
 def _mean_std(df:pd.DataFrame, metrics, by=('scale', 'method')) -> pd.DataFrame:

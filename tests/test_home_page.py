@@ -55,3 +55,17 @@ def test_findings_fit_the_first_screen(home, tmp_path):
     assert m, re.search(r'data-findings="[^"]*"', dom)
     bottom, length = map(int, m.groups())
     assert length > 200 and bottom <= 1000, (bottom, length)
+
+def test_home_page_answers_is_it_alignment(home):
+    "The central figure beside the paper's claim: every method against concat by measured alignment, and per feature set who wins (issue 12)."
+    html = home.read_text(encoding='utf-8')
+    page = text(html)
+    sec = page[page.index('Is it alignment?'):]
+    assert sec.index('The paper:') < 300 and 'feature alignment quality' in sec[:700]                  # the paper's claim, in its words, first
+    assert 'measured alignment: zero-shot matching AUC' in html                                           # the chart's x axis (Vega spec inline)
+    assert re.search(r'The ranking (follows|does not follow)', sec)                                       # the answer in words
+    table = sec[sec.index('Who wins on each feature set'):]
+    for label in ('aligned backbone', 'unaligned backbone', 'θ = π/2', 'σ = 0.5'): assert label in table, label   # knob at 1 pooled with the aligned backbone
+    assert 'level with the best' in table and 'cosine, zero-shot' in table
+    t1 = page[page.index('Table 1, cell by cell'):page.index('Table 2: noise')]
+    assert 'smoke_aligned' in t1 and 'smoke_instrument' not in t1                                          # the instrument is not a Table 1 study

@@ -64,7 +64,8 @@ def test_every_page_renders_in_chromium_without_errors(site):
 # What each smoke configuration's page must be headed with (params/smoke.yaml): the paper's table/figure and the features it ran on.
 HEADINGS = {'smoke_aligned': 'Table 1 — synthetic aligned features', 'smoke_unaligned': 'Table 1 — synthetic unaligned features',
             'degradation': 'Table 2 — noise on synthetic aligned features', 'analysis': 'Fig. 4 and Table 3 — synthetic aligned features',
-            'theory': 'Table 4 and Fig. 6 — sample complexity from smoke_aligned, smoke_unaligned'}
+            'theory': 'Table 4 and Fig. 6 — sample complexity from smoke_aligned, smoke_unaligned',
+            'smoke_instrument': 'Is it alignment? — synthetic features of alignment 1'}
 # What only the library's own cells show: nbdev directives, checks, toy data, the nbdev_test defaults, and notebook prompts.
 TEST_MARKERS = ('#| hide', '#| export', '#| default_exp', 'assert ', '_toy', 'nbdev', 'In&nbsp;[', 'In [', 'Out[', 'IProgress')
 
