@@ -18,12 +18,13 @@ from .study import incomplete_reason
 from .theory import is_aligned
 
 # %% auto #0
-__all__ = ['PAPER', 'PAPER_REF', 'paper_table', 'READS', 'VERDICT_COLOURS', 'collect_runs', 'read_table', 'backbone_kind',
-           'is_real', 'is_clip', 'source_label', 'short_label', 'of_kind', 'is_instrument', 'paper_studies', 'pts',
-           'direction', 'table1_claims', 'table2_claims', 'table3_claims', 'theory_claims', 'claims', 'styled',
-           'page_links', 'page_link', 'configurations', 'table1_side_by_side', 'feature_label', 'findings',
-           'table1_cells', 'table2_cells', 'table4_wording', 'disagreements', 'gap_chart', 'set_label', 'feature_sets',
-           'method_gaps', 'who_wins', 'follows_alignment', 'alignment_sentence', 'alignment_chart', 'VERDICTS']
+__all__ = ['PAPER', 'PAPER_REF', 'paper_table', 'READS', 'EVIDENCE', 'VERDICT_COLOURS', 'collect_runs', 'read_table',
+           'backbone_kind', 'is_real', 'evidence', 'is_clip', 'source_label', 'short_label', 'of_kind', 'is_instrument',
+           'paper_studies', 'pts', 'direction', 'table1_claims', 'table2_claims', 'table3_claims', 'theory_claims',
+           'claims', 'styled', 'page_links', 'page_link', 'configurations', 'table1_side_by_side', 'feature_label',
+           'findings', 'table1_cells', 'table2_cells', 'table4_wording', 'disagreements', 'gap_chart', 'set_label',
+           'feature_sets', 'method_gaps', 'who_wins', 'follows_alignment', 'alignment_sentence', 'alignment_chart',
+           'VERDICTS']
 
 # %% ../nbs/09_report.ipynb #eec8fae4
 PAPER, PAPER_REF = CLAIMS, REF                 # the claims the report judges and the reference, from fusion_study.paper
@@ -69,6 +70,12 @@ def backbone_kind(cfg:dict) -> str:
     return 'aligned' if is_aligned(cfg.get('backbone', ''), cfg.get('alignment')) else 'unaligned'      # the one rule: theory.is_aligned
 
 def is_real(cfg:dict) -> bool: return cfg.get('source', 'synthetic') != 'synthetic'
+
+EVIDENCE = ('image–text', 'text–text', 'synthetic')     # the most direct evidence first
+def evidence(cfg:dict) -> str:
+    "What a configuration's features can show: 'image–text' (real extracted features), 'text–text' (real captions on both sides, `source: captions`) or 'synthetic'."
+    s = cfg.get('source', 'synthetic')
+    return 'synthetic' if s == 'synthetic' else 'text–text' if s == 'captions' else 'image–text'
 def is_clip(cfg:dict) -> bool:
     "Real features whose image and text both come from one CLIP model (the paper's aligned setting)."
     enc = [str(cfg.get(k) or '') for k in ('image_encoder', 'text_encoder')]
@@ -80,21 +87,23 @@ def source_label(info:dict) -> str:
     if c.get('notebook') == 'theory' and c.get('inputs'): return 'fits of the results of ' + ', '.join(c['inputs'])
     if not is_real(c):
         return f"synthetic default ({c['backbone']}, alignment {f.get('alignment', c.get('alignment'))}, {c['n_images']} scenes, data seed {c['data_seed']})"
+    if evidence(c) == 'text–text': return f"real Flickr8k captions, text–text ({c['backbone']}: caption #0 by {c.get('image_encoder')}, the others by {c.get('text_encoder')})"
     return f"real Flickr8k features ({c['backbone']}: image {c.get('image_encoder')}, text {c.get('text_encoder')})"
 
 def short_label(info:dict) -> str:
     "A few words for the data of a configuration: 'synthetic, aligned', 'Flickr8k features, clip', or the inputs a theory run fits."
     c = info['config']
     if c.get('notebook') == 'theory' and c.get('inputs'): return 'fits of ' + ', '.join(c['inputs'])
-    return f"{'real ' + c['source'] if is_real(c) else 'synthetic'}, {c['backbone'] if c.get('alignment') is None else 'alignment ' + str(c['alignment'])}"
+    return f"{'real text–text captions' if evidence(c) == 'text–text' else 'real ' + c['source'] if is_real(c) else 'synthetic'}, {c['backbone'] if c.get('alignment') is None else 'alignment ' + str(c['alignment'])}"
 
 def of_kind(runs:dict, notebook:str, complete:bool=True) -> list:
     return [r for r in runs.values() if r['notebook'] == notebook and (r['complete'] or not complete)]
 
 # %% ../nbs/09_report.ipynb #0fe754d9
 def is_instrument(cfg:dict) -> bool:
-    "A configuration of the alignment instrument — the synthetic knob set by hand, permuted text or region tokens — rather than one of the paper's feature sets."
-    return cfg.get('alignment') is not None or bool(cfg.get('permute')) or cfg.get('tokens') is not None
+    "A configuration of the alignment instrument — the synthetic knob set by hand, permuted text, region tokens or only rotated features — rather than one of the paper's feature sets."
+    return (cfg.get('alignment') is not None or bool(cfg.get('permute')) or cfg.get('tokens') is not None
+            or 0 not in [float(x) for x in cfg.get('rotation', [0.0])])                   # only rotated features: no θ = 0 run to set beside Table 1
 
 def paper_studies(runs:dict) -> list:
     "The finished study configurations that stand for the paper's Table 1 (its two kinds of features, synthetic or real); the instrument's are read by `method_gaps`."
@@ -150,14 +159,14 @@ def table1_claims(runs:dict) -> list:
         if is_clip(r['config']):
             v = combine(judge(a, b, lo, hi, n=int(sub.n_seeds.max())) for a, b in zip(sub.lo, sub.hi))
             why = f"every scale's 95% interval inside {lo:g}–{hi:g} reproduces, any wholly outside contradicts"
-        else: v, why = 'not testable on this data', 'the size of the gap on synthetic features depends on the generator, not on CLIP'
+        else: v, why = 'not testable on this data', ('the size of the gap on synthetic features depends on the generator, not on CLIP' if not is_real(r['config'])
+                                                     else f"the paper's gap is for CLIP image–text features; these are {evidence(r['config'])} features of other encoders")
         rows.append(_row('clip_gap', f'The gap is {lo:g}–{hi:g} accuracy points', f"{lo:g}–{hi:g} points", f"{sub.mean_diff.min():+.1f} to {sub.mean_diff.max():+.1f}", v, why, r, PAIRED_TESTS_CSV))
-    for src in sorted({is_real(r['config']) for r in studies}):
-        a = [r for r in studies if is_real(r['config']) == src and backbone_kind(r['config']) == 'aligned']
-        u = [r for r in studies if is_real(r['config']) == src and backbone_kind(r['config']) == 'unaligned']
+    for kind in EVIDENCE:                                              # one verdict per kind of evidence, the most direct first
+        a = [r for r in studies if evidence(r['config']) == kind and backbone_kind(r['config']) == 'aligned' and (g := _gaps(r)) is not None and len(g)]
+        u = [r for r in studies if evidence(r['config']) == kind and backbone_kind(r['config']) == 'unaligned' and (g := _gaps(r)) is not None and len(g)]
         if not a or not u: continue
         ga, gu = _gaps(a[0]), _gaps(u[0])
-        if ga is None or gu is None: continue
         ga, gu = _paper_scales(ga), _paper_scales(gu)
         va, vu = direction(ga, 'concat'), direction(gu, 'cross')
         rows.append(_row('alignment_decides', 'Alignment decides the winner: concat with aligned features, cross-attention without', 'in words (ResNet18: no table)',
@@ -307,6 +316,8 @@ def feature_label(run:dict) -> str:
     if not is_real(c):
         return f"synthetic {backbone_kind(c)} features" if c.get('alignment') is None else f"synthetic features of alignment {c['alignment']:g}"
     enc = c.get('image_encoder'), c.get('text_encoder')
+    if evidence(c) == 'text–text':
+        return f"real text–text features ({backbone_kind(c)}: Flickr8k captions, {enc[0]}{' on both sides' if enc[0] == enc[1] else ' against ' + str(enc[1])})"
     return f"real Flickr8k features ({enc[0]}{'' if enc[0] == enc[1] else ' + ' + str(enc[1])})"
 
 def _lead(g:pd.DataFrame) -> str:
@@ -323,7 +334,8 @@ def findings(runs:dict, verdicts:pd.DataFrame=None) -> list[str]:
     "The answer first: three to five sentences generated from the results — who wins on which features and by how much, whether the paper's claims held, what it means for a user."
     out, studies = [], paper_studies(runs)
     gaps = {r['name']: _paper_scales(g) for r in studies if (g := _gaps(r)) is not None and len(g)}
-    for r in [r for r in studies if r['name'] in gaps][:3]:
+    with_gaps = sorted([r for r in studies if r['name'] in gaps], key=lambda r: (EVIDENCE.index(evidence(r['config'])), r['name']))
+    for r in [r for r in with_gaps if evidence(r['config']) == evidence(with_gaps[0]['config'])][:2] if with_gaps else []:   # the most direct evidence
         g = gaps[r['name']]; top = g.iloc[-1]
         out.append(f"On {feature_label(r)}, {_lead(g)} from {int(g.scale.min()):,} to {int(g.scale.max()):,} training pairs: concat − cross is "
                    f"{top.mean_diff:+.1f} points at {int(top.scale):,} pairs (95% interval {top.lo:+.1f} to {top.hi:+.1f}, {int(top.n_seeds)} seeds).")
@@ -335,15 +347,16 @@ def findings(runs:dict, verdicts:pd.DataFrame=None) -> list[str]:
     fa = follows_alignment(method_gaps(runs))
     inst = f"; {alignment_sentence(fa, short=True)}" if fa is not None and fa['n_sets'] >= 3 else ''
     if len(central):
-        out.append(f"The paper's central claim — alignment decides the winner, so cross-attention should win on unaligned features — is **{central.verdict.iloc[0]}** here{inst}; {tally}.")
+        where = central.verdict.iloc[0] if len(central) == 1 else ', '.join(f"{v} on {d.split(',')[0]} features" for v, d in zip(central.verdict, central.data))
+        out.append(f"The paper's central claim — alignment decides the winner, so cross-attention should win on unaligned features — is **{where}** here{inst}; {tally}.")
     else: out.append(f"The paper's central claim (alignment decides the winner) needs an aligned and an unaligned study to be judged as its Table 1 states it{inst}; {tally}.")
-    degs = [r for r in of_kind(runs, 'degradation') if read_table(r, TABLE2_CSV) is not None]
+    degs = sorted([r for r in of_kind(runs, 'degradation') if read_table(r, TABLE2_CSV) is not None], key=lambda r: (EVIDENCE.index(evidence(r['config'])), r['name']))
     if degs:
         from fusion_study.degradation import advantage_trend
         t2 = read_table(degs[0], TABLE2_CSV).sort_values('noise')
         tr = advantage_trend(t2, read_table(degs[0], RESULTS))
         onset = f"both fusions are at chance from σ = {tr['chance_onset']:g}" if tr['chance_onset'] is not None else 'at no noise level are both fusions at chance'
-        out.append(f"Under feature noise concat's lead moves {' → '.join(f'{a:+.1f}' for a in t2.advantage)} points (σ = {t2.noise.iloc[0]:g} to {t2.noise.iloc[-1]:g}); "
+        out.append(f"Under feature noise ({feature_label(degs[0]).replace(' features', '')}) concat's lead moves {' → '.join(f'{a:+.1f}' for a in t2.advantage)} points (σ = {t2.noise.iloc[0]:g} to {t2.noise.iloc[-1]:g}); "
                    f"the paper's \"grows monotonically\" is {tr['monotone']}, and {onset} (the paper: from σ = {PAPER['degradation_chance']['sigma']:g}).")
     cross_wins = any((g.hi < 0).any() for g in gaps.values())
     concat_wins = any((g.lo > 0).any() for g in gaps.values())
@@ -357,8 +370,12 @@ def findings(runs:dict, verdicts:pd.DataFrame=None) -> list[str]:
     elif cross_wins and not concat_wins: advice = "For features like these, cross-attention wins or ties at every scale we ran"
     elif cross_wins: advice = "Which fusion wins depends on the features here, so measure on yours (the per-scale intervals below say where)"
     else: advice = 'No run here separates the two fusions reliably; pick the cheaper one, concatenation' + (f' ({cheap})' if cheap else '')
-    synthetic = all(not is_real(r['config']) for r in studies)
-    out.append(advice + ('. All of this evidence comes from the embedded synthetic generator, not from real CLIP or ResNet18 features: it tests the paper\'s mechanism, not its magnitudes.' if synthetic else '.'))
+    kinds = {evidence(r['config']) for r in studies}
+    if kinds <= {'synthetic'}: honest = ". All of this evidence comes from the embedded synthetic generator, not from real CLIP or ResNet18 features: it tests the paper's mechanism, not its magnitudes."
+    elif 'image–text' not in kinds: honest = (". The real evidence here is text–text — Flickr8k captions matched to other captions through a pretrained sentence encoder — not image–text: "
+                                             "it tests whether alignment decides the fusion, not CLIP's magnitudes.")
+    else: honest = '.'
+    out.append(advice + honest)
     return out
 
 # %% ../nbs/09_report.ipynb #5eb7bce5
@@ -446,7 +463,7 @@ def set_label(cfg:dict, noise:float=0.0, rotation:float=0.0) -> str:
     return base + (', permuted' if cfg.get('permute') else '') + (f', θ = {_angle(rotation)}' if rotation else '') + (f', σ = {noise:g}' if noise else '')
 
 def _family(cfg:dict, noise:float, rotation:float) -> str:
-    if is_real(cfg): return 'real features'
+    if is_real(cfg): return f"real {evidence(cfg)}"
     if cfg.get('permute'): return 'permuted'
     if rotation: return 'rotated'
     if noise: return 'noise (Eq. 4)'
@@ -579,5 +596,6 @@ def alignment_chart(runs:dict, min_sets:int=3):
                        base.mark_rule(strokeWidth=1.5, opacity=.6).encode(y='lo:Q', y2='hi:Q'),
                        base.mark_line(strokeWidth=1.5).encode(y=y, detail='method:N'),
                        base.mark_point(filled=True, size=45).encode(y=y, shape=alt.Shape('family:N', title='feature set'), tooltip=tip), data=g)
-    return layers.properties(width=430, height=300).facet(column=alt.Column('pairs:N', title=None, sort=sorted(g.pairs.unique(), key=lambda p: int(p.split()[0].replace(',', ''))))).properties(
+    order = sorted(g.pairs.unique(), key=lambda p: int(p.split()[0].replace(',', '')))
+    return layers.properties(width=430, height=300).facet(facet=alt.Facet('pairs:N', title=None, sort=order), columns=2).properties(
         title="Is it alignment? Each method minus concat against the measured alignment of the features (95% intervals over seeds)")
