@@ -23,8 +23,8 @@ __all__ = ['PAPER', 'PAPER_REF', 'paper_table', 'READS', 'EVIDENCE', 'VERDICT_CO
            'paper_studies', 'pts', 'direction', 'table1_claims', 'table2_claims', 'table3_claims', 'theory_claims',
            'claims', 'styled', 'page_links', 'page_link', 'configurations', 'table1_side_by_side', 'feature_label',
            'findings', 'table1_cells', 'table2_cells', 'table4_wording', 'disagreements', 'gap_chart', 'set_label',
-           'feature_sets', 'method_gaps', 'who_wins', 'follows_alignment', 'alignment_sentence', 'alignment_chart',
-           'VERDICTS']
+           'feature_sets', 'method_gaps', 'who_wins', 'baselines_sentence', 'follows_alignment', 'alignment_sentence',
+           'alignment_chart', 'VERDICTS']
 
 # %% ../nbs/09_report.ipynb #eec8fae4
 PAPER, PAPER_REF = CLAIMS, REF                 # the claims the report judges and the reference, from fusion_study.paper
@@ -366,10 +366,12 @@ def findings(runs:dict, verdicts:pd.DataFrame=None) -> list[str]:
         if res is not None: sizes.update(res.groupby('method').n_params.first().to_dict())
     cheap = f"{int(sizes['concat']):,} parameters against {int(sizes['cross']):,}" if {'concat', 'cross'} <= set(sizes) else ''
     cost = f" and is the cheaper model ({cheap})" if cheap else ''
-    if concat_wins and not cross_wins: advice = f"For features like these, fuse by concatenation: it wins or ties at every scale we ran{cost}"
-    elif cross_wins and not concat_wins: advice = "For features like these, cross-attention wins or ties at every scale we ran"
+    if concat_wins and not cross_wins: advice = f"Between the paper's two fusions, choose concatenation for features like these: it wins or ties at every scale we ran{cost}"
+    elif cross_wins and not concat_wins: advice = "Between the paper's two fusions, choose cross-attention for features like these: it wins or ties at every scale we ran"
     elif cross_wins: advice = "Which fusion wins depends on the features here, so measure on yours (the per-scale intervals below say where)"
     else: advice = 'No run here separates the two fusions reliably; pick the cheaper one, concatenation' + (f' ({cheap})' if cheap else '')
+    ww = who_wins(runs)
+    if ww is not None and len(ww) >= 3 and ww.methods.max() > 2: advice = (advice + '. ' if gaps else '') + baselines_sentence(ww)
     kinds = {evidence(r['config']) for r in studies}
     if kinds <= {'synthetic'}: honest = ". All of this evidence comes from the embedded synthetic generator, not from real CLIP or ResNet18 features: it tests the paper's mechanism, not its magnitudes."
     elif 'image–text' not in kinds: honest = (". The real evidence here is text–text — Flickr8k captions matched to other captions through a pretrained sentence encoder — not image–text: "
@@ -538,6 +540,19 @@ def who_wins(runs:dict) -> pd.DataFrame:
                      'level with the best': ', '.join(level) or 'none', 'cross − concat (points) [95%]': cross,
                      'cosine, zero-shot (%)': f"{x.accuracy['cosine']:.1f}" if 'cosine' in x.index else 'not run', '_auc': g.zero_shot_auc.iloc[0]})
     return pd.DataFrame(rows).sort_values('_auc').drop(columns='_auc').reset_index(drop=True)
+
+def baselines_sentence(ww:pd.DataFrame) -> str:
+    "Which method is best across the feature sets of `who_wins`, and where the parameter-free cosine is already as good, in one sentence."
+    best = ww['best (accuracy %)'].str.split(' (', regex=False).str[0]
+    ok = ~best.str.startswith('none')
+    counts = best[ok].value_counts()
+    top = ' and '.join(f"{m} on {k}" for m, k in counts.head(2).items())
+    cos = ok & ((best == 'cosine') | ww['level with the best'].str.split(', ').map(lambda l: 'cosine' in l))
+    auc = ww['zero-shot AUC'].astype(float)
+    ran = (ww['cosine, zero-shot (%)'] != 'not run').any()
+    tail = '' if not ran else (f"; the parameter-free cosine is as good as the best trained head on {int(cos.sum())}, all of measured zero-shot AUC {auc[cos].min():.2f} or more" if cos.any()
+            else '; the parameter-free cosine is never as good as the best trained head')
+    return f"Across {len(ww)} feature sets the best method is {top}" + (f" (none above chance on {int((~ok).sum())})" if (~ok).any() else '') + tail
 
 def follows_alignment(gaps:pd.DataFrame, method:str='cross', base:str='concat', low:float=0.75) -> dict:
     "Does `method` − `base` (`method_gaps(runs, base)`) fall as measured alignment rises, as the paper's hypothesis needs? Spearman ρ over the feature sets at the scale most of them share, and where `method` is reliably ahead."
