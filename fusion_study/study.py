@@ -194,13 +194,16 @@ def run_config(cfg:RunConfig, out_dir, progress:bool=True, tables:dict=None, reu
     return df
 
 # %% ../nbs/05_study.ipynb #1ff24091
-def summarise(df:pd.DataFrame, metrics=METRICS, by=('noise', 'rotation', 'scale')) -> pd.DataFrame:
-    "Table-1 layout: one row per `by` value, one column per method × metric, cells 'mean ± std' in percent."
+def summarise(df:pd.DataFrame, metrics=METRICS, by=('noise', 'rotation', 'scale'), wide_max:int=3) -> pd.DataFrame:
+    "Table-1 layout: one row per `by` value, one column per method × metric, cells 'mean ± std' in percent; with more than `wide_max` methods one row per `by` value × method, so the table fits a page."
     by = [b for b in by if b in df and df[b].nunique() > 1] or [by[-1]]
     g = df.groupby([*by, 'method'])[list(metrics)]
     mean, std = g.mean() * 100, g.std(ddof=1).fillna(0) * 100
     cells = (mean.map('{:.2f}'.format) + ' ± ' + std.map('{:.2f}'.format)).unstack('method')
     methods = list(dict.fromkeys(df.method))
+    if len(methods) > wide_max:
+        long = mean.map('{:.2f}'.format) + ' ± ' + std.map('{:.2f}'.format)
+        return long.iloc[sorted(range(len(long)), key=lambda i: (*long.index[i][:-1], methods.index(long.index[i][-1])))]
     table = cells.swaplevel(axis=1).reindex(columns=pd.MultiIndex.from_product([methods, list(metrics)]))
     if {'concat', 'cross'} <= set(methods):
         acc = mean['accuracy'].unstack('method')
