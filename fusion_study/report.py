@@ -356,7 +356,9 @@ def findings(runs:dict, verdicts:pd.DataFrame=None) -> list[str]:
         t2 = read_table(degs[0], TABLE2_CSV).sort_values('noise')
         tr = advantage_trend(t2, read_table(degs[0], RESULTS))
         onset = f"both fusions are at chance from σ = {tr['chance_onset']:g}" if tr['chance_onset'] is not None else 'at no noise level are both fusions at chance'
-        out.append(f"Under feature noise ({feature_label(degs[0]).replace(' features', '')}) concat's lead moves {' → '.join(f'{a:+.1f}' for a in t2.advantage)} points (σ = {t2.noise.iloc[0]:g} to {t2.noise.iloc[-1]:g}); "
+        c = degs[0]['config']
+        on = f"{backbone_kind(c)} synthetic features" if not is_real(c) else 'text–text captions' if evidence(c) == 'text–text' else feature_label(degs[0])
+        out.append(f"Under feature noise on {on}, concat's lead moves {' → '.join(f'{a:+.1f}' for a in t2.advantage)} points (σ = {t2.noise.iloc[0]:g} to {t2.noise.iloc[-1]:g}); "
                    f"the paper's \"grows monotonically\" is {tr['monotone']}, and {onset} (the paper: from σ = {PAPER['degradation_chance']['sigma']:g}).")
     cross_wins = any((g.hi < 0).any() for g in gaps.values())
     concat_wins = any((g.lo > 0).any() for g in gaps.values())
@@ -458,18 +460,20 @@ def _angle(theta:float) -> str:
 
 def set_label(cfg:dict, noise:float=0.0, rotation:float=0.0) -> str:
     "A feature set in a few words: 'knob a = 0.5', 'aligned backbone, θ = π/4', 'aligned backbone, σ = 0.2'."
-    if is_real(cfg): base = feature_label(dict(config=cfg)).replace(' features', '')
+    enc = [str(cfg.get(k) or '').removeprefix('st:') for k in ('image_encoder', 'text_encoder')]
+    if evidence(cfg) == 'text–text': base = f"captions, {enc[0]} both sides" if enc[0] == enc[1] else f"captions, {enc[0]} ↔ {enc[1]}"
+    elif is_real(cfg): base = feature_label(dict(config=cfg)).replace(' features', '')
     elif cfg.get('tokens') is not None: base = f"{cfg['tokens']} region tokens"
     elif cfg.get('alignment') is not None: base = f"knob a = {cfg['alignment']:g}"
     else: base = f"{backbone_kind(cfg)} backbone"
     return base + (', permuted' if cfg.get('permute') else '') + (f', θ = {_angle(rotation)}' if rotation else '') + (f', σ = {noise:g}' if noise else '')
 
 def _family(cfg:dict, noise:float, rotation:float) -> str:
-    if is_real(cfg): return f"real {evidence(cfg)}"
     if cfg.get('permute'): return 'permuted'
     if rotation: return 'rotated'
     if noise: return 'noise (Eq. 4)'
     if cfg.get('tokens') is not None: return 'region tokens'
+    if is_real(cfg): return f"real {evidence(cfg)}"
     return 'knob' if cfg.get('alignment') is not None else 'backbone'
 
 def _set_runs(runs:dict):
@@ -550,7 +554,7 @@ def baselines_sentence(ww:pd.DataFrame) -> str:
     cos = ok & ((best == 'cosine') | ww['level with the best'].str.split(', ').map(lambda l: 'cosine' in l))
     auc = ww['zero-shot AUC'].astype(float)
     ran = (ww['cosine, zero-shot (%)'] != 'not run').any()
-    tail = '' if not ran else (f"; the parameter-free cosine is as good as the best trained head on {int(cos.sum())}, all of measured zero-shot AUC {auc[cos].min():.2f} or more" if cos.any()
+    tail = '' if not ran else (f"; the parameter-free cosine is as good as the best trained head on {int(cos.sum())}, " + (f"of measured zero-shot AUC {auc[cos].min():.2f}" if cos.sum() == 1 else f"all of measured zero-shot AUC {auc[cos].min():.2f} or more") if cos.any()
             else '; the parameter-free cosine is never as good as the best trained head')
     return f"Across {len(ww)} feature sets the best method is {top}" + (f" (none above chance on {int((~ok).sum())})" if (~ok).any() else '') + tail
 
