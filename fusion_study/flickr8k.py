@@ -16,9 +16,11 @@ from .core import FusionStudyError, cache_dir
 from .data import Captions, load_captions, drop_missing_images
 
 # %% auto #0
-__all__ = ['FLICKR8K_URL', 'FLICKR8K_ARCHIVES', 'IMAGE_EXTS', 'flickr8k_base_url', 'Unreachable', 'verify_archive', 'download',
-           'Layout', 'find_layout', 'Flickr8k', 'scan_dataset', 'format_report', 'get_flickr8k', 'default_data_dir',
-           'resolve_data_dir', 'fake_flickr8k']
+__all__ = ['FLICKR8K_URL', 'FLICKR8K_ARCHIVES', 'IMAGE_EXTS', 'TEXT_ARCHIVE', 'SPLIT_FILES', 'FALLBACK_VAL_FRAC',
+           'flickr8k_base_url', 'Unreachable', 'verify_archive', 'download', 'Layout', 'find_layout', 'Flickr8k',
+           'scan_dataset', 'format_report', 'get_flickr8k', 'find_captions_file', 'read_split', 'CaptionSet',
+           'scan_captions', 'format_caption_report', 'get_flickr8k_captions', 'default_data_dir', 'resolve_data_dir',
+           'fake_flickr8k']
 
 # %% ../nbs/02a_flickr8k.ipynb #df9ad823
 FLICKR8K_URL = 'https://github.com/jbrownlee/Datasets/releases/download/Flickr8k'
@@ -173,6 +175,23 @@ def _writable_folder(dest:Path):
     try: dest.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise FusionStudyError(f"Cannot create the folder {dest} ({e.strerror or e}); pass a folder you can write to as --dest.") from None
 
+def _fetch(dest:Path, names, base_url=None, progress:bool=True, timeout:float=15, log=print):
+    "Verify the archives `names` already in `dest`, download the missing ones (resumed, verified), and unpack them all."
+    base = flickr8k_base_url(base_url)
+    _writable_folder(dest)
+    for name in names:
+        target, known = dest/name, FLICKR8K_ARCHIVES[name]
+        if target.exists():
+            log(f"{name}: already here, verifying"); verify_archive(target, **known)
+            continue
+        try: download(f"{base}/{name}", target, timeout=timeout, progress=progress, **known)
+        except Unreachable as e:
+            urls = ' and '.join(f"{base}/{n}" for n in names)
+            what = 'both zip files' if len(names) > 1 else 'the zip file'
+            raise FusionStudyError(f"Cannot reach the Flickr8k mirror ({e}); download {urls} by hand, put {what} in {dest}, and run the same command again.") from None
+        log(f"{name}: downloaded and verified ({target.stat().st_size:,} bytes)")
+    for name in names: _unpack(dest/name, dest)
+
 def get_flickr8k(dest, base_url=None, progress:bool=True, timeout:float=15, log=print) -> Flickr8k:
     "Make `dest` a complete Flickr8k folder (accept, or download + verify + unpack) and return its scan."
     dest = Path(dest).expanduser()
@@ -182,20 +201,83 @@ def get_flickr8k(dest, base_url=None, progress:bool=True, timeout:float=15, log=
         except FusionStudyError: pass                                          # no Flickr8k here yet: get it
         else:                                                                  # Flickr8k is here but broken (bad captions, …)
             if not any((dest/n).is_file() and not (dest/f'.{n}.unpacked').exists() for n in FLICKR8K_ARCHIVES): raise
-    base = flickr8k_base_url(base_url)
-    _writable_folder(dest)
-    for name, known in FLICKR8K_ARCHIVES.items():
-        target = dest/name
-        if target.exists():
-            log(f"{name}: already here, verifying"); verify_archive(target, **known)
-            continue
-        try: download(f"{base}/{name}", target, timeout=timeout, progress=progress, **known)
-        except Unreachable as e:
-            urls = ' and '.join(f"{base}/{n}" for n in FLICKR8K_ARCHIVES)
-            raise FusionStudyError(f"Cannot reach the Flickr8k mirror ({e}); download {urls} by hand, put both zip files in {dest}, and run the same command again.") from None
-        log(f"{name}: downloaded and verified ({target.stat().st_size:,} bytes)")
-    for name in FLICKR8K_ARCHIVES: _unpack(dest/name, dest)
+    _fetch(dest, list(FLICKR8K_ARCHIVES), base_url, progress, timeout, log)
     return scan_dataset(dest)
+
+# %% ../nbs/02a_flickr8k.ipynb #63ef606d
+TEXT_ARCHIVE = 'Flickr8k_text.zip'
+SPLIT_FILES = {'train': 'Flickr_8k.trainImages.txt', 'dev': 'Flickr_8k.devImages.txt', 'test': 'Flickr_8k.testImages.txt'}
+FALLBACK_VAL_FRAC = 0.25          # without the official lists: a seeded quarter of the images for validation
+
+def _captions_hint(root) -> str: return f"fusion-study data flickr8k --captions-only --dest {shlex.quote(str(root))}"
+
+def find_captions_file(root) -> Path:
+    "The caption file of a folder holding Flickr8k's captions (images or not): the official token file (in the folder or its `Flickr8k_text/`) or Kaggle's `captions.txt`."
+    root = Path(root).expanduser()
+    if not root.is_dir(): raise FusionStudyError(f"Caption folder {str(root)!r} does not exist; get the captions with: {_captions_hint(root)}")
+    for f in (root/'Flickr8k.token.txt', root/'Flickr8k_text'/'Flickr8k.token.txt', root/'captions.txt'):
+        if f.is_file(): return f
+    raise FusionStudyError(f"{root} holds no Flickr8k caption file (Flickr8k.token.txt or captions.txt); get it with: {_captions_hint(root)}")
+
+def read_split(captions_file) -> dict | None:
+    "Flickr8k's official split beside `captions_file` ({'train', 'dev', 'test'}: image names), or None when its three lists are not there."
+    folder = Path(captions_file).parent
+    if not all((folder/f).is_file() for f in SPLIT_FILES.values()): return None
+    out = {k: [l.strip() for l in (folder/f).read_text(encoding='utf-8-sig').splitlines() if l.strip()] for k, f in SPLIT_FILES.items()}
+    seen = {}
+    for k, names in out.items():
+        for n in names:
+            if n in seen: raise FusionStudyError(f"Image {n} is in both {SPLIT_FILES[seen[n]]} and {SPLIT_FILES[k]} in {folder}; the official split lists must be disjoint: re-download Flickr8k_text.zip.")
+            seen[n] = k
+    return out
+
+@dataclass
+class CaptionSet:
+    "Flickr8k's captions without images: the caption table, the official split when its lists are present, and a report."
+    root: Path
+    file: Path
+    captions: Captions
+    split: dict | None          # read_split: {'train', 'dev', 'test'} image names, or None
+    report: dict
+    def fingerprint(self) -> str:
+        t = self.captions.table
+        return hashlib.sha256('\n'.join(t.image + '\t' + t.caption).encode()).hexdigest()
+    def split_images(self) -> tuple[list, list, str]:
+        "(training images, validation images, how): validation is the official dev + test images; every other image trains."
+        images = self.captions.images
+        if self.split is not None:
+            val = set(self.split['dev']) | set(self.split['test'])
+            how = 'official: validation = Flickr_8k.devImages + testImages, training = every other image'
+        else:
+            rng = np.random.default_rng(0)
+            val = set(np.array(images)[rng.permutation(len(images))[:max(2, round(FALLBACK_VAL_FRAC * len(images)))]].tolist())
+            how = f'seeded (no official split lists): validation = {FALLBACK_VAL_FRAC:.0%} of the images drawn with seed 0'
+        return [i for i in images if i not in val], [i for i in images if i in val], how
+
+def scan_captions(root) -> CaptionSet:
+    "Find and parse the caption file of `root` (either format) and its official split."
+    f = find_captions_file(root)
+    caps, split = load_captions(f), read_split(f)
+    per = caps.table.groupby('image').size()
+    report = dict(root=str(Path(root).expanduser()), captions_file=str(f), format=caps.report['format'], captions=len(caps), images=len(per),
+                  folded_image_names=caps.report.get('folded_image_names', 0), images_with_one_caption=int((per < 2).sum()),
+                  split='official' if split else 'none', split_sizes={k: len(v) for k, v in split.items()} if split else None)
+    return CaptionSet(Path(root).expanduser(), f, caps, split, report)
+
+def format_caption_report(r:dict) -> str:
+    "The caption scan as a few lines for the terminal."
+    lines = [f"{r['format']} captions in {r['captions_file']}: {r['captions']:,} captions of {r['images']:,} images"
+             + (f" ({r['folded_image_names']} image name(s) with a stray suffix folded back)" if r['folded_image_names'] else '')]
+    lines.append(f"official split: {', '.join(f'{k} {v:,}' for k, v in r['split_sizes'].items())} images" if r['split_sizes']
+                 else "no official split lists (Flickr_8k.*Images.txt) beside it: a seeded split will be used")
+    return '\n'.join(lines)
+
+def get_flickr8k_captions(dest, base_url=None, progress:bool=True, timeout:float=15, log=print) -> CaptionSet:
+    "Make `dest` hold Flickr8k's captions (accept a folder that has them, or download + verify + unpack `Flickr8k_text.zip` only) and return their scan."
+    dest = Path(dest).expanduser()
+    try: find_captions_file(dest)
+    except FusionStudyError: _fetch(dest, [TEXT_ARCHIVE], base_url, progress, timeout, log)
+    return scan_captions(dest)
 
 # %% ../nbs/02a_flickr8k.ipynb #e048e9cd
 def default_data_dir() -> Path:

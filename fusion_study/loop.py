@@ -58,7 +58,7 @@ def run_data(feats:Features, spec:RunSpec, device) -> tuple:
     "(image features, text features, train pairs, val pairs) of one run, on `device`: text misaligned (rotation, permutation), then noise on both."
     t = _misaligned(feats.text, spec.rotation, spec.permute) if spec.rotation or spec.permute else feats.text
     v, t = add_noise(feats.image, spec.noise, spec.seed), add_noise(t, spec.noise, spec.seed + 10_000)
-    train, val = split_pairs(feats.caption_image, spec.scale, spec.seed, spec.val_frac, spec.split_by_image)
+    train, val = split_pairs(feats.caption_image, spec.scale, spec.seed, spec.val_frac, spec.split_by_image, feats.val_images)
     to = lambda p: Pairs(p.image.to(device), p.text.to(device), p.label.to(device))
     return v.to(device), t.to(device), to(train), to(val)
 

@@ -29,12 +29,15 @@ def test_smoke_run_produces_every_table(smoke_runs):
         if kind in ('study', 'degradation'):
             df = pd.read_csv(d/'results.csv')
             assert list(df.columns[:len(RESULT_COLUMNS)]) == RESULT_COLUMNS and df.code_version.notna().all()
-            assert len(df) == len(c['scales']) * 2 * len(c['seeds']) * len(c.get('noise', [0.0])) and set(df.method) == {'concat', 'cross'}
+            methods = c.get('methods', smoke['defaults'].get('methods', ['concat', 'cross']))
+            grid = len(c['scales']) * len(methods) * len(c['seeds']) * len(c.get('noise', [0.0])) * len(c.get('rotation', [0.0]))
+            assert len(df) == grid and set(df.method) == set(methods), (c['name'], len(df), grid)
             assert df[METRICS].apply(lambda s: s.between(0, 1)).all().all() and (df.n_train + df.n_val == df.scale).all()
         if kind == 'study':
-            assert (pd.read_csv(d/'results.csv').config == c['name']).all() and info['config']['backbone'] == c['backbone']
+            assert (pd.read_csv(d/'results.csv').config == c['name']).all() and info['config']['backbone'] == c.get('backbone', 'aligned')
             tests = pd.read_csv(d/'paired_tests.csv')
-            assert list(tests.scale) == c['scales'] and tests.t_p.between(0, 1).all() and (tests.n_seeds == len(c['seeds'])).all()
+            assert list(tests.scale) == sorted(c['scales'] * len(c.get('rotation', [0.0]))) and tests.t_p.between(0, 1).all() and (tests.n_seeds == len(c['seeds'])).all()
+            assert tests.t_p_holm.between(0, 1).all() and (tests.t_p_holm >= tests.t_p - 1e-12).all()          # Holm never lowers a p
         if kind == 'degradation':                                                      # sigma = 0 reused from the study it names
             df = pd.read_csv(d/'results.csv')
             assert info['reused_runs'] == 2 * len(c['seeds']) and set(df[df.noise == 0].config) == set(c['inputs'])
