@@ -347,7 +347,7 @@ def findings(runs:dict, verdicts:pd.DataFrame=None) -> list[str]:
     fa = follows_alignment(method_gaps(runs))
     inst = f"; {alignment_sentence(fa, short=True)}" if fa is not None and fa['n_sets'] >= 3 else ''
     if len(central):
-        where = central.verdict.iloc[0] if len(central) == 1 else ', '.join(f"{v} on {d.split(',')[0]} features" for v, d in zip(central.verdict, central.data))
+        where = central.verdict.iloc[0] if len(central) == 1 else ', '.join(f"{v} on {'real text–text' if 'text–text' in d else 'synthetic' if d.startswith('synthetic') else 'real image–text'} features" for v, d in zip(central.verdict, central.data))
         out.append(f"The paper's central claim — alignment decides the winner, so cross-attention should win on unaligned features — is **{where}** here{inst}; {tally}.")
     else: out.append(f"The paper's central claim (alignment decides the winner) needs an aligned and an unaligned study to be judged as its Table 1 states it{inst}; {tally}.")
     degs = sorted([r for r in of_kind(runs, 'degradation') if read_table(r, TABLE2_CSV) is not None], key=lambda r: (EVIDENCE.index(evidence(r['config'])), r['name']))
