@@ -153,10 +153,10 @@ def read_cache(fields:dict):
     return t, meta
 
 # %% ../nbs/02c_extract.ipynb #e048e9cd
-def extract_command(data_dir, image_encoder, text_encoder) -> str:
-    "The command line that extracts these features."
+def extract_command(data_dir, image_encoder, text_encoder, captions:bool=False) -> str:
+    "The command line that extracts these features (`captions`: encodes the captions of `data_dir` with both encoders, `source: captions`)."
     q = lambda s: shlex.quote(str(s))
-    return f"fusion-study extract --data {q(data_dir)} --image-encoder {q(image_encoder)} --text-encoder {q(text_encoder)}"
+    return f"fusion-study extract {'--captions ' if captions else ''}--data {q(data_dir)} --image-encoder {q(image_encoder)} --text-encoder {q(text_encoder)}"
 
 @dataclass
 class Plan:
@@ -268,8 +268,7 @@ FIT_RULE = 'captions of the training images whose text is not also a validation 
 
 def captions_command(data_dir, image_encoder, text_encoder) -> str:
     "The command line that encodes the captions of `data_dir` with both encoders."
-    q = lambda s: shlex.quote(str(s))
-    return f"fusion-study extract --captions --data {q(data_dir)} --image-encoder {q(image_encoder)} --text-encoder {q(text_encoder)}"
+    return extract_command(data_dir, image_encoder, text_encoder, captions=True)
 
 @dataclass
 class CaptionPlan:
