@@ -102,7 +102,7 @@ def local_jobs(tmp_path_factory):
 
 def test_the_smoke_params_run_end_to_end_as_local_jobs(local_jobs):
     d, params, runs, r, seconds = local_jobs
-    one_sentence(r, '3 of 8 configurations failed', 'broken (FusionStudyError: Feature widths 12 and 12 must be divisible',
+    one_sentence(r, f"3 of {len(SMOKE['configs']) + 3} configurations failed", 'broken (FusionStudyError: Feature widths 12 and 12 must be divisible',
                  "after_broken (not run: its input 'broken' failed)", 'victim (its job ended without a result')
     print(f'smoke + 3 as local jobs: {seconds:.0f}s')
     records = {p.stem: json.loads(p.read_text()) for p in (runs/'.jobs').glob('*.json')}
@@ -133,7 +133,7 @@ def test_status_reads_each_configuration_from_the_runs_folder(local_jobs):
     assert s['broken'][2].startswith('FusionStudyError: Feature widths 12 and 12 must be divisible by tokens=8')      # its first error line
     assert s['after_broken'][2] == "not run: its input 'broken' failed" and s['broken'][1].isdigit()
     assert s['victim'][2].startswith('its job ended without a result')
-    assert r.stdout.strip().splitlines()[-1] == '5 complete, 3 failed'
+    assert r.stdout.strip().splitlines()[-1] == f"{len(SMOKE['configs'])} complete, 3 failed"
 
 def test_a_rerun_runs_only_what_is_not_complete_and_the_killed_job_resumes(local_jobs):
     d, params, runs, _, _ = local_jobs
