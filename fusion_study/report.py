@@ -494,19 +494,21 @@ def _set_runs(runs:dict):
     R = pd.concat(R, ignore_index=True).merge(A[['config', 'noise', 'rotation', 'set_id']], on=['config', 'noise', 'rotation'])
     return A.drop_duplicates('set_id'), R.drop_duplicates(['set_id', 'method', 'scale', 'seed'])
 
+def _sets(A:pd.DataFrame) -> pd.DataFrame:
+    return A[['set_id', 'feature_set', 'family', 'config', 'noise', 'rotation', 'permute', 'zero_shot_auc', 'cka', 'mutual_knn',
+                                     'modality_gap', 'random_pair_cosine']].sort_values('zero_shot_auc').reset_index(drop=True)
+
 def feature_sets(runs:dict) -> pd.DataFrame:
     "Every feature set the runs trained on, with its measured alignment (alignment.csv), the configuration it came from first and a label."
     A, _ = _set_runs(runs)
-    return None if A is None else A[['set_id', 'feature_set', 'family', 'config', 'noise', 'rotation', 'permute', 'zero_shot_auc', 'cka', 'mutual_knn',
-                                     'modality_gap', 'random_pair_cosine']].sort_values('zero_shot_auc').reset_index(drop=True)
+    return None if A is None else _sets(A)
 
 # %% ../nbs/09_report.ipynb #1be70846
-def method_gaps(runs:dict, base:str='concat') -> pd.DataFrame:
-    "Each method's accuracy minus `base`'s (points) on every feature set and scale, paired by seed, with the 95% t-interval over seeds and the feature set's measured alignment."
-    A, R = _set_runs(runs)
-    if A is None: return None
+def _gaps_of(A:pd.DataFrame, R:pd.DataFrame, base:str='concat'):
+    "(gaps, accuracy %) from `_set_runs`' rows: the table `method_gaps` returns, and accuracy per feature set, scale and seed × method."
+    if A is None: return None, None
     acc = R.pivot_table(index=['set_id', 'scale', 'seed'], columns='method', values='accuracy')
-    if base not in acc: return None
+    if base not in acc: return None, acc * 100
     rows = []
     for (sid, scale), g in acc.groupby(level=['set_id', 'scale']):
         for m in g.columns:
@@ -514,14 +516,13 @@ def method_gaps(runs:dict, base:str='concat') -> pd.DataFrame:
             if not len(d): continue
             ci = t_interval(d)
             rows.append(dict(set_id=sid, scale=int(scale), method=m, accuracy=g[m].mean() * 100, gap=ci['mean'], lo=ci['lo'], hi=ci['hi'], n_seeds=ci['n']))
-    return pd.DataFrame(rows).merge(feature_sets(runs), on='set_id').sort_values(['scale', 'zero_shot_auc', 'method']).reset_index(drop=True)
+    return pd.DataFrame(rows).merge(_sets(A), on='set_id').sort_values(['scale', 'zero_shot_auc', 'method']).reset_index(drop=True), acc * 100
+
+def method_gaps(runs:dict, base:str='concat') -> pd.DataFrame:
+    "Each method's accuracy minus `base`'s (points) on every feature set and scale, paired by seed, with the 95% t-interval over seeds and the feature set's measured alignment."
+    return _gaps_of(*_set_runs(runs), base)[0]
 
 # %% ../nbs/09_report.ipynb #60773a24
-def _accuracy(runs:dict):
-    "Accuracy (%) per feature set, scale and seed (rows) and method (columns)."
-    _, R = _set_runs(runs)
-    return None if R is None else R.pivot_table(index=['set_id', 'scale', 'seed'], columns='method', values='accuracy') * 100
-
 def _set_scale(g:pd.DataFrame) -> int:
     "The scale a feature set is judged at: the one with the most methods, the largest of those."
     n = g.groupby('scale').method.nunique()
@@ -529,7 +530,7 @@ def _set_scale(g:pd.DataFrame) -> int:
 
 def who_wins(runs:dict) -> pd.DataFrame:
     "Per feature set, at the scale where it has the most methods: the best method, the methods level with it (95% interval of the paired difference includes 0), and cross − concat."
-    gaps, acc = method_gaps(runs), _accuracy(runs)
+    gaps, acc = _gaps_of(*_set_runs(runs))                      # one read of the runs' files
     if gaps is None: return None
     rows = []
     for sid, g in gaps.groupby('set_id', sort=False):
