@@ -41,7 +41,7 @@ class RunConfig(Recipe):
     "One experiment: a feature source, the grid of runs trained on it and (from `Recipe`) how each run trains."
     name: str = 'default'                    # folder name under the runs folder
     notebook: str = 'study'                  # the parameterized notebook that runs it
-    source: str = 'synthetic'                # 'synthetic' (embedded, offline), 'features' (cached extraction) or 'captions' (Flickr8k captions only: caption ↔ caption, 02c_extract)
+    source: str = 'synthetic'                # 'synthetic' (embedded, offline), 'features' (cached extraction), 'captions' (Flickr8k captions only: caption ↔ caption, 02c_extract) or 'file' (your own features: features_file, 02e_features_file)
     backbone: str = 'aligned'                # synthetic: 'aligned' or 'unaligned'
     alignment: typing.Optional[float] = None # synthetic: 0 (unaligned) … 1 (aligned); None = from backbone
     n_images: int = 8091                     # synthetic: scenes (Flickr8k has 8,091 images)
@@ -62,6 +62,7 @@ class RunConfig(Recipe):
     image_encoder: str = 'clip:ViT-B-32/openai'   # features: image encoder name (see 02b_encoders); captions: the text encoder of the "image" side (caption #0)
     text_encoder: str = 'clip:ViT-B-32/openai'    # features: text encoder name; captions: the encoder of the other captions
     feature_dims: typing.Optional[typing.List[int]] = None  # features: expected (image, text) widths, checked on load
+    features_file: typing.Optional[str] = None  # file: your paired features (.safetensors, .npz, or a folder of image.npy, text.npy, pairs.csv; 02e_features_file)
 
     def __post_init__(self):
         where = f"configuration {self.name!r}"
@@ -161,6 +162,8 @@ def check_ranges(d:dict, where='configuration'):
         raise FusionStudyError(f"Key 'feature_dims' in {where} must be two widths [image, text], got {d['feature_dims']!r}.")
     if d.get('source') == 'captions' and d.get('split_by_image') is False:
         raise FusionStudyError(f"Configuration {d.get('name')!r} in {where} has source: captions, whose runs are split by image (official train images vs dev + test, so a fitted encoder never sees a validation caption); set split_by_image: true.")
+    if d.get('source') == 'file' and not d.get('features_file'):
+        raise FusionStudyError(f"Configuration {d.get('name')!r} in {where} has source: file but no features_file; set features_file: to your .safetensors, .npz or features folder.")
     if d.get('name') in (d.get('inputs') or []): raise FusionStudyError(f"Configuration {d['name']!r} in {where} lists itself in inputs; remove it.")
     if 'scales' in d and 'val_frac' in d:
         low = min_scale(d['val_frac'])

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from .core import FusionStudyError, RunConfig, cache_dir, get_device, write_atomic
 from .data import Features, nonfinite_row, check_synthetic, synthetic_for_config
 from .flickr8k import CaptionSet, Flickr8k, format_caption_report, format_report, resolve_data_dir, scan_captions, scan_dataset
+from .features_file import file_for_config, check_file
 from .encoders import CLIP_DEFAULT, MINILM, Encoder, EncoderSpec, error_line, load_encoder, parse_encoder
 
 # %% auto #0
@@ -228,7 +229,7 @@ def extract_features(data_dir=None, image_encoder=CLIP_DEFAULT, text_encoder=CLI
 
 # %% ../nbs/02c_extract.ipynb #3b719cde
 def _unknown_source(cfg:RunConfig) -> FusionStudyError:
-    return FusionStudyError(f"Unknown feature source {cfg.source!r} in configuration {cfg.name!r}; use 'synthetic', 'features' or 'captions'.")
+    return FusionStudyError(f"Unknown feature source {cfg.source!r} in configuration {cfg.name!r}; use 'synthetic', 'features', 'captions' or 'file'.")
 
 def _check_dims(cfg:RunConfig, dims):
     if cfg.feature_dims is not None and list(dims) != list(cfg.feature_dims):
@@ -245,6 +246,7 @@ def load_features(cfg:RunConfig) -> Features:
     if cfg.source == 'synthetic': return synthetic_for_config(cfg)
     if cfg.source == 'features': return features_for_config(cfg)
     if cfg.source == 'captions': return captions_for_config(cfg)
+    if cfg.source == 'file': return file_for_config(cfg)
     raise _unknown_source(cfg)
 
 def check_features(cfg:RunConfig):
@@ -252,6 +254,7 @@ def check_features(cfg:RunConfig):
     synthetic sizes, or the two cache entries' metadata and tensor shapes (present, matching their key, `feature_dims`, enough captions)."""
     if cfg.source == 'synthetic': return check_synthetic(cfg)
     if cfg.source == 'captions': return check_captions(cfg)
+    if cfg.source == 'file': return check_file(cfg)
     if cfg.source != 'features': raise _unknown_source(cfg)
     plan = make_plan(cfg.data_dir, cfg.image_encoder, cfg.text_encoder)
     meta = {m: read_meta(plan.fields(m)) for m in ('image', 'text')}

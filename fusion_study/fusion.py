@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_fusion.ipynb #1773d14f
 from __future__ import annotations
-import math
+import functools, math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -16,7 +16,7 @@ from .paper import architecture
 __all__ = ['HIDDEN', 'DROPOUT', 'HEADS', 'HEAD_HIDDEN', 'COSINE_STEP', 'METHODS', 'Head', 'dropout_masks', 'ConcatFusion',
            'CrossAttention', 'CrossAttentionFusion', 'CrossAttentionTokens', 'CosineHead', 'CosineMatch',
            'CosineProjected', 'MatchMLP', 'bilinear_rank', 'Bilinear', 'cross_live_params', 'matched_width',
-           'ConcatMatched', 'Eq3Attention', 'GatedFusion', 'method_class', 'make_model', 'n_params']
+           'ConcatMatched', 'Eq3Attention', 'GatedFusion', 'method_class', 'make_model', 'n_params', 'methods_for']
 
 # %% ../nbs/03_fusion.ipynb #71bcd4de
 HIDDEN, DROPOUT, HEADS = (architecture()[k] for k in ('head_hidden', 'dropout', 'cross_heads'))   # Sec. 4.3
@@ -218,3 +218,13 @@ def make_model(method:str, d_v:int=512, d_t:int=512, methods:dict=None) -> nn.Mo
     return method_class(method, methods)(d_v, d_t)
 
 def n_params(model:nn.Module) -> int: return sum(p.numel() for p in model.parameters())
+
+# %% ../nbs/03_fusion.ipynb #8efe78fe
+@functools.lru_cache(maxsize=None)
+def _tokens_class(tokens:int):
+    return type(f'CrossAttentionTokens{tokens}', (CrossAttentionTokens,), {'__init__': lambda self, d_v=512, d_t=512: CrossAttentionTokens.__init__(self, d_v, d_t, tokens=tokens),
+                                                                          '__doc__': f"`CrossAttentionTokens` over {tokens} tokens."})
+
+def methods_for(tokens:int=None) -> dict:
+    "The registry for features of `tokens` tokens per item: `cross_tokens` cut into that many (one class per K, so costs are profiled once); `METHODS` itself when None or 8."
+    return METHODS if tokens in (None, 8) else {**METHODS, 'cross_tokens': _tokens_class(int(tokens))}

@@ -14,6 +14,7 @@ from .data import Features
 from .results import METRICS, RESULT_COLUMNS
 from .loop import RunSpec, config_specs, classification_metrics, train_one, train_loop
 from .batched import train_batched
+from .fusion import methods_for
 
 _all_ = ['RunSpec', 'config_specs', 'classification_metrics', 'train_one', 'METRICS', 'RESULT_COLUMNS']   # re-exported: `from fusion_study.train import …` is the one entry point
 
@@ -34,7 +35,8 @@ def train_runs(feats:Features, specs:list, engine:str='auto', device='auto', pro
     "Train every spec on `feats`; return one row per run (in the order of `specs`) in the results schema. `on_row(row)` sees each row as its run finishes; `methods` maps method names to fusion classes (default: the registry)."
     device = get_device(device) if isinstance(device, str) else device
     engine, version = pick_engine(engine, device), code_version()
-    rows, kw = {}, ({} if methods is None else {'methods': methods})
+    methods = methods_for(feats.meta.get('tokens')) if methods is None else methods     # cross_tokens over the features' own K tokens
+    rows, kw = {}, {'methods': methods}
     with tqdm(total=len(specs), desc=f'training ({engine}, {device.type})', disable=not progress) as bar:
         for i, out in ENGINES[engine](feats, specs, device, **kw):
             spec = specs[i]

@@ -1,0 +1,124 @@
+"""`fusion-study advise` on constructed features with a known answer, token-level files, bad files, and `source: file` as a study source."""
+import json, math, time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import cli, digest
+from fusion_study.advise import advise, decide, advice_paragraph, paper_claim, inference_cost, ADVICE_JSON, ADVICE_HTML, ADVICE_RESULTS
+from fusion_study.data import synthetic_features, synthetic_token_features, rotate_features
+from fusion_study.features_file import save_features
+
+SMALL = dict(scales=[256, 512, 1024, 2048], seeds=[42, 123, 456], n_boot=100, progress=False)
+
+def _file(tmp_path, f, text=None, name='features.npz'):
+    return save_features(tmp_path/name, f.image, f.text if text is None else text, f.caption_image)
+
+@pytest.fixture(scope='module')
+def aligned(tmp_path_factory):
+    d = tmp_path_factory.mktemp('aligned')
+    f = synthetic_features(n_images=3000, captions_per_image=1, dim=512)
+    return advise(_file(d, f), out=d/'advice', **SMALL), d
+
+def test_aligned_features_recommend_concat_or_the_cosine(aligned):
+    a, d = aligned
+    assert a['paper']['alignment'] == 'pre-aligned' and a['alignment']['zero_shot_auc'] > 0.95
+    assert a['decision']['recommended'] in ('concat', 'cosine'), a['paragraph']
+    assert a['decision']['concat_minus_cross']['mean'] > 0             # concat ahead of cross on aligned features
+    saved = json.loads((d/'advice'/ADVICE_JSON).read_text())
+    assert saved['decision'] == a['decision'] and saved['paragraph'] == a['paragraph']
+    assert saved['n_target'] == 6000 and saved['features']['sha256'] and saved['code_version']
+    page = (d/'advice'/ADVICE_HTML).read_text()
+    assert 'Concat or cross-attention for features.npz?' in page and '<script src="http' not in page and 'class="fusion-chart"' in page and 'recall@1, text → item' in page
+    rows = pd.read_csv(d/'advice'/ADVICE_RESULTS)
+    assert len(rows) == len(a['methods']) * 4 * 3 and set(rows.method) == set(a['methods'])
+
+def test_rotated_features_say_their_alignment_and_claim_no_learned_alignment(tmp_path):
+    f = synthetic_features(n_images=3000, captions_per_image=1, dim=512)
+    a = advise(_file(tmp_path, f, text=rotate_features(f.text, math.pi / 2)), out=tmp_path/'advice', **SMALL)
+    auc = a['alignment']['zero_shot_auc']
+    assert auc < 0.6 and f"measured zero-shot AUC {auc:.2f}" in a['paragraph'] and a['paper']['alignment'] == 'unaligned'
+    assert a['decision']['recommended'] != 'cosine'                    # rotated: the raw cosine is at chance
+    if not a['paper']['cross_wins']:                                   # the claim only when cross measurably wins
+        assert 'does not measurably beat concatenation' in a['paragraph'] and 'as the paper' not in a['paragraph'], a['paragraph']
+    else:
+        assert a['decision']['concat_minus_cross']['hi'] < 0
+
+def test_the_decision_names_cross_tokens_when_attention_wins():
+    "The rule on constructed learning-curve draws: a clear winner is recommended, whichever method it is."
+    rng = np.random.default_rng(0)
+    acc = dict(cross_tokens=0.92, concat=0.70, cross=0.72, bilinear=0.75, match_mlp=0.80)
+    draws = {m: a + 0.01 * rng.standard_normal(300) for m, a in acc.items()}
+    costs = {m: inference_cost(m, (512, 512)) for m in acc}
+    d = decide(pd.DataFrame(dict(method=list(acc), accuracy=list(acc.values()))), draws, costs)
+    assert (d['recommended'], d['clear'], d['runner_up']) == ('cross_tokens', True, 'match_mlp')
+    assert paper_claim('unaligned', 10_000, d['concat_minus_cross'])['agrees'] is None
+
+def test_token_level_files_train_cross_tokens_over_their_own_tokens(tmp_path):
+    f = synthetic_token_features(n_images=600, captions_per_image=1, dim=64, tokens=4)
+    image = f.image.view(600, 4, 16) * 2                                # the file's K = 4 tokens of width 16
+    text = f.text[:, :16] * 2                                           # one vector per text, tiled by the reader
+    a = advise(save_features(tmp_path/'tokens.safetensors', image, text, f.caption_image), out=tmp_path/'advice',
+               scales=[256, 512, 1024], seeds=[42], n_boot=20, progress=False)
+    assert 'cross_tokens' in a['methods'] and a['features']['tokens'] == 4
+    rows = pd.read_csv(tmp_path/'advice'/ADVICE_RESULTS)
+    assert (rows.method == 'cross_tokens').sum() == 3
+    assert a['costs']['cross_tokens']['params'] != inference_cost('cross_tokens', (64, 64))['params']   # 4 token projections, not 8
+
+BAD = {
+    'lengths.npz': (dict(text_owner=np.arange(599) % 300), 'text has 600 rows but text_owner 599 entries'),
+    'owner.npz': (dict(text_owner=np.r_[np.arange(599) % 300, 300]), 'text_owner[599] = 300 is not a row of image (0–299)'),
+    'nan.npz': (dict(image=np.where(np.arange(300 * 8).reshape(300, 8) == 41, np.inf, 1.0) + np.eye(300, 8)), 'image row 5 has non-finite values'),
+    'small.npz': (dict(image=np.random.default_rng(1).normal(size=(40, 8)), text=np.random.default_rng(2).normal(size=(80, 8)), text_owner=np.arange(80) % 40),
+                  'at most 160 pairs'),
+    'key.npz': (dict(text_owner=None), "no array 'text_owner'"),
+}
+
+@pytest.mark.parametrize('name', list(BAD))
+def test_bad_files_give_one_line(tmp_path, name, capsys):
+    from fusion_study.cli import main
+    rng = np.random.default_rng(0)
+    arrays = dict(image=rng.normal(size=(300, 8)), text=rng.normal(size=(600, 8)), text_owner=np.arange(600) % 300)
+    change, words = BAD[name]
+    arrays.update(change); arrays = {k: v for k, v in arrays.items() if v is not None}
+    np.savez(tmp_path/name, **arrays)
+    start = time.perf_counter()
+    assert main(['advise', str(tmp_path/name), '--out', str(tmp_path/'advice')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('fusion-study: error: ') and words in err and '\n' not in err, err
+    assert time.perf_counter() - start < 30 and not (tmp_path/'advice').exists()
+
+def test_unreadable_and_unknown_files(tmp_path, capsys):
+    from fusion_study.cli import main
+    (tmp_path/'broken.npz').write_bytes(b'PK\x03\x04 not a zip')
+    (tmp_path/'features.h5').write_bytes(b'x')
+    for name, words in (('broken.npz', 'cannot be read'), ('features.h5', 'unknown kind .h5'), ('missing.npz', 'No features file')):
+        assert main(['advise', str(tmp_path/name)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and '\n' not in err, err
+
+def test_the_command_end_to_end_and_it_never_overwrites(tmp_path):
+    f = synthetic_features(n_images=600, captions_per_image=1, dim=64, alignment=0.0)
+    path = save_features(tmp_path/'mine', f.image, f.text, f.caption_image)               # the folder layout
+    run = cli('advise', path, '--out', tmp_path/'advice')
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith('Use ') and 'open ' in run.stdout
+    for stage in ('measuring alignment', 'training', 'fitting learning curves', 'writing the page'): assert stage in run.stderr
+    a = json.loads((tmp_path/'advice'/ADVICE_JSON).read_text())
+    assert a['scales'] == [300, 600, 1200] and a['paper']['alignment'] == 'unaligned'
+    before = digest(tmp_path/'advice')
+    again = cli('advise', path, '--out', tmp_path/'advice')
+    assert again.returncode == 2 and 'already holds' in again.stderr and digest(tmp_path/'advice') == before
+
+def test_source_file_runs_a_study(tmp_path):
+    from fusion_study.core import RunConfig
+    from fusion_study.study import run_config
+    f = synthetic_features(n_images=200, captions_per_image=2, dim=32)
+    path = save_features(tmp_path/'mine.npz', f.image, f.text, f.caption_image)
+    cfg = RunConfig(name='mine', source='file', features_file=str(path), scales=[128, 256], seeds=[42], methods=['concat', 'cross'])
+    df = run_config(cfg, tmp_path/'runs'/'mine', progress=False)
+    assert len(df) == 4 and set(df.source) == {'file'} and (df.n_train + df.n_val == df.scale).all()
+    assert (tmp_path/'runs'/'mine'/'alignment.csv').exists()
