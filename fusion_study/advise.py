@@ -118,13 +118,15 @@ def predict(results:pd.DataFrame, n_target:int, n_boot:int=200, seed:int=0, leve
     Ns = np.broadcast_to(scales[:, None].astype(float), E[methods[0]].shape)
     forms = {m: best_form(scales, np.nanmean(E[m], 1)) for m in methods}
     point = {m: float(1 - fit_curve(Ns, E[m], forms[m])(n_target)) for m in methods}
+    other = {m: POWER if forms[m] == 'B + V/N' else 'B + V/N' for m in methods}            # the form not chosen: how much the choice matters
+    alt = {m: float(1 - fit_curve(Ns, E[m], other[m])(n_target)) for m in methods}
     rng, draws = np.random.default_rng(seed), {m: np.empty(n_boot) for m in methods}
     for b in tqdm(range(n_boot), desc='fitting learning curves', disable=not progress):
         idx = rng.integers(0, len(seeds), size=Ns.shape)
         for m in methods: draws[m][b] = 1 - fit_curve(Ns, np.take_along_axis(E[m], idx, axis=1), forms[m])(n_target)
     a = (1 - level) / 2
     rows = [dict(method=m, accuracy=float(np.clip(point[m], 0, 1)), lo=float(np.clip(np.quantile(draws[m], a), 0, 1)), hi=float(np.clip(np.quantile(draws[m], 1 - a), 0, 1)),
-                 form=forms[m], measured=float(np.nanmean(1 - E[m][-1])), measured_sd=float(np.nanstd(1 - E[m][-1], ddof=1)), largest=int(scales[-1]))
+                 form=forms[m], alt_form=other[m], alt_accuracy=float(np.clip(alt[m], 0, 1)), measured=float(np.nanmean(1 - E[m][-1])), measured_sd=float(np.nanstd(1 - E[m][-1], ddof=1)), largest=int(scales[-1]))
             for m in methods]
     return pd.DataFrame(rows), {m: np.clip(d, 0, 1) for m, d in draws.items()}
 
@@ -144,6 +146,8 @@ def decide(table:pd.DataFrame, draws:dict, costs:dict) -> dict:
     out = dict(recommended=rec, best=best, clear=len(level) == 1, level_with=[m for m in level if m != rec], runner_up=runner,
                runner_up_gap=_diff(draws, rec, runner), cosine_as_good=('cosine' in level) if 'cosine' in t.index else None)
     if {'concat', 'cross'} <= set(t.index): out['concat_minus_cross'] = _diff(draws, 'concat', 'cross')
+    if 'alt_accuracy' in t:                                 # the other curve form: does it lead to the same choice?
+        out['other_form'] = dict(form=t.alt_form[rec], best=t.alt_accuracy.idxmax(), same=t.alt_accuracy.idxmax() in level)
     return out
 
 # %% ../nbs/13_advise.ipynb #d4c2a396
@@ -182,13 +186,16 @@ def advice_paragraph(a:dict) -> str:
     auc_words = f"measured zero-shot AUC {auc:.2f}" if auc == auc else f"widths {f['widths'][0]} and {f['widths'][1]} differ, so no zero-shot cosine; CKA {al['cka']:.2f}"
     ext = a['n_target'] / a['scales'][-1]
     how = (f"fitted {t[rec]['form']} to {len(a['scales'])} sizes from {a['scales'][0]:,} to {a['scales'][-1]:,} pairs × {len(a['seeds'])} seeds"
-           + (f", extrapolated {ext:.1f}×" if ext > 1.05 else ''))
+           + (f", extrapolated {ext:.1f}×; the interval covers seed-to-seed variation, not the curve's form" if ext > 1.05 else ''))
     s = [f"**Use {WORDS.get(rec, rec)}.**",
          f"Your {f['n_texts']:,} texts of {f['n_images']:,} items ({auc_words}: {p['alignment']} by our reading of the paper's Table 4) make {a['n_target']:,} matching pairs;"
          f" there {_short(rec)} is expected to reach {_pct(t[rec]['accuracy'])} [{_pct(t[rec]['lo'])}, {_pct(t[rec]['hi'])}] accuracy ({how})."]
     if not d['clear']:
         s.append(f"There is no reliable difference at your data size between it and {', '.join(_short(m) for m in d['level_with'])}; pick the cheaper one"
                  f" ({rec}: {_count(c['params'])} parameters, {_count(c['flops'])} FLOPs per pair).")
+    if (o := d.get('other_form')) and not o['same']:
+        s.append(f"Caution: fitted as {o['form']} instead, {_short(o['best'])} would lead at your size ({_pct(t[o['best']]['alt_accuracy'])} vs {_pct(t[rec]['alt_accuracy'])}),"
+                 f" so the extrapolation decides; `--budget full` measures larger sizes.")
     ru = d['runner_up']
     s.append(f"The runner-up, {_short(ru)}, is expected at {_pct(t[ru]['accuracy'])}: the recommendation minus it is {_pts(d['runner_up_gap'])}.")
     if d['cosine_as_good'] is True and rec != 'cosine': s.append("A parameter-free cosine is already as good.")
@@ -216,7 +223,7 @@ def curves_chart(results:pd.DataFrame, table:pd.DataFrame, n_target:int) -> alt.
         f = fit_curve(np.broadcast_to(e.index.to_numpy(float)[:, None], e.shape), 1 - e.to_numpy(), table.set_index('method').form[m])
         fits.append(pd.DataFrame(dict(method=m, scale=grid, accuracy=1 - f(grid))))
     fits = pd.concat(fits)
-    x = alt.X('scale:Q', scale=alt.Scale(type='log'), title='matching pairs (log scale)')
+    x = alt.X('scale:Q', scale=alt.Scale(type='log', domain=[results.scale.min() / 1.2, max(n_target, results.scale.max()) * 1.2], nice=False), title='matching pairs (log scale)')
     colour = alt.Color('method:N', title='method')
     pts = alt.Chart(g).mark_point(filled=True).encode(x=x, y=alt.Y('mean:Q', title='validation accuracy', scale=alt.Scale(zero=False)), color=colour,
                                                       tooltip=['method', 'scale', alt.Tooltip('mean:Q', format='.1%')])
@@ -224,7 +231,7 @@ def curves_chart(results:pd.DataFrame, table:pd.DataFrame, n_target:int) -> alt.
     lines = alt.Chart(fits).mark_line(strokeDash=[4, 3]).encode(x=x, y='accuracy:Q', color=colour)
     you = alt.Chart(pd.DataFrame(dict(scale=[n_target], label=[f'your data: {n_target:,} pairs']))).mark_rule(color='#555').encode(x=x)
     you_text = alt.Chart(pd.DataFrame(dict(scale=[n_target], label=[f'your data: {n_target:,} pairs']))).mark_text(align='right', dx=-4, dy=-6, y=0, color='#555').encode(x=x, text='label:N')
-    return (bars + pts + lines + you + you_text).properties(width=560, height=320, title='Learning curves: measured (points, ±1 sd over seeds) and fitted (dashed)')
+    return (bars + pts + lines + you + you_text).properties(width=640, height=340, title='Learning curves: measured (points, ±1 sd over seeds) and fitted (dashed)')
 
 # %% ../nbs/13_advise.ipynb #8a1c3a82
 PAGE_STYLE = """body{font-family:-apple-system,BlinkMacSystemFont,'Segoe UI',Roboto,sans-serif;margin:0;color:#222;line-height:1.5}
@@ -272,7 +279,7 @@ def advice_page(a:dict, results:pd.DataFrame) -> str:
 Trained: {len(results):,} runs — {len(a['methods'])} methods × {len(a['scales'])} sizes ({', '.join(f'{s:,}' for s in a['scales'])} pairs) × seeds {', '.join(map(str, a['seeds']))} — by the lock-step engine in {a['seconds']['training']:.0f} s.
 Each method's error was fitted as a learning curve and read at your {a['n_target']:,} pairs; intervals are 95% seed-bootstrap intervals ({a['n_boot']} resamples, shared across methods so differences are paired).
 A method wins outright only when its difference to every other excludes zero; otherwise the cheapest of those level with the best is recommended.
-Features: {html.escape(f['name'])} (SHA-256 {f['sha256'][:12]}…), budget {a['budget']}, code version {html.escape(a['code_version'])}.</p>
+Features: {html.escape(f['name'])} ({f"SHA-256 {f['sha256'][:12]}…" if f['sha256'] else 'embedded, generated with data seed 0'}), budget {a['budget']}, code version {html.escape(a['code_version'])}.</p>
 </main></body></html>"""
 
 # %% ../nbs/13_advise.ipynb #4d2819e1
@@ -284,7 +291,7 @@ def advice_features(source:str) -> tuple[Features, dict]:
         backbone = str(source).split(':', 1)[1]
         if backbone not in BACKBONES: raise FusionStudyError(f"Unknown synthetic features {source!r}; use synthetic:aligned or synthetic:unaligned, or give a features file.")
         f = synthetic_features(alignment=BACKBONES[backbone])
-        return f, dict(name=str(source), sha256=f"synthetic-{backbone}-seed0", n_images=len(f.image), n_texts=len(f.text), widths=list(f.dims), tokens=None)
+        return f, dict(name=str(source), sha256=None, n_images=len(f.image), n_texts=len(f.text), widths=list(f.dims), tokens=None)
     f = read_features(source)
     return f, dict(name=Path(source).name, path=str(Path(source).resolve()), sha256=file_digest(source), n_images=len(f.image), n_texts=len(f.text),
                    widths=f.meta['widths'], tokens=f.meta.get('tokens'))

@@ -71,11 +71,11 @@ def backbone_kind(cfg:dict) -> str:
 
 def is_real(cfg:dict) -> bool: return cfg.get('source', 'synthetic') != 'synthetic'
 
-EVIDENCE = ('image–text', 'text–text', 'synthetic')     # the most direct evidence first
+EVIDENCE = ('image–text', 'text–text', 'your features', 'synthetic')     # the most direct evidence first ('your features': source: file)
 def evidence(cfg:dict) -> str:
-    "What a configuration's features can show: 'image–text' (real extracted features), 'text–text' (real captions on both sides, `source: captions`) or 'synthetic'."
+    "What a configuration's features can show: 'image–text' (real extracted features), 'text–text' (real captions on both sides, `source: captions`), 'your features' (a features file, `source: file`) or 'synthetic'."
     s = cfg.get('source', 'synthetic')
-    return 'synthetic' if s == 'synthetic' else 'text–text' if s == 'captions' else 'image–text'
+    return 'synthetic' if s == 'synthetic' else 'text–text' if s == 'captions' else 'your features' if s == 'file' else 'image–text'
 def is_clip(cfg:dict) -> bool:
     "Real features whose image and text both come from one CLIP model (the paper's aligned setting)."
     enc = [str(cfg.get(k) or '') for k in ('image_encoder', 'text_encoder')]
@@ -87,6 +87,7 @@ def source_label(info:dict) -> str:
     if c.get('notebook') == 'theory' and c.get('inputs'): return 'fits of the results of ' + ', '.join(c['inputs'])
     if not is_real(c):
         return f"synthetic default ({c['backbone']}, alignment {f.get('alignment', c.get('alignment'))}, {c['n_images']} scenes, data seed {c['data_seed']})"
+    if evidence(c) == 'your features': return f"your features ({Path(c.get('features_file') or '').name}, labelled {c['backbone']})"
     if evidence(c) == 'text–text': return f"real Flickr8k captions, text–text ({c['backbone']}: caption #0 by {c.get('image_encoder')}, the others by {c.get('text_encoder')})"
     return f"real Flickr8k features ({c['backbone']}: image {c.get('image_encoder')}, text {c.get('text_encoder')})"
 
@@ -94,7 +95,7 @@ def short_label(info:dict) -> str:
     "A few words for the data of a configuration: 'synthetic, aligned', 'Flickr8k features, clip', or the inputs a theory run fits."
     c = info['config']
     if c.get('notebook') == 'theory' and c.get('inputs'): return 'fits of ' + ', '.join(c['inputs'])
-    return f"{'real text–text captions' if evidence(c) == 'text–text' else 'real ' + c['source'] if is_real(c) else 'synthetic'}, {c['backbone'] if c.get('alignment') is None else 'alignment ' + str(c['alignment'])}"
+    return f"{'real text–text captions' if evidence(c) == 'text–text' else 'your features' if evidence(c) == 'your features' else 'real ' + c['source'] if is_real(c) else 'synthetic'}, {c['backbone'] if c.get('alignment') is None else 'alignment ' + str(c['alignment'])}"
 
 def of_kind(runs:dict, notebook:str, complete:bool=True) -> list:
     return [r for r in runs.values() if r['notebook'] == notebook and (r['complete'] or not complete)]
@@ -160,7 +161,7 @@ def table1_claims(runs:dict) -> list:
             v = combine(judge(a, b, lo, hi, n=int(sub.n_seeds.max())) for a, b in zip(sub.lo, sub.hi))
             why = f"every scale's 95% interval inside {lo:g}–{hi:g} reproduces, any wholly outside contradicts"
         else: v, why = 'not testable on this data', ('the size of the gap on synthetic features depends on the generator, not on CLIP' if not is_real(r['config'])
-                                                     else f"the paper's gap is for CLIP image–text features; these are {evidence(r['config'])} features of other encoders")
+                                                     else f"the paper's gap is for CLIP image–text features; these are {'your own features' if evidence(r['config']) == 'your features' else evidence(r['config']) + ' features of other encoders'}")
         rows.append(_row('clip_gap', f'The gap is {lo:g}–{hi:g} accuracy points', f"{lo:g}–{hi:g} points", f"{sub.mean_diff.min():+.1f} to {sub.mean_diff.max():+.1f}", v, why, r, PAIRED_TESTS_CSV))
     for kind in EVIDENCE:                                              # one verdict per kind of evidence, the most direct first
         a = [r for r in studies if evidence(r['config']) == kind and backbone_kind(r['config']) == 'aligned' and (g := _gaps(r)) is not None and len(g)]
@@ -316,6 +317,7 @@ def feature_label(run:dict) -> str:
     if not is_real(c):
         return f"synthetic {backbone_kind(c)} features" if c.get('alignment') is None else f"synthetic features of alignment {c['alignment']:g}"
     enc = c.get('image_encoder'), c.get('text_encoder')
+    if evidence(c) == 'your features': return f"your features ({Path(c.get('features_file') or '').name})"
     if evidence(c) == 'text–text':
         return f"real text–text features ({backbone_kind(c)}: Flickr8k captions, {enc[0]}{' on both sides' if enc[0] == enc[1] else ' against ' + str(enc[1])})"
     return f"real Flickr8k features ({enc[0]}{'' if enc[0] == enc[1] else ' + ' + str(enc[1])})"
@@ -473,7 +475,7 @@ def _family(cfg:dict, noise:float, rotation:float) -> str:
     if rotation: return 'rotated'
     if noise: return 'noise (Eq. 4)'
     if cfg.get('tokens') is not None: return 'region tokens'
-    if is_real(cfg): return f"real {evidence(cfg)}"
+    if is_real(cfg): return evidence(cfg) if evidence(cfg) == 'your features' else f"real {evidence(cfg)}"
     return 'knob' if cfg.get('alignment') is not None else 'backbone'
 
 def _set_runs(runs:dict):
