@@ -187,15 +187,18 @@ def advice_paragraph(a:dict) -> str:
     ext = a['n_target'] / a['scales'][-1]
     how = (f"fitted {t[rec]['form']} to {len(a['scales'])} sizes from {a['scales'][0]:,} to {a['scales'][-1]:,} pairs × {len(a['seeds'])} seeds"
            + (f", extrapolated {ext:.1f}×; the interval covers seed-to-seed variation, not the curve's form" if ext > 1.05 else ''))
-    s = [f"**Use {WORDS.get(rec, rec)}.**",
+    sure = not (o := d.get('other_form')) or o['same']
+    s = [f"**Use {WORDS.get(rec, rec)}.**" if sure else f"**Lean towards {WORDS.get(rec, rec)}: the sizes measured cannot settle it.**",
          f"Your {f['n_texts']:,} texts of {f['n_images']:,} items ({auc_words}: {p['alignment']} by our reading of the paper's Table 4) make {a['n_target']:,} matching pairs;"
          f" there {_short(rec)} is expected to reach {_pct(t[rec]['accuracy'])} [{_pct(t[rec]['lo'])}, {_pct(t[rec]['hi'])}] accuracy ({how})."]
     if not d['clear']:
         s.append(f"There is no reliable difference at your data size between it and {', '.join(_short(m) for m in d['level_with'])}; pick the cheaper one"
                  f" ({rec}: {_count(c['params'])} parameters, {_count(c['flops'])} FLOPs per pair).")
-    if (o := d.get('other_form')) and not o['same']:
-        s.append(f"Caution: fitted as {o['form']} instead, {_short(o['best'])} would lead at your size ({_pct(t[o['best']]['alt_accuracy'])} vs {_pct(t[rec]['alt_accuracy'])}),"
-                 f" so the extrapolation decides; `--budget full` measures larger sizes.")
+    if not sure:
+        top = max(t, key=lambda m: t[m]['measured'])
+        s.append(f"Fitted as {o['form']} instead, {_short(o['best'])} would lead at your size ({_pct(t[o['best']]['alt_accuracy'])} vs {_pct(t[rec]['alt_accuracy'])}), so the extrapolation decides;"
+                 f" at {a['scales'][-1]:,} pairs, the largest measured, {_short(top)} leads ({_pct(t[top]['measured'])}{'' if top == rec else ' vs ' + _pct(t[rec]['measured'])})."
+                 f" `--budget full` measures larger sizes.")
     ru = d['runner_up']
     s.append(f"The runner-up, {_short(ru)}, is expected at {_pct(t[ru]['accuracy'])}: the recommendation minus it is {_pts(d['runner_up_gap'])}.")
     if d['cosine_as_good'] is True and rec != 'cosine': s.append("A parameter-free cosine is already as good.")
@@ -258,6 +261,7 @@ def advice_page(a:dict, results:pd.DataFrame) -> str:
     table = pd.DataFrame(a['predictions'])
     para = html.escape(a['paragraph'])
     para = re.sub(r'\*\*(.+?)\*\*', r'<strong>\1</strong>', para)
+    para = re.sub(r'`(.+?)`', r'<code>\1</code>', para)
     methods = [[WORDS.get(r.method, r.method), f"{_pct(r.accuracy)} [{_pct(r.lo)}, {_pct(r.hi)}]", f"{_pct(r.measured)} ± {100 * r.measured_sd:.1f}",
                 _count(a['costs'][r.method]['params']), _count(a['costs'][r.method]['flops'])] for r in table.sort_values('accuracy', ascending=False).itertuples()]
     al = a['alignment']

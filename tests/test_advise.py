@@ -122,3 +122,14 @@ def test_source_file_runs_a_study(tmp_path):
     df = run_config(cfg, tmp_path/'runs'/'mine', progress=False)
     assert len(df) == 4 and set(df.source) == {'file'} and (df.n_train + df.n_val == df.scale).all()
     assert (tmp_path/'runs'/'mine'/'alignment.csv').exists()
+
+def test_a_choice_the_curve_form_would_change_is_not_stated_as_sure(aligned):
+    import copy
+    a = copy.deepcopy(aligned[0])
+    rec = a['decision']['recommended']
+    other = next(p['method'] for p in a['predictions'] if p['method'] != rec)
+    for p in a['predictions']: p['alt_accuracy'] = 0.99 if p['method'] == other else 0.6
+    a['decision']['other_form'] = dict(form='B + V/N^α', best=other, same=False)
+    text = advice_paragraph(a)
+    assert text.startswith('**Lean towards') and 'so the extrapolation decides' in text and 'the largest measured' in text
+    assert advice_paragraph(aligned[0]).startswith('**Use ')
