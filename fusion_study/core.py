@@ -203,6 +203,9 @@ def load_params(path) -> list[RunConfig]:
     for i, c in enumerate(configs):
         if 'name' not in c: raise FusionStudyError(f"Configuration {i + 1} in {path} has no 'name'; give each configuration a unique name.")
     out = [RunConfig.from_dict({**defaults, **c}, where=f"configuration {c.get('name', i)!r} of {path}") for i, c in enumerate(configs)]
+    for cfg in out:                    # a relative features_file is read from the params file's folder, wherever the notebook later runs
+        if cfg.features_file and not Path(cfg.features_file).expanduser().is_absolute():
+            cfg.features_file = str((path.parent/Path(cfg.features_file).expanduser()).resolve())
     names = [c.name for c in out]
     if len(set(names)) != len(names): raise FusionStudyError(f"Configuration names in {path} must be unique; got {names}.")
     return out

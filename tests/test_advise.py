@@ -133,3 +133,26 @@ def test_a_choice_the_curve_form_would_change_is_not_stated_as_sure(aligned):
     text = advice_paragraph(a)
     assert text.startswith('**Lean towards') and 'so the extrapolation decides' in text and 'the largest measured' in text
     assert advice_paragraph(aligned[0]).startswith('**Use ')
+
+def test_every_notebook_runs_on_a_features_file(tmp_path):
+    "A params file whose configurations read your features (source: file): study, degradation, analysis and theory through papermill, then the site."
+    import yaml
+    rng = np.random.default_rng(0)
+    for name, f in (('mine_a.npz', synthetic_features(n_images=200, captions_per_image=2, dim=48)),
+                    ('mine_u.npz', synthetic_features(n_images=200, captions_per_image=2, dim=48, alignment=0.0))):
+        save_features(tmp_path/name, f.image, f.text, f.caption_image)
+    params = dict(description='your features', defaults=dict(source='file', features_file='mine_a.npz', scales=[128, 256], seeds=[42, 123], epochs=2, device='cpu'),
+                  configs=[dict(name='mine_a', backbone='aligned'), dict(name='mine_u', backbone='unaligned', features_file='mine_u.npz'),
+                           dict(name='degradation', notebook='degradation', scales=[256], noise=[0.0, 0.2], inputs=['mine_a']),
+                           dict(name='analysis', notebook='analysis', methods=['concat', 'cross']),
+                           dict(name='theory', notebook='theory', inputs=['mine_a', 'mine_u'])])
+    (tmp_path/'mine.yaml').write_text(yaml.safe_dump(params, sort_keys=False))
+    run = cli('run', 'mine.yaml', '--runs-dir', 'runs', cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for c in ('mine_a', 'mine_u', 'degradation', 'analysis', 'theory'): assert (tmp_path/'runs'/c/'complete.json').exists(), c
+    assert set(pd.read_csv(tmp_path/'runs'/'mine_a'/'results.csv').source) == {'file'}
+    site = cli('site', '--runs-dir', 'runs', '--out', '_site', '--no-quarto', cwd=tmp_path)
+    assert site.returncode == 0, site.stderr[-3000:]
+    home = (tmp_path/'_site'/'index.html').read_text() if (tmp_path/'_site'/'index.html').exists() else ''
+    pages = ' '.join(p.read_text() for p in (tmp_path/'_site').rglob('*.html'))
+    assert 'your features (mine_a.npz' in pages and 'real Flickr8k' not in pages
