@@ -77,6 +77,7 @@ def features_from_arrays(arrays:dict, path='(arrays)') -> Features:
     for k, x in (('image', image), ('text', text)):
         if x.ndim not in (2, 3) or not np.issubdtype(x.dtype, np.number) or x.dtype == bool:
             raise _bad(path, f"{k} must be a 2-D array of numbers (rows × width), or 3-D (rows × tokens × width), got shape {x.shape} of {x.dtype}.")
+        if 0 in x.shape: raise _bad(path, f"{k} is empty (shape {x.shape}); it needs rows of at least one number each.")
     if owner.ndim != 1 or not (np.issubdtype(owner.dtype, np.integer) or (np.issubdtype(owner.dtype, np.floating) and np.all(np.mod(owner, 1) == 0))):
         raise _bad(path, f"text_owner must be one integer per text row (the row of image it describes), got shape {owner.shape} of {owner.dtype}.")
     if len(owner) != len(text): raise _bad(path, f"text has {len(text)} rows but text_owner {len(owner)} entries; give one owner per text row.")
