@@ -14,7 +14,7 @@ from .data import Features
 from .results import METRICS, RESULT_COLUMNS
 from .loop import RunSpec, config_specs, classification_metrics, train_one, train_loop
 from .batched import train_batched
-from .fusion import methods_for
+from .fusion import METHODS, methods_for
 
 _all_ = ['RunSpec', 'config_specs', 'classification_metrics', 'train_one', 'METRICS', 'RESULT_COLUMNS']   # re-exported: `from fusion_study.train import …` is the one entry point
 
@@ -36,7 +36,7 @@ def train_runs(feats:Features, specs:list, engine:str='auto', device='auto', pro
     device = get_device(device) if isinstance(device, str) else device
     engine, version = pick_engine(engine, device), code_version()
     methods = methods_for(feats.meta.get('tokens')) if methods is None else methods     # cross_tokens over the features' own K tokens
-    rows, kw = {}, {'methods': methods}
+    rows, kw = {}, ({} if methods is METHODS else {'methods': methods})      # engines take the registry by default
     with tqdm(total=len(specs), desc=f'training ({engine}, {device.type})', disable=not progress) as bar:
         for i, out in ENGINES[engine](feats, specs, device, **kw):
             spec = specs[i]
