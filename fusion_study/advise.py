@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .core import FusionStudyError, code_version, min_scale, write_atomic
 from .data import Features, synthetic_features, BACKBONES
 from .features_file import read_features, file_digest
-from .alignment import measure_alignment, sample_images, linear_cka, mutual_knn, one_caption_each
+from .alignment import measure_alignment
 from .fusion import make_model, n_params, methods_for
 from .loop import RunSpec
 from .train import train_runs
@@ -65,14 +65,8 @@ def advice_methods(feats:Features, budget:str='fast') -> list[str]:
 ALIGNED_AUC, UNALIGNED_AUC = 0.9, 0.6
 
 def feature_alignment(feats:Features, n:int=1000, seed:int=0) -> dict:
-    "`alignment.measure_alignment` for equal widths; for unequal widths CKA and mutual k-NN only (the rest NaN)."
-    if feats.dims[0] == feats.dims[1]: return measure_alignment(feats, n, seed)
-    imgs, caps, owner = sample_images(feats, n, seed)
-    v, t = feats.image[imgs], feats.text[caps][one_caption_each(owner, seed + 1)]
-    nan = float('nan')
-    return dict(n_images=len(v), n_captions=len(caps), zero_shot_auc=nan, t2i_r1=nan, t2i_r5=nan, i2t_r1=nan, i2t_r5=nan,
-                cka=linear_cka(v, t), mutual_knn=mutual_knn(v, t), knn_k=min(10, len(v) - 1), knn_chance=min(10, len(v) - 1) / (len(v) - 1),
-                modality_gap=nan, matched_cosine=nan, random_pair_cosine=nan)
+    "`alignment.measure_alignment`: every measure for equal widths; for unequal widths CKA and mutual k-NN, the rest NaN."
+    return measure_alignment(feats, n, seed)
 
 def alignment_class(auc:float) -> str:
     "Table 4's row for a measured zero-shot AUC (our thresholds `ALIGNED_AUC`, `UNALIGNED_AUC`); NaN (unequal widths) is unaligned."

@@ -15,8 +15,8 @@ from .core import FusionStudyError, RunConfig
 from .data import Features, add_noise, misalign
 
 # %% auto #0
-__all__ = ['KNN_K', 'sample_images', 'one_caption_each', 'zero_shot_auc', 'retrieval', 'linear_cka', 'mutual_knn',
-           'alignment_metrics', 'measure_alignment', 'alignment_table']
+__all__ = ['KNN_K', 'COSINE_MEASURES', 'sample_images', 'one_caption_each', 'zero_shot_auc', 'retrieval', 'linear_cka',
+           'mutual_knn', 'alignment_metrics', 'measure_alignment', 'alignment_table']
 
 # %% ../nbs/02d_alignment.ipynb #64d60fba
 def sample_images(feats:Features, n:int=1000, seed:int=0) -> tuple:
@@ -82,23 +82,24 @@ def mutual_knn(X:torch.Tensor, Y:torch.Tensor, k:int=10) -> float:
 
 # %% ../nbs/02d_alignment.ipynb #df468b60
 KNN_K = 10
+COSINE_MEASURES = ('zero_shot_auc', 'i2t_r1', 't2i_r1', 'i2t_r5', 't2i_r5', 'modality_gap', 'matched_cosine', 'random_pair_cosine')
 
 def alignment_metrics(v:torch.Tensor, t:torch.Tensor, owner:torch.Tensor, k:int=KNN_K, seed:int=0) -> dict:
-    "Every alignment measure of images `v` and captions `t` (caption j describes image `owner[j]`)."
+    "Every alignment measure of images `v` and captions `t` (caption j describes image `owner[j]`); for unequal widths the measures that compare coordinates (`COSINE_MEASURES`) are NaN."
     v, t = F.normalize(v.float(), dim=-1), F.normalize(t.float(), dim=-1)
+    pick = one_caption_each(owner, seed + 1)
+    geometry = dict(cka=linear_cka(v, t[pick]) if len(v) >= 4 else float('nan'), mutual_knn=mutual_knn(v, t[pick], k) if len(v) >= 3 else float('nan'),
+                    knn_k=min(k, len(v) - 1), knn_chance=min(k, len(v) - 1) / (len(v) - 1))
+    if v.shape[1] != t.shape[1]: return dict(n_images=len(v), n_captions=len(t), **geometry, **dict.fromkeys(COSINE_MEASURES, float('nan')))
     sim = t @ v.T
     auc, matched, other = zero_shot_auc(sim, owner, seed)
-    pick = one_caption_each(owner, seed + 1)
-    return dict(n_images=len(v), n_captions=len(t), zero_shot_auc=auc, **retrieval(sim, owner),
-                cka=linear_cka(v, t[pick]) if len(v) >= 4 else float('nan'), mutual_knn=mutual_knn(v, t[pick], k) if len(v) >= 3 else float('nan'),
-                knn_k=min(k, len(v) - 1), knn_chance=min(k, len(v) - 1) / (len(v) - 1),
+    return dict(n_images=len(v), n_captions=len(t), zero_shot_auc=auc, **retrieval(sim, owner), **geometry,
                 modality_gap=(v.mean(0) - t.mean(0)).norm().item(), matched_cosine=matched, random_pair_cosine=other)
 
 def measure_alignment(feats:Features, n:int=1000, seed:int=0, k:int=KNN_K) -> dict:
     "The measured alignment of a feature set on `n` random images and all their captions (Flickr8k's test split is 1,000 images)."
     imgs, caps, owner = sample_images(feats, n, seed)
     return alignment_metrics(feats.image[imgs], feats.text[caps], owner, k, seed)
-
 
 # %% ../nbs/02d_alignment.ipynb #8e5db691
 def alignment_table(cfg:RunConfig, feats:Features, n:int=1000, seed:int=0) -> pd.DataFrame:
