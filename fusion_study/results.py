@@ -180,7 +180,7 @@ WRITES = {nb: [f.name for f in _FILES if nb in f.written_by] for nb in ('study',
 OTHER_FILES = {
     f'{ROWS}/<identity>/<method>_<scale>_<seed>_<noise>_<rotation>.json': 'one finished run, written the moment it finishes: a result row (the columns of results.csv) as JSON',
     '<notebook>.ipynb': 'the executed notebook (study, degradation, analysis or theory), with its error when it failed',
-    'kernel.log': "the notebook kernel's own log",
+    'kernel.log': "the notebook kernel's own log, when a job ran this configuration on a kernel of its own (`fusion-study run` keeps one kernel and its log in the runs folder)",
 }
 
 def schema(name:str) -> ResultFile:

@@ -4,15 +4,16 @@
 
 # %% ../nbs/10_runner.ipynb #6823c543
 from __future__ import annotations
-import contextlib, dataclasses, json, os, re, shutil, socket, sys, time
+import contextlib, dataclasses, json, os, re, shutil, socket, sys, tempfile, time
 from pathlib import Path
 
 from .core import (FusionStudyError, RunConfig, load_params, project_root, folder_lock, crash_point, write_atomic, LOCK_FILE,
                                ExecutorOptions, EXECUTOR_RANGES, SLURM_ONLY, JOB_ONLY, check_executor, REPORT_DIR as REPORT)
 
 # %% auto #0
-__all__ = ['JOBS_DIR', 'ACTIVE', 'SLURM_QUEUED', 'SLURM_RUNNING', 'HOLDER', 'LOCAL_FILESYSTEMS', 'nbs_dir', 'notebook_path',
-           'order_by_inputs', 'check_plan', 'NotebookFailed', 'run_report', 'ConfigFailed', 'config_lock',
+__all__ = ['CONFIG_HEADING', 'LIBRARY_DIRECTIVES', 'KERNEL_LOG', 'JOBS_DIR', 'ACTIVE', 'SLURM_QUEUED', 'SLURM_RUNNING', 'HOLDER',
+           'LOCAL_FILESYSTEMS', 'nbs_dir', 'notebook_path', 'order_by_inputs', 'check_plan', 'cell_directives',
+           'run_view', 'NotebookFailed', 'SharedKernel', 'shared_kernel', 'run_report', 'ConfigFailed', 'config_lock',
            'lock_holder', 'run_one_config', 'run_params', 'executor_options', 'slurm_states', 'job_state',
            'config_states', 'format_states', 'wait_for', 'filesystem_of', 'make_executor', 'run_report_job',
            'submit_params']
@@ -67,26 +68,118 @@ def _make_runs_dir(runs:Path):
     try: runs.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise FusionStudyError(f"Cannot create the runs folder {str(runs)!r} ({e.strerror}); pass a folder you can write to as --runs-dir.") from None
 
+# %% ../nbs/10_runner.ipynb #a1b2c3d4
+CONFIG_HEADING = '## This configuration'     # where a configuration notebook's own part starts: what a run adds to the library (and the site's page)
+LIBRARY_DIRECTIVES = {'hide', 'export', 'exports', 'exporti', 'default_exp'}
+
+def cell_directives(src:str) -> set:
+    "The nbdev directives (`#| hide`, `#| export`…) at the top of a code cell: their first words."
+    out = set()
+    for line in src.lstrip().splitlines():
+        if not line.startswith('#|'): break
+        out.add((line[2:].split() or [''])[0].rstrip(':'))
+    return out
+
+def run_view(nb):
+    """What a run executes of notebook `nb` (changed in place): the library's cells (`#| export`), the parameters cell, the prose, and everything
+    from the notebook's own part on (`## This configuration`, or the report's `site-start` cell). The examples and tests between the definitions
+    are `nbdev_test`'s: they check the library once, in CI, not once per configuration. A notebook without such a part runs whole."""
+    start = next((i for i, c in enumerate(nb.cells) if 'site-start' in c.metadata.get('tags', [])
+                  or (c.cell_type == 'markdown' and c.source.lstrip().startswith(CONFIG_HEADING))), None)
+    if start is None: return nb
+    keep = lambda c: c.cell_type != 'code' or 'parameters' in c.metadata.get('tags', []) or cell_directives(c.source) & {'export', 'exports', 'exporti'}
+    nb.cells = [c for c in nb.cells[:start] if keep(c)] + nb.cells[start:]
+    return nb
+
+
 # %% ../nbs/10_runner.ipynb #8a7aa608
 def _kernel_manager(log_path:Path):
-    "A kernel manager whose kernel writes its own log (ipykernel's warnings) to `log_path`, not to the user's terminal."
+    "A kernel manager whose kernel writes its own log (ipykernel's warnings) to `log_path`, not to the user's terminal; it keeps the clients it made, to close them."
     from jupyter_client.manager import AsyncKernelManager
     class QuietKernelManager(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
-            with open(log_path, 'wb') as log: return await super()._async_launch_kernel(kernel_cmd, **{**kw, 'stdout': log, 'stderr': log})
+            with open(log_path, 'ab') as log: return await super()._async_launch_kernel(kernel_cmd, **{**kw, 'stdout': log, 'stderr': log})
+        def client(self, **kw):
+            c = super().client(**kw); self.__dict__.setdefault('clients', []).append(c); return c
     return QuietKernelManager
 
 class NotebookFailed(Exception):
     "A notebook did not finish; the message is one line saying why."
 
+class SharedKernel:
+    """One kernel for the notebooks a command executes one after another. Its start (~4 s) and the imports every notebook makes (torch, pandas,
+    Altair, scikit-learn, the library: ~5 s) are paid once, not once per configuration. Before each notebook its namespace is emptied
+    (IPython's `reset`) and its working folder set, so a notebook sees only what it defines itself — as in a kernel of its own, whose modules
+    happen to be imported already. A kernel that died (out of memory, say) is replaced for the next notebook. Its log is `log_path`."""
+    def __init__(self, log_path): self.log_path, self.km = Path(log_path).resolve(), None
+
+    def _call(self, f, *a, **kw):
+        from jupyter_core.utils import run_sync
+        return run_sync(f)(*a, **kw)
+
+    def ready(self, cwd) -> object:
+        "The kernel manager, its kernel alive, empty and in folder `cwd`."
+        if self.km is not None and self._call(self.km.is_alive): self._run(f"get_ipython().reset(new_session=False)\nimport os\nos.chdir({str(cwd)!r})")
+        else:
+            self.close()
+            self.km = _kernel_manager(self.log_path)(kernel_name='python3')
+            self._call(self.km.start_kernel, cwd=str(cwd))
+        return self.km
+
+    def _run(self, code:str):
+        from jupyter_client import BlockingKernelClient
+        kc = BlockingKernelClient(); kc.load_connection_info(self.km.get_connection_info()); kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=60)
+            reply = kc.execute_interactive(code, timeout=60, store_history=False, output_hook=lambda msg: None)
+            if reply['content']['status'] != 'ok': raise NotebookFailed(f"the kernel could not be reset ({reply['content'].get('ename')})")
+        finally: kc.stop_channels()
+
+    def done(self):
+        "Close the clients papermill made for the last notebook (the kernel stays)."
+        for c in self.km.__dict__.pop('clients', []) if self.km is not None else []: c.stop_channels()
+
+    def close(self):
+        "Shut the kernel down."
+        if self.km is None: return
+        self.done()
+        try: self._call(self.km.shutdown_kernel, now=True)
+        except Exception: pass
+        self.km = None
+
+_shared = None                     # the SharedKernel of the command running now, if any
+KERNEL_LOG = 'kernel.log'          # a kernel's own log: in the runs folder for a command's shared kernel, in the configuration's folder for a job's
+
+@contextlib.contextmanager
+def shared_kernel(log_path):
+    "While inside, `_execute` runs every notebook on one `SharedKernel` logging to `log_path`; it is shut down on the way out."
+    global _shared
+    _shared = SharedKernel(log_path)
+    try: yield _shared
+    finally: _shared.close(); _shared = None
+
 def _execute(nb:Path, out_nb:Path, parameters:dict, cwd:Path):
-    "Execute `nb` into `out_nb` with papermill; a failure of the notebook or its kernel is `NotebookFailed` (our own errors and Ctrl-C pass)."
-    import papermill as pm
-    try: pm.execute_notebook(str(nb), str(out_nb), kernel_name='python3', parameters=parameters, progress_bar=sys.stderr.isatty(),
-                             cwd=str(cwd), kernel_manager_class=_kernel_manager(Path(cwd).resolve()/'kernel.log'))   # absolute: papermill changes the working folder
-    except Exception as e:
-        if isinstance(e, FusionStudyError): raise
-        raise NotebookFailed(_failure(e)) from None
+    """Execute the `run_view` of notebook `nb` into `out_nb` with papermill — on the command's shared kernel inside `shared_kernel`, else on a
+    kernel of its own that logs to `cwd/kernel.log`; a failure of the notebook or its kernel is `NotebookFailed` (our own errors and Ctrl-C pass)."""
+    import nbformat, papermill as pm
+    kernel = {'km': _shared.ready(Path(cwd).resolve())} if _shared is not None else {'kernel_manager_class': _kernel_manager(Path(cwd).resolve()/KERNEL_LOG)}   # absolute: papermill changes the working folder
+    with tempfile.TemporaryDirectory() as tmp:
+        view = Path(tmp)/Path(nb).name                     # papermill records its input's path: the source's is put back below
+        nbformat.write(run_view(nbformat.read(nb, as_version=4)), view)
+        try: pm.execute_notebook(str(view), str(out_nb), kernel_name='python3', parameters=parameters, progress_bar=sys.stderr.isatty(), cwd=str(cwd), **kernel)
+        except Exception as e:
+            if isinstance(e, FusionStudyError): raise
+            raise NotebookFailed(_failure(e)) from None
+        finally:
+            if _shared is not None: _shared.done()
+            _record_source(out_nb, nb)
+
+def _record_source(out_nb:Path, nb:Path):
+    "Make the executed notebook's papermill record name its source notebook."
+    import nbformat
+    try: done = nbformat.read(out_nb, as_version=4)
+    except (OSError, ValueError): return
+    if 'papermill' in done.metadata: done.metadata.papermill['input_path'] = str(nb); write_atomic(out_nb, nbformat.writes(done))
 
 def _failure(e) -> str:
     "One line for why a notebook did not finish."
@@ -200,7 +293,7 @@ def run_params(params, runs_dir='runs', force:bool=False, log=print, report:bool
     from fusion_study.study import preflight
     for cfg in cfgs: preflight(cfg); notebook_path(cfg.notebook)          # fail before any work (and before making the runs folder)
     _make_runs_dir(runs)
-    with folder_lock(runs, 'run'):
+    with folder_lock(runs, 'run'), shared_kernel(runs/KERNEL_LOG):
         status, errors = {}, []
         for cfg in order_by_inputs(cfgs):
             if (bad := [n for n in cfg.inputs if status.get(n) == 'failed']):

@@ -14,12 +14,11 @@ import pandas as pd
 from .core import FusionStudyError, REPORT_DIR, project_root, folder_lock
 
 # %% auto #0
-__all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'CONFIG_HEADING', 'REPORT_TITLE', 'PAGE_TITLES', 'LIBRARY_DIRECTIVES', 'DROPPED_TAGS',
-           'NUMBER_LIKE', 'PAGE_CSS', 'EXTERNAL_SCRIPT', 'SITE_MARK', 'site_pages', 'navbar', 'ensure_report',
-           'report_view', 'encoder_words', 'feature_words', 'page_title', 'tab_title', 'path_names',
-           'injected_parameters', 'scrub', 'published', 'fmt_p', 'fmt_count', 'fmt_nstar', 'fmt_number', 'result_table',
-           'notebook_error', 'banner', 'page_problem', 'quarto_notebook', 'stage_quarto', 'check_site_out',
-           'build_site']
+__all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'REPORT_TITLE', 'PAGE_TITLES', 'DROPPED_TAGS', 'NUMBER_LIKE', 'PAGE_CSS',
+           'EXTERNAL_SCRIPT', 'SITE_MARK', 'site_pages', 'navbar', 'ensure_report', 'report_view', 'encoder_words',
+           'feature_words', 'page_title', 'tab_title', 'path_names', 'injected_parameters', 'scrub', 'published',
+           'fmt_p', 'fmt_count', 'fmt_nstar', 'fmt_number', 'result_table', 'notebook_error', 'banner', 'page_problem',
+           'quarto_notebook', 'stage_quarto', 'check_site_out', 'build_site']
 
 # %% ../nbs/11_site.ipynb #d7f59a97
 NAV_ORDER = ['report', 'study', 'alignment', 'degradation', 'analysis', 'theory']
@@ -73,11 +72,10 @@ def report_view(nb:nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 # %% ../nbs/11_site.ipynb #cdee0ef7
-CONFIG_HEADING = '## This configuration'
+from .runner import CONFIG_HEADING, LIBRARY_DIRECTIVES, cell_directives as _directives    # where a configuration's part starts; nbdev's directives
 REPORT_TITLE = 'fusion_study — concat or cross-attention?'
 PAGE_TITLES = {'study': 'Table 1 — {features}', 'degradation': 'Table 2 — noise on {features}',
                'analysis': 'Fig. 4 and Table 3 — {features}', 'theory': 'Table 4 and Fig. 6 — sample complexity from {inputs}'}
-LIBRARY_DIRECTIVES = {'hide', 'export', 'exports', 'exporti', 'default_exp'}
 DROPPED_TAGS = {'parameters', 'injected-parameters', 'remove-cell'}
 
 def encoder_words(name:str) -> str:
@@ -151,14 +149,6 @@ def scrub(text:str, names:dict) -> str:
     for path, short in names.items():
         if path in text: text = re.sub(r'(?<![\w.])' + re.escape(path) + r'(?![\w.-])', lambda m: short, text)
     return text
-
-def _directives(src:str) -> set:
-    "The nbdev directives (`#| hide`, `#| export`…) at the top of a code cell: their first words."
-    out = set()
-    for line in src.lstrip().splitlines():
-        if not line.startswith('#|'): break
-        out.add((line[2:].split() or [''])[0].rstrip(':'))
-    return out
 
 def _scrub_output(o, names:dict):
     if 'execution_count' in o: o['execution_count'] = None

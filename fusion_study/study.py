@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_study.ipynb #56cbff73
 from __future__ import annotations
-import collections, dataclasses, hashlib, json, math, time
+import collections, dataclasses, functools, hashlib, json, math, time
 from pathlib import Path
 
 import altair as alt
@@ -22,7 +22,7 @@ from .results import (RUN_KEY, ALIGNMENT_CSV, METRICS, RESULT_COLUMNS, RESULTS, 
 from .train import config_specs, train_runs, ENGINES
 
 # %% auto #0
-__all__ = ['RECIPE_COLUMNS', 'STUDY_TABLES', 'preflight', 'inline_chart_html', 'use_inline_charts', 'run_keys',
+__all__ = ['RECIPE_COLUMNS', 'STUDY_TABLES', 'preflight', 'vega_bundle', 'inline_chart_html', 'use_inline_charts', 'run_keys',
            'results_problems', 'valid_rows', 'previous_results', 'file_digest', 'mark_complete', 'incomplete_reason',
            'is_complete', 'run_config', 'summarise', 'table1', 'paired_tests', 'fig1', 'fig2', 'run_study', 'RESULTS',
            'RUN_INFO', 'COMPLETE', 'ROWS']
@@ -41,11 +41,17 @@ def preflight(cfg:RunConfig):
     check_features(cfg)
 
 # %% ../nbs/05_study.ipynb #432028c6
+@functools.lru_cache(maxsize=1)
+def vega_bundle() -> str:
+    "Vega, Vega-Lite and vega-embed as one script that puts them on `window` (vl-convert's default bundle; built once per process)."
+    import vl_convert as vlc
+    return vlc.javascript_bundle()
+
 def inline_chart_html(spec:dict) -> str:
     "HTML for one Vega-Lite `spec` with its JavaScript inline (no CDN), rendered by vega-embed."
-    import uuid, vl_convert as vlc
+    import uuid
     div = f"vis-{uuid.uuid4().hex[:12]}"
-    js = vlc.javascript_bundle(f"vegaEmbed('#{div}', {json.dumps(spec)}, {{actions: false}}).catch(e => {{document.getElementById('{div}').textContent = 'chart error: ' + e;}});")
+    js = vega_bundle() + f"\nwindow.vegaEmbed('#{div}', {json.dumps(spec)}, {{actions: false}}).catch(e => {{document.getElementById('{div}').textContent = 'chart error: ' + e;}});"
     return f'<div id="{div}" class="fusion-chart"></div>\n<script type="module">{js}</script>'
 
 def use_inline_charts():
