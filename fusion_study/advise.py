@@ -16,7 +16,7 @@ from scipy.optimize import curve_fit
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from .core import FusionStudyError, code_version, min_scale, write_atomic
+from .core import FusionStudyError, code_version, min_scale, write_atomic, ADVICE_FILES, advice_source, check_advice_out
 from .data import Features, synthetic_features, BACKBONES
 from .features_file import read_features, file_digest
 from .alignment import measure_alignment
@@ -29,9 +29,9 @@ from .results import RESULT_COLUMNS
 
 # %% auto #0
 __all__ = ['BUDGETS', 'SMALLEST', 'MIN_SCALES', 'ALIGNED_AUC', 'UNALIGNED_AUC', 'POWER', 'WORDS', 'PAGE_STYLE', 'ALIGNMENT_ROWS',
-           'ADVICE_JSON', 'ADVICE_HTML', 'ADVICE_RESULTS', 'advice_scales', 'advice_methods', 'feature_alignment',
-           'alignment_class', 'inference_cost', 'fit_curve', 'best_form', 'predict', 'decide', 'paper_claim',
-           'advice_paragraph', 'curves_chart', 'advice_page', 'advice_features', 'check_out', 'advise']
+           'ADVICE_JSON', 'ADVICE_HTML', 'ADVICE_RESULTS', 'check_out', 'advice_scales', 'advice_methods',
+           'feature_alignment', 'alignment_class', 'inference_cost', 'fit_curve', 'best_form', 'predict', 'decide',
+           'paper_claim', 'advice_paragraph', 'curves_chart', 'advice_page', 'advice_features', 'advise']
 
 # %% ../nbs/13_advise.ipynb #421bb6b0
 BUDGETS = {
@@ -281,26 +281,19 @@ Features: {html.escape(f['name'])} ({f"SHA-256 {f['sha256'][:12]}…" if f['sha2
 </main></body></html>"""
 
 # %% ../nbs/13_advise.ipynb #4d2819e1
-ADVICE_JSON, ADVICE_HTML, ADVICE_RESULTS = 'advice.json', 'advice.html', 'results.csv'
+ADVICE_JSON, ADVICE_HTML, ADVICE_RESULTS = ADVICE_FILES          # core holds them: the command checks --out before torch loads
 
 def advice_features(source:str) -> tuple[Features, dict]:
     "The features `advise` reads: `synthetic:<backbone>` (the study's embedded default) or a features file (`features_file.read_features`); and what advice.json records of them."
-    if str(source).startswith('synthetic:'):
+    if advice_source(source) is None:
         backbone = str(source).split(':', 1)[1]
-        if backbone not in BACKBONES: raise FusionStudyError(f"Unknown synthetic features {source!r}; use synthetic:aligned or synthetic:unaligned, or give a features file.")
         f = synthetic_features(alignment=BACKBONES[backbone])
         return f, dict(name=str(source), sha256=None, n_images=len(f.image), n_texts=len(f.text), widths=list(f.dims), tokens=None)
     f = read_features(source)
     return f, dict(name=Path(source).name, path=str(Path(source).resolve()), sha256=file_digest(source), n_images=len(f.image), n_texts=len(f.text),
                    widths=f.meta['widths'], tokens=f.meta.get('tokens'))
 
-def check_out(out) -> Path:
-    "The `--out` folder, refused when it already holds advice (nothing made before is overwritten or reused)."
-    out = Path(out)
-    if out.exists() and not out.is_dir(): raise FusionStudyError(f"--out {out} is a file; give a folder.")
-    if (held := [n for n in (ADVICE_JSON, ADVICE_HTML, ADVICE_RESULTS) if (out/n).exists()]):
-        raise FusionStudyError(f"--out {out} already holds {', '.join(held)} of an earlier advice; give another --out (nothing there is overwritten).")
-    return out
+check_out = check_advice_out
 
 # %% ../nbs/13_advise.ipynb #a861d370
 def advise(features, budget:str='fast', out='advice', progress:bool=True, scales=None, seeds=None, n_boot:int=None, log=print) -> dict:

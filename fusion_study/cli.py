@@ -105,6 +105,8 @@ def main(argv=None) -> int:
                 print(format_report(ds.report))
                 print(f"next: fusion-study extract --data {ds.layout.root}")
         elif args.command == 'advise':
+            from fusion_study.core import advice_source, check_advice_out
+            advice_source(args.features); check_advice_out(args.out)          # a wrong name or file answers before torch loads
             from fusion_study.advise import advise, ADVICE_HTML
             adv = advise(args.features, args.budget, args.out)
             print(adv['paragraph'].replace('**', ''))

@@ -12,11 +12,13 @@ import numpy as np
 import yaml
 
 # %% auto #0
-__all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'RANGES', 'GRID_LISTS', 'PARAMS_KEYS', 'EXECUTORS', 'EXECUTOR_RANGES', 'SLURM_ONLY',
-           'JOB_ONLY', 'LOCK_FILE', 'REPORT_DIR', 'CRASH_POINTS', 'FusionStudyError', 'Recipe', 'RunConfig',
-           'check_fields', 'min_scale', 'check_ranges', 'load_params', 'ExecutorOptions', 'check_executor',
-           'seed_everything', 'get_device', 'cache_dir', 'project_root', 'code_version', 'write_atomic', 'folder_lock',
-           'crash_point']
+__all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'RANGES', 'GRID_LISTS', 'METHOD_CLASSES', 'ENGINE_NAMES', 'DEVICES',
+           'ENCODER_FAMILIES', 'ENCODER_FORMS', 'PAIRS_CSV', 'IMAGE_NPY', 'TEXT_NPY', 'FORMATS', 'BACKBONES',
+           'ADVICE_FILES', 'PARAMS_KEYS', 'EXECUTORS', 'EXECUTOR_RANGES', 'SLURM_ONLY', 'JOB_ONLY', 'LOCK_FILE',
+           'REPORT_DIR', 'CRASH_POINTS', 'FusionStudyError', 'Recipe', 'RunConfig', 'check_fields', 'min_scale',
+           'check_ranges', 'features_path', 'check_names', 'advice_source', 'check_advice_out', 'load_params',
+           'ExecutorOptions', 'check_executor', 'seed_everything', 'get_device', 'cache_dir', 'project_root',
+           'code_version', 'write_atomic', 'folder_lock', 'crash_point']
 
 # %% ../nbs/00_core.ipynb #61a976dd
 class FusionStudyError(Exception):
@@ -165,10 +167,62 @@ def check_ranges(d:dict, where='configuration'):
     if d.get('source') == 'file' and not d.get('features_file'):
         raise FusionStudyError(f"Configuration {d.get('name')!r} in {where} has source: file but no features_file; set features_file: to your .safetensors, .npz or features folder.")
     if d.get('name') in (d.get('inputs') or []): raise FusionStudyError(f"Configuration {d['name']!r} in {where} lists itself in inputs; remove it.")
+    check_names(d, where)
     if 'scales' in d and 'val_frac' in d:
         low = min_scale(d['val_frac'])
         for s in d['scales']:
             if s < low: raise FusionStudyError(f"Scale {s} in {where} is too small to split with val_frac {d['val_frac']}; use scales of at least {low}.")
+
+# %% ../nbs/00_core.ipynb #c0ffee02
+METHOD_CLASSES = {'concat': 'ConcatFusion', 'cross': 'CrossAttentionFusion', 'cross_tokens': 'CrossAttentionTokens', 'cosine': 'CosineMatch',
+                  'cosine_proj': 'CosineProjected', 'match_mlp': 'MatchMLP', 'bilinear': 'Bilinear', 'concat_matched': 'ConcatMatched',
+                  'eq3': 'Eq3Attention', 'gated': 'GatedFusion'}          # a method's name → its class in fusion_study.fusion
+ENGINE_NAMES = ('auto', 'loop', 'batched')
+DEVICES = re.compile(r'auto|cpu|cuda(:[0-9]+)?|mps')
+ENCODER_FAMILIES = ('clip', 'torchvision', 'hf', 'st', 'tfidf-svd')
+ENCODER_FORMS = "clip:<model>/<pretrained>, torchvision:<classifier>/<weights>, hf:<model id>, st:<package or folder> or tfidf-svd:<width>"
+PAIRS_CSV, IMAGE_NPY, TEXT_NPY = 'pairs.csv', 'image.npy', 'text.npy'   # a features folder: pairs.csv has a column text_owner, one row per text row
+FORMATS = "a .safetensors or .npz file with arrays image, text and text_owner, or a folder (or its pairs.csv) holding image.npy, text.npy and pairs.csv (column text_owner)"
+
+def features_path(path) -> Path:
+    "The file to read of features file `path` (a folder's `pairs.csv`), checked without reading it: it exists, is of a known kind and can be opened."
+    p = Path(path)
+    if not p.exists(): raise FusionStudyError(f"No features file {p}; give {FORMATS}.")
+    if p.is_dir(): p = p/PAIRS_CSV
+    if not p.exists(): raise FusionStudyError(f"Features file {p.parent}: a folder without {PAIRS_CSV}; give {FORMATS}.")
+    if p.suffix.lower() not in ('.safetensors', '.npz', '.csv'):
+        raise FusionStudyError(f"Features file {p}: unknown kind {p.suffix.lower() or '(no suffix)'}; give {FORMATS}.")
+    try: open(p, 'rb').close()
+    except OSError as e: raise FusionStudyError(f"Features file {p}: cannot be opened ({e.strerror}); make it readable.") from None
+    return p
+
+def check_names(d:dict, where='configuration'):
+    "Raise `FusionStudyError` for the first method, engine, device or encoder of configuration dict `d` that does not exist (no torch)."
+    for m in d.get('methods') or []:
+        if m not in METHOD_CLASSES: raise FusionStudyError(f"Unknown method {m!r} in {where}; choose from {list(METHOD_CLASSES)}.")
+    if d.get('engine', 'auto') not in ENGINE_NAMES: raise FusionStudyError(f"Unknown engine {d['engine']!r} in {where}; choose from {list(ENGINE_NAMES)}.")
+    if not DEVICES.fullmatch(d.get('device', 'auto')): raise FusionStudyError(f"Unknown device {d['device']!r} in {where}; use auto, cpu or cuda (cuda:<index> for one GPU of several).")
+    for k in ('image_encoder', 'text_encoder'):
+        family, sep, rest = str(d.get(k) or 'clip:x').partition(':')
+        if family not in ENCODER_FAMILIES or not (sep and rest): raise FusionStudyError(f"Unknown encoder name {d[k]!r} ({k}) in {where}; use {ENCODER_FORMS}.")
+
+BACKBONES = {'aligned': 1.0, 'unaligned': 0.0}                         # the synthetic backbones: their alignment knob (01_data)
+ADVICE_FILES = ('advice.json', 'advice.html', 'results.csv')           # what `fusion-study advise` writes to its --out (13_advise)
+
+def advice_source(source):
+    "`advise`'s FEATURES checked without torch: None for `synthetic:<backbone>`, else the features file to read (`features_path`)."
+    if str(source).startswith('synthetic:'):
+        if str(source).split(':', 1)[1] not in BACKBONES: raise FusionStudyError(f"Unknown synthetic features {source!r}; use synthetic:aligned or synthetic:unaligned, or give a features file.")
+        return None
+    return features_path(source)
+
+def check_advice_out(out) -> Path:
+    "The `--out` folder of `advise`, refused when it already holds advice (nothing made before is overwritten or reused)."
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise FusionStudyError(f"--out {out} is a file; give a folder.")
+    if (held := [n for n in ADVICE_FILES if (out/n).exists()]):
+        raise FusionStudyError(f"--out {out} already holds {', '.join(held)} of an earlier advice; give another --out (nothing there is overwritten).")
+    return out
 
 # %% ../nbs/00_core.ipynb #751ef218
 PARAMS_KEYS = {'description', 'defaults', 'configs', 'executor'}
@@ -206,6 +260,7 @@ def load_params(path) -> list[RunConfig]:
     for cfg in out:                    # a relative features_file is read from the params file's folder, wherever the notebook later runs
         if cfg.features_file and not Path(cfg.features_file).expanduser().is_absolute():
             cfg.features_file = str((path.parent/Path(cfg.features_file).expanduser()).resolve())
+        if cfg.source == 'file': features_path(cfg.features_file)      # there, readable, of a known kind: before torch loads
     names = [c.name for c in out]
     if len(set(names)) != len(names): raise FusionStudyError(f"Configuration names in {path} must be unique; got {names}.")
     return out

@@ -12,14 +12,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .core import FusionStudyError, RunConfig
+from .core import FusionStudyError, RunConfig, BACKBONES
 
 # %% auto #0
-__all__ = ['KNOB_R', 'KNOB_S', 'MISALIGN_SEED', 'BACKBONES', 'Captions', 'parse_flickr8k_token', 'parse_kaggle_captions',
-           'load_captions', 'drop_missing_images', 'nonfinite_row', 'Features', 'knob_weight', 'synthetic_features',
+__all__ = ['KNOB_R', 'KNOB_S', 'MISALIGN_SEED', 'Captions', 'parse_flickr8k_token', 'parse_kaggle_captions', 'load_captions',
+           'drop_missing_images', 'nonfinite_row', 'Features', 'knob_weight', 'synthetic_features',
            'synthetic_token_features', 'Pairs', 'build_pairs', 'split_pairs', 'add_noise', 'rotation_generator',
            'rotate_features', 'permute_features', 'misalign', 'synthetic_alignment', 'check_synthetic',
-           'synthetic_for_config']
+           'synthetic_for_config', 'BACKBONES']
 
 # %% ../nbs/01_data.ipynb #6f6b879d
 def _read_text(path:Path) -> str:
@@ -297,7 +297,7 @@ def misalign(x:torch.Tensor, rotation:float=0.0, permute:bool=False, seed:int=MI
     return permute_features(x, seed) if permute else x
 
 # %% ../nbs/01_data.ipynb #490c7281
-BACKBONES = {'aligned': 1.0, 'unaligned': 0.0}
+_all_ = ['BACKBONES']                    # the synthetic backbones' alignment, declared in core (named without torch)
 
 def synthetic_alignment(cfg:RunConfig) -> float:
     "The alignment of a synthetic configuration: its `alignment`, else its backbone's."

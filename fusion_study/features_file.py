@@ -12,12 +12,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .core import FusionStudyError, RunConfig
+from .core import FusionStudyError, RunConfig, FORMATS, PAIRS_CSV, IMAGE_NPY, TEXT_NPY, features_path
 from .data import Features
 
 # %% auto #0
-__all__ = ['FILE_KEYS', 'PAIRS_CSV', 'IMAGE_NPY', 'TEXT_NPY', 'FORMATS', 'read_arrays', 'features_from_arrays', 'file_digest',
-           'read_features', 'save_features', 'file_for_config', 'check_file']
+__all__ = ['FILE_KEYS', 'read_arrays', 'features_from_arrays', 'file_digest', 'read_features', 'save_features', 'file_for_config',
+           'check_file', 'FORMATS', 'PAIRS_CSV', 'IMAGE_NPY', 'TEXT_NPY']
 
 # %% ../nbs/02e_features_file.ipynb #47f915ca
 FILE_KEYS = {
@@ -26,8 +26,7 @@ FILE_KEYS = {
     'text_owner': "(N_b,) integers: for text row j, the row of `image` it describes",
     'image_ids': "optional (N_a,) names of the image rows (.npz only: strings)",
 }
-PAIRS_CSV, IMAGE_NPY, TEXT_NPY = 'pairs.csv', 'image.npy', 'text.npy'   # the folder layout: pairs.csv has a column text_owner, one row per text row
-FORMATS = "a .safetensors or .npz file with arrays image, text and text_owner, or a folder (or its pairs.csv) holding image.npy, text.npy and pairs.csv (column text_owner)"
+_all_ = ['FORMATS', 'PAIRS_CSV', 'IMAGE_NPY', 'TEXT_NPY']          # the file layouts, declared in core (checked there without torch)
 
 # %% ../nbs/02e_features_file.ipynb #8b268af5
 def _bad(path, what:str) -> FusionStudyError: return FusionStudyError(f"Features file {path}: {what}")
@@ -41,10 +40,7 @@ def _read_csv_layout(p:Path) -> dict:
 
 def read_arrays(path) -> dict:
     "The named arrays of a features file (`FORMATS`), as numpy arrays; a `FusionStudyError` naming the file when it is missing or unreadable."
-    p = Path(path)
-    if not p.exists(): raise FusionStudyError(f"No features file {p}; give {FORMATS}.")
-    if p.is_dir(): p = p/PAIRS_CSV
-    if not p.exists(): raise _bad(p.parent, f"a folder without {PAIRS_CSV}; give {FORMATS}.")
+    p = features_path(path)                          # there, of a known kind, readable
     suffix = p.suffix.lower()
     try:
         if suffix == '.safetensors':
@@ -56,7 +52,6 @@ def read_arrays(path) -> dict:
     except FusionStudyError: raise
     except Exception as e:                          # numpy, zipfile, safetensors and pandas each raise their own
         raise _bad(p, f"cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'damaged'}); write it again.") from None
-    raise _bad(p, f"unknown kind {suffix or '(no suffix)'}; give {FORMATS}.")
 
 # %% ../nbs/02e_features_file.ipynb #2da1af8e
 def _rows(x:np.ndarray) -> torch.Tensor:

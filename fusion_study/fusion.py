@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import FusionStudyError
+from .core import FusionStudyError, METHOD_CLASSES
 from .paper import architecture
 
 # %% auto #0
@@ -203,9 +203,7 @@ class GatedFusion(nn.Module):
         return self.head(z * torch.tanh(self.proj_v(v)) + (1 - z) * torch.tanh(self.proj_t(t)), drop)
 
 # %% ../nbs/03_fusion.ipynb #bc95c3f3
-METHODS = {'concat': ConcatFusion, 'cross': CrossAttentionFusion, 'cross_tokens': CrossAttentionTokens,
-           'cosine': CosineMatch, 'cosine_proj': CosineProjected, 'match_mlp': MatchMLP, 'bilinear': Bilinear,
-           'concat_matched': ConcatMatched, 'eq3': Eq3Attention, 'gated': GatedFusion}
+METHODS = {name: globals()[cls] for name, cls in METHOD_CLASSES.items()}      # the names live in core, so a params file is checked without torch
 
 def method_class(method:str, methods:dict=None):
     "The class registered as `method` in `methods` (default the registry `METHODS`)."

@@ -25,11 +25,16 @@ def nbs_dir() -> Path:
         if root is not None and (root/'nbs').is_dir(): return root/'nbs'
     raise FusionStudyError("Cannot find the project's nbs/ folder; run from the fusion_study checkout or install it with `pip install -e .`.")
 
+def _runnable(nb:Path) -> bool:
+    "Whether notebook `nb` has a parameters cell, so a configuration can run it."
+    try: return any('parameters' in c.get('metadata', {}).get('tags', []) for c in json.loads(nb.read_text(encoding='utf-8'))['cells'])
+    except (OSError, ValueError, KeyError, TypeError): return False
+
 def notebook_path(name:str) -> Path:
     "The notebook `nbs/NN_<name>.ipynb`."
     found = sorted(nbs_dir().glob(f'[0-9]*_{name}.ipynb'))
     if not found:
-        have = sorted(p.stem.split('_', 1)[1] for p in nbs_dir().glob('[0-9]*_*.ipynb'))
+        have = sorted(p.stem.split('_', 1)[1] for p in nbs_dir().glob('[0-9]*_*.ipynb') if _runnable(p))
         raise FusionStudyError(f"No notebook named {name!r} in {nbs_dir()}; use one of {have}.")
     return found[0]
 
@@ -58,6 +63,7 @@ def check_plan(cfgs:list, runs:Path, params='the params file'):
         for name in c.inputs:
             if name not in names and not (runs/name/'run.json').exists():
                 raise FusionStudyError(f"Configuration {c.name!r} in {params} reads {name!r} through inputs, but neither {params} nor the runs folder {str(runs)!r} has a configuration of that name; fix the name or add it.")
+        notebook_path(c.notebook)
     order_by_inputs(cfgs)
     if runs.exists() and not runs.is_dir(): raise FusionStudyError(f"The runs folder {str(runs)!r} is a file; pass a folder as --runs-dir.")
     near = next(p for p in (runs, *runs.absolute().parents) if p.exists())
@@ -291,7 +297,7 @@ def run_params(params, runs_dir='runs', force:bool=False, log=print, report:bool
     check_plan(cfgs, runs, params)
     _crash_env(runs)
     from fusion_study.study import preflight
-    for cfg in cfgs: preflight(cfg); notebook_path(cfg.notebook)          # fail before any work (and before making the runs folder)
+    for cfg in cfgs: preflight(cfg)          # fail before any work (and before making the runs folder)
     _make_runs_dir(runs)
     with folder_lock(runs, 'run'), shared_kernel(runs/KERNEL_LOG):
         status, errors = {}, []

@@ -30,13 +30,10 @@ __all__ = ['RECIPE_COLUMNS', 'STUDY_TABLES', 'preflight', 'vega_bundle', 'inline
 # %% ../nbs/05_study.ipynb #f226577d
 def preflight(cfg:RunConfig):
     """Raise `FusionStudyError` for the first thing in `cfg` that would fail later, cheapest first: its keys, types and ranges
-    (`core`, no torch), its methods (the `fusion.METHODS` registry), engine and device, then its features (`extract.check_features`:
+    (`core`, no torch: also the names of its methods, engine, device and encoders), the device itself, then its features (`extract.check_features`:
     synthetic sizes, or the cache entries' metadata — no tensor is read)."""
     where, d = f"configuration {cfg.name!r}", cfg.to_dict()
     check_fields(RunConfig, d, where); check_ranges(d, where)
-    for m in cfg.methods:
-        if m not in METHODS: raise FusionStudyError(f"Unknown method {m!r} in configuration {cfg.name!r}; choose from {list(METHODS)}.")
-    if cfg.engine not in ('auto', *ENGINES): raise FusionStudyError(f"Unknown engine {cfg.engine!r} in configuration {cfg.name!r}; choose from {['auto', *ENGINES]}.")
     get_device(cfg.device)
     check_features(cfg)
 

@@ -9,7 +9,7 @@ from dataclasses import fields
 import pandas as pd
 from tqdm import tqdm
 
-from .core import FusionStudyError, get_device, code_version
+from .core import FusionStudyError, get_device, code_version, ENGINE_NAMES
 from .data import Features
 from .results import METRICS, RESULT_COLUMNS
 from .loop import RunSpec, config_specs, classification_metrics, train_one, train_loop
@@ -24,6 +24,7 @@ __all__ = ['ENGINES', 'pick_engine', 'train_runs', 'RunSpec', 'config_specs', 'c
 
 # %% ../nbs/04c_train.ipynb #ca0541e2
 ENGINES = {'loop': train_loop, 'batched': train_batched}
+assert ('auto', *ENGINES) == ENGINE_NAMES, 'core.ENGINE_NAMES lists the engines a params file may name'
 
 def pick_engine(engine:str, device) -> str:
     "Resolve 'auto' to the engine that is fastest on `device` (measured by bench/train.py: batched on CPU and GPU)."

@@ -46,3 +46,30 @@ def test_too_many_pairs_is_an_error_not_a_shrink():
     assert len(build_pairs(f.caption_image, 200, seed=0)) == 200
     with pytest.raises(FusionStudyError, match='at most 200'): build_pairs(f.caption_image, 202, seed=0)
     with pytest.raises(FusionStudyError, match='even'): build_pairs(f.caption_image, 101, seed=0)
+
+NO_TORCH = """import sys
+from fusion_study.cli import main
+rc = main(sys.argv[1:])
+assert rc == 2 and 'torch' not in sys.modules, (rc, 'torch was imported before the mistake was found')"""
+
+@pytest.mark.parametrize('args, text, words', [
+    (['run', 'p.yaml'], "configs: [{name: a, methods: [concat, lstm]}]\n", ["Unknown method 'lstm'"]),
+    (['run', 'p.yaml'], "configs: [{name: a, engine: fast}]\n", ["Unknown engine 'fast'"]),
+    (['run', 'p.yaml'], "configs: [{name: a, device: gpu}]\n", ["Unknown device 'gpu'"]),
+    (['run', 'p.yaml'], "configs: [{name: a, notebook: studdy}]\n", ["No notebook named 'studdy'", "'study'"]),
+    (['run', 'p.yaml'], "configs: [{name: a, source: features, image_encoder: vit-b}]\n", ["Unknown encoder name 'vit-b'"]),
+    (['run', 'p.yaml'], "configs: [{name: a, source: file, features_file: mine.npz}]\n", ['No features file', 'mine.npz']),
+    (['advise', 'mine.npz'], None, ['No features file', 'mine.npz']),
+    (['advise', 'mine.txt'], 'x', ['unknown kind .txt']),
+    (['advise', 'synthetic:alinged'], None, ["Unknown synthetic features 'synthetic:alinged'"]),
+    (['advise', 'synthetic:aligned', '--out', 'held'], None, ['already holds advice.json']),
+])
+def test_a_wrong_name_or_file_answers_before_torch_loads(tmp_path, args, text, words):
+    "Goal: every mistake in a command line or params file answers in under 3 s; importing torch alone takes 3–6 s here, so none may import it."
+    import subprocess, sys
+    if text is not None: (tmp_path/args[1]).write_text(text)
+    (tmp_path/'held').mkdir(); (tmp_path/'held'/'advice.json').write_text('{}')
+    r = subprocess.run([sys.executable, '-c', NO_TORCH, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for w in words: assert w in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
