@@ -114,54 +114,77 @@ class NotebookFailed(Exception):
 
 class SharedKernel:
     """One kernel for the notebooks a command executes one after another. Its start (~4 s) and the imports every notebook makes (torch, pandas,
-    Altair, scikit-learn, the library: ~5 s) are paid once, not once per configuration. Before each notebook its namespace is emptied
-    (IPython's `reset`) and its working folder set, so a notebook sees only what it defines itself — as in a kernel of its own, whose modules
-    happen to be imported already. A kernel that died (out of memory, say) is replaced for the next notebook. Its log is `log_path`."""
-    def __init__(self, log_path): self.log_path, self.km = Path(log_path).resolve(), None
+    Altair, scikit-learn, the library: ~5 s) are paid once, not once per configuration — and while the command checks the configurations,
+    since `start` returns at once and the kernel imports the library in the background. Before each notebook its namespace is emptied
+    (IPython's `reset`) and its working folder set, so a notebook sees only what it defines itself, as in a kernel of its own whose modules
+    happen to be imported already. A kernel that died (out of memory, say) is replaced for the next notebook. Its log is written to a temporary
+    file and appended to `log_path` when the kernel is shut down (the runs folder may not exist when it starts)."""
+    WARM = 'import fusion_study.study, fusion_study.degradation, fusion_study.analysis, fusion_study.theory, fusion_study.report'
+
+    def __init__(self, log_path):
+        self.log_path, self.km = Path(log_path).absolute(), None
+        fd, tmp = tempfile.mkstemp(prefix='fusion-study-kernel-', suffix='.log'); os.close(fd); self.tmp_log = Path(tmp)
 
     def _call(self, f, *a, **kw):
         from jupyter_core.utils import run_sync
         return run_sync(f)(*a, **kw)
 
+    def start(self, cwd=None):
+        "Start the kernel and have it import the library, without waiting for either."
+        self.km = _kernel_manager(self.tmp_log)(kernel_name='python3')
+        self._call(self.km.start_kernel, cwd=str(cwd or Path.cwd()))
+        self._run(self.WARM, wait=False)
+        return self
+
     def ready(self, cwd) -> object:
         "The kernel manager, its kernel alive, empty and in folder `cwd`."
-        if self.km is not None and self._call(self.km.is_alive): self._run(f"get_ipython().reset(new_session=False)\nimport os\nos.chdir({str(cwd)!r})")
-        else:
-            self.close()
-            self.km = _kernel_manager(self.log_path)(kernel_name='python3')
-            self._call(self.km.start_kernel, cwd=str(cwd))
+        if self.km is None or not self._call(self.km.is_alive):
+            self._shutdown(); self.start(cwd)
+        self._run(f"get_ipython().reset(new_session=False)\nimport os\nos.chdir({str(cwd)!r})")
         return self.km
 
-    def _run(self, code:str):
+    def _run(self, code:str, wait:bool=True):
+        "Execute `code` in the kernel (waiting for its reply, unless `wait` is False); a reply that is not ok is `NotebookFailed`."
         from jupyter_client import BlockingKernelClient
         kc = BlockingKernelClient(); kc.load_connection_info(self.km.get_connection_info()); kc.start_channels()
         try:
-            kc.wait_for_ready(timeout=60)
-            reply = kc.execute_interactive(code, timeout=60, store_history=False, output_hook=lambda msg: None)
-            if reply['content']['status'] != 'ok': raise NotebookFailed(f"the kernel could not be reset ({reply['content'].get('ename')})")
+            if not wait: return kc.execute(code, silent=True, store_history=False)
+            kc.wait_for_ready(timeout=120)
+            reply = kc.execute_interactive(code, timeout=300, store_history=False, output_hook=lambda msg: None)
+            if reply['content']['status'] != 'ok': raise NotebookFailed(f"the kernel could not be prepared ({reply['content'].get('ename')}: {reply['content'].get('evalue')})")
         finally: kc.stop_channels()
 
     def done(self):
         "Close the clients papermill made for the last notebook (the kernel stays)."
         for c in self.km.__dict__.pop('clients', []) if self.km is not None else []: c.stop_channels()
 
-    def close(self):
-        "Shut the kernel down."
+    def _shutdown(self):
         if self.km is None: return
         self.done()
         try: self._call(self.km.shutdown_kernel, now=True)
         except Exception: pass
         self.km = None
 
+    def close(self):
+        "Shut the kernel down; append its log to `log_path` when that folder exists."
+        self._shutdown()
+        try:
+            if self.log_path.parent.is_dir() and self.tmp_log.stat().st_size:
+                with open(self.log_path, 'ab') as f: f.write(self.tmp_log.read_bytes())
+        except OSError: pass
+        self.tmp_log.unlink(missing_ok=True)
+
 _shared = None                     # the SharedKernel of the command running now, if any
 KERNEL_LOG = 'kernel.log'          # a kernel's own log: in the runs folder for a command's shared kernel, in the configuration's folder for a job's
 
 @contextlib.contextmanager
-def shared_kernel(log_path):
-    "While inside, `_execute` runs every notebook on one `SharedKernel` logging to `log_path`; it is shut down on the way out."
+def shared_kernel(log_path, start:bool=True):
+    "While inside, `_execute` runs every notebook on one `SharedKernel` (started at once, unless `start` is False) logging to `log_path`; shut down on the way out."
     global _shared
     _shared = SharedKernel(log_path)
-    try: yield _shared
+    try:
+        if start: _shared.start()
+        yield _shared
     finally: _shared.close(); _shared = None
 
 def _execute(nb:Path, out_nb:Path, parameters:dict, cwd:Path):
@@ -296,17 +319,18 @@ def run_params(params, runs_dir='runs', force:bool=False, log=print, report:bool
     cfgs, runs = load_params(params), Path(runs_dir)
     check_plan(cfgs, runs, params)
     _crash_env(runs)
-    from fusion_study.study import preflight
-    for cfg in cfgs: preflight(cfg)          # fail before any work (and before making the runs folder)
-    _make_runs_dir(runs)
-    with folder_lock(runs, 'run'), shared_kernel(runs/KERNEL_LOG):
-        status, errors = {}, []
-        for cfg in order_by_inputs(cfgs):
-            if (bad := [n for n in cfg.inputs if status.get(n) == 'failed']):
-                log(f"{cfg.name}: not run, its input {bad[0]!r} failed"); status[cfg.name] = 'failed'; errors.append(f"{cfg.name} (input {bad[0]} failed)"); continue
-            try: status[cfg.name] = _run_config(cfgs, cfg.name, runs, force, log)
-            except ConfigFailed as e: status[cfg.name] = 'failed'; errors.append(f"{cfg.name} ({e.why})")
-        if report: run_report(runs, log)
+    with shared_kernel(runs/KERNEL_LOG):                      # the kernel starts and imports the library while this process checks
+        from fusion_study.study import preflight
+        for cfg in cfgs: preflight(cfg)          # fail before any work (and before making the runs folder)
+        _make_runs_dir(runs)
+        with folder_lock(runs, 'run'):
+            status, errors = {}, []
+            for cfg in order_by_inputs(cfgs):
+                if (bad := [n for n in cfg.inputs if status.get(n) == 'failed']):
+                    log(f"{cfg.name}: not run, its input {bad[0]!r} failed"); status[cfg.name] = 'failed'; errors.append(f"{cfg.name} (input {bad[0]} failed)"); continue
+                try: status[cfg.name] = _run_config(cfgs, cfg.name, runs, force, log)
+                except ConfigFailed as e: status[cfg.name] = 'failed'; errors.append(f"{cfg.name} ({e.why})")
+            if report: run_report(runs, log)
     if errors:
         raise FusionStudyError(f"{len(errors)} of {len(cfgs)} configurations failed: {'; '.join(errors)}. Finished results are kept; fix the cause and re-run to resume.")
     return status

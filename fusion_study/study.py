@@ -40,9 +40,17 @@ def preflight(cfg:RunConfig):
 # %% ../nbs/05_study.ipynb #432028c6
 @functools.lru_cache(maxsize=1)
 def vega_bundle() -> str:
-    "Vega, Vega-Lite and vega-embed as one script that puts them on `window` (vl-convert's default bundle; built once per process)."
+    """Vega, Vega-Lite and vega-embed as one script that puts them on `window` (vl-convert's default bundle). Building it takes about 3 s,
+    so it is built once and kept in the cache folder (`core.cache_dir()`), named by vl-convert's version, and read from there (~1 ms)."""
     import vl_convert as vlc
-    return vlc.javascript_bundle()
+    from fusion_study.core import cache_dir, write_atomic
+    kept = cache_dir()/'vega'/f'bundle-vl-convert-{vlc.__version__}.js'
+    try: return kept.read_text(encoding='utf-8')
+    except OSError: pass
+    js = vlc.javascript_bundle()
+    try: write_atomic(kept, js)
+    except OSError: pass                              # a read-only cache folder: built again next time
+    return js
 
 def inline_chart_html(spec:dict) -> str:
     "HTML for one Vega-Lite `spec` with its JavaScript inline (no CDN), rendered by vega-embed."

@@ -1,6 +1,7 @@
 "The whole path through the command line: params file → papermill → results → resume → site."
 import shutil
 import json
+from pathlib import Path
 import pandas as pd
 import yaml
 from conftest import ROOT, cli, digest
@@ -26,6 +27,8 @@ def test_smoke_run_produces_every_table(smoke_runs):
         for f in info['files']: assert len(pd.read_csv(d/f)) > 0, f"{c['name']}/{f} is empty"
         nb = json.loads((d/f'{kind}.ipynb').read_text())
         assert 'injected-parameters' in json.dumps(nb)                                   # papermill ran it with our parameters
+        assert nb['metadata']['papermill']['input_path'].endswith(f'_{kind}.ipynb') and Path(nb['metadata']['papermill']['input_path']).parent.name == 'nbs'
+        assert not any(s.startswith(('_toy', '_html = ', '_many', '_rows = ', '_p = sample_pairs', '_sc = ', '_truth = ')) for s in (''.join(c['source']) for c in nb['cells']))   # the library's tests are nbdev_test's, not a run's
         if kind in ('study', 'degradation'):
             df = pd.read_csv(d/'results.csv')
             assert list(df.columns[:len(RESULT_COLUMNS)]) == RESULT_COLUMNS and df.code_version.notna().all()

@@ -230,3 +230,14 @@ def test_slurm_runs_the_configurations_with_dependencies_and_a_final_report_job(
     assert s['broken'][2].startswith('FusionStudyError: Feature widths 12 and 12') and s['after_broken'][2] == 'not run: one of its inputs failed'
     assert s['tiny'][1] == ids['tiny'] and (runs/'report'/'report.ipynb').exists()
     assert set(pd.read_csv(runs/'noisy'/'results.csv').query('noise == 0').config) == {'tiny'}        # it read its input
+
+def test_one_shared_kernel_gives_the_results_of_a_kernel_per_configuration(local_jobs, smoke_runs):
+    "`fusion-study run` runs every notebook on one kernel (emptied between them); a job runs one notebook on a kernel of its own: same numbers."
+    _, _, jobs, _, _ = local_jobs
+    shared, _ = smoke_runs
+    key = ['method', 'scale', 'seed', 'noise', 'rotation']
+    for c in SMOKE['configs']:
+        if c.get('notebook', 'study') not in ('study', 'degradation'): continue
+        a, b = (pd.read_csv(r/c['name']/'results.csv').sort_values(key).reset_index(drop=True) for r in (shared, jobs))
+        pd.testing.assert_frame_equal(a[key + ['accuracy', 'f1', 'precision', 'recall']], b[key + ['accuracy', 'f1', 'precision', 'recall']])
+    assert (shared/'kernel.log').exists() and not (shared/'smoke_aligned'/'kernel.log').exists() and (jobs/'smoke_aligned'/'kernel.log').exists()
