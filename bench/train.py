@@ -3,6 +3,7 @@
     python bench/train.py --device cpu --grid default            # the default study's 48 runs
     python bench/train.py --device cuda --grid paper84           # the paper's 84 runs (Tables 1 and 2)
     python bench/train.py --grid tiny --engines loop,batched     # seconds
+    python bench/train.py --grid default --epochs 2 --engines batched,batched-mixed,batched-1lane12,batched-2lane12   # CPU variants side by side
 
 Features are the embedded synthetic generator (the cached features of a real run have the same shapes).
 Both engines train exactly the same specs; the last column is the largest metric difference to the first engine.
@@ -75,6 +76,9 @@ def main():
         T.ENGINES['batched'] = lambda f, s, d: T.train_batched(f, s, d, lanes=a.lanes, max_group=a.max_group,
                                                                **(dict(graphs=False) if a.no_graphs else {}))
     T.ENGINES['batched-nographs'] = lambda f, s, d, **kw: T.train_batched(f, s, d, graphs=False, **kw)   # GPU: the same engine, eager
+    T.ENGINES['batched-mixed'] = lambda f, s, d, **kw: T.train_batched(f, s, d, grouping='mixed', **kw)   # the grouping before issue 22: every scale in every group
+    T.ENGINES['batched-1lane12'] = lambda f, s, d, **kw: T.train_batched(f, s, d, lanes=1, max_group=12, **kw)   # one lane of 12 runs on torch's threads
+    T.ENGINES['batched-2lane12'] = lambda f, s, d, **kw: T.train_batched(f, s, d, max_group=12, **kw)        # two lanes of up to 12 runs
     flops, peak = grid_flops(jobs), matmul_peak(device)
     print(f"grid: {flops / 1e12:.2f} TFLOP forward + backward; fp32 matmul peak here {peak:.0f} GFLOP/s", flush=True)
     results = {}

@@ -344,8 +344,10 @@ def train_group(feats:Features, specs:list, device='cpu', chunk:int=None, on_res
         if pool: pool.shutdown()
 
 # %% ../nbs/04b_batched.ipynb #c3ea8d2d
-def plan_groups(specs:list, feats:Features, device, max_group:int=None, methods:dict=None) -> list[list[int]]:
-    "Indices of `specs` in lock-step groups: one method and batch size each, scales mixed, no bigger than memory allows; costliest first."
+def plan_groups(specs:list, feats:Features, device, max_group:int=None, methods:dict=None, grouping:str='length') -> list[list[int]]:
+    """Indices of `specs` in lock-step groups: one method and batch size each, no bigger than memory allows; costliest first.
+    `grouping` 'length': runs of about the same length together, so a group keeps its width to its end; 'mixed': dealt round-robin, every group every scale."""
+    if grouping not in ('length', 'mixed'): raise FusionStudyError(f"Unknown grouping {grouping!r}; use 'length' or 'mixed'.")
     by, cost = {}, [run_cost(s, feats, methods) for s in specs]
     for i, s in enumerate(specs): by.setdefault((s.method, s.batch_size), []).append(i)
     groups = []
@@ -353,7 +355,8 @@ def plan_groups(specs:list, feats:Features, device, max_group:int=None, methods:
         size = min(max_group or len(idx), runs_that_fit([specs[i] for i in idx], feats, device, methods=methods))
         idx = sorted(idx, key=lambda i: -cost[i])
         n = math.ceil(len(idx) / size)
-        groups += [idx[g::n] for g in range(n)]             # deal round-robin: every group gets every scale
+        cut = [round(g * len(idx) / n) for g in range(n + 1)]
+        groups += [idx[g::n] for g in range(n)] if grouping == 'mixed' else [idx[cut[g]:cut[g + 1]] for g in range(n)]
     return sorted(groups, key=lambda g: -sum(cost[i] for i in g))
 
 def cpu_lanes() -> int:
@@ -363,13 +366,13 @@ def cpu_lanes() -> int:
 
 CPU_GROUP = 6        # runs per lock-step group on CPU (bench/train.py: bigger groups leave the caches)
 
-def train_batched(feats:Features, specs:list, device='cpu', lanes:int=None, max_group:int=None, methods:dict=None, **group_kw):
+def train_batched(feats:Features, specs:list, device='cpu', lanes:int=None, max_group:int=None, methods:dict=None, grouping:str='length', **group_kw):
     "The batched engine: yield `(index, result)` as runs finish. On CPU, `lanes` groups train side by side, one core each."
     device = torch.device(device)
     lanes = lanes or (1 if device.type == 'cuda' else cpu_lanes())
     if max_group is None and device.type == 'cpu': max_group = CPU_GROUP
     for s in specs: method_class(s.method, methods)
-    groups = plan_groups(specs, feats, device, max_group, methods)
+    groups = plan_groups(specs, feats, device, max_group, methods, grouping)
     if not groups: return
     if lanes == 1 or len(groups) == 1:
         for g in groups:

@@ -133,32 +133,41 @@ class SharedKernel:
         "Start the kernel and have it import the library, without waiting for either."
         self.km = _kernel_manager(self.tmp_log)(kernel_name='python3')
         self._call(self.km.start_kernel, cwd=str(cwd or Path.cwd()))
-        self._run(self.WARM, wait=False)
+        self.warming = self._run(self.WARM, wait=False)         # its client stays open until the request is through (`ready`)
         return self
 
     def ready(self, cwd) -> object:
         "The kernel manager, its kernel alive, empty and in folder `cwd`."
+        self._stop_warming()
         if self.km is None or not self._call(self.km.is_alive):
             self._shutdown(); self.start(cwd)
         self._run(f"get_ipython().reset(new_session=False)\nimport os\nos.chdir({str(cwd)!r})")
         return self.km
 
     def _run(self, code:str, wait:bool=True):
-        "Execute `code` in the kernel (waiting for its reply, unless `wait` is False); a reply that is not ok is `NotebookFailed`."
+        """Execute `code` in the kernel and wait for its reply (a reply that is not ok is `NotebookFailed`); with `wait` False, return the
+        client at once (closing it would drop the request before it is sent: `_stop_warming` closes it once a later request has been answered)."""
         from jupyter_client import BlockingKernelClient
         kc = BlockingKernelClient(); kc.load_connection_info(self.km.get_connection_info()); kc.start_channels()
+        if not wait: kc.execute(code, silent=True, store_history=False); return kc
         try:
-            if not wait: return kc.execute(code, silent=True, store_history=False)
             kc.wait_for_ready(timeout=120)
             reply = kc.execute_interactive(code, timeout=300, store_history=False, output_hook=lambda msg: None)
             if reply['content']['status'] != 'ok': raise NotebookFailed(f"the kernel could not be prepared ({reply['content'].get('ename')}: {reply['content'].get('evalue')})")
         finally: kc.stop_channels()
+
+    def _stop_warming(self):
+        if getattr(self, 'warming', None) is not None:
+            try: self.warming.wait_for_ready(timeout=120)            # the kernel answers in order: the import has been received
+            except RuntimeError: pass
+            self.warming.stop_channels(); self.warming = None
 
     def done(self):
         "Close the clients papermill made for the last notebook (the kernel stays)."
         for c in self.km.__dict__.pop('clients', []) if self.km is not None else []: c.stop_channels()
 
     def _shutdown(self):
+        self._stop_warming()
         if self.km is None: return
         self.done()
         try: self._call(self.km.shutdown_kernel, now=True)
