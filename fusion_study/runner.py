@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_runner.ipynb #6823c543
 from __future__ import annotations
-import contextlib, dataclasses, json, os, re, shutil, socket, sys, tempfile, time
+import contextlib, dataclasses, json, logging, os, re, shutil, socket, sys, tempfile, time
 from pathlib import Path
 
 from .core import (FusionStudyError, RunConfig, load_params, project_root, folder_lock, crash_point, write_atomic, LOCK_FILE,
@@ -118,7 +118,7 @@ class SharedKernel:
     since `start` returns at once and the kernel imports the library in the background. Before each notebook its namespace is emptied
     (IPython's `reset`) and its working folder set, so a notebook sees only what it defines itself, as in a kernel of its own whose modules
     happen to be imported already. A kernel that died (out of memory, say) is replaced for the next notebook. Its log is written to a temporary
-    file and appended to `log_path` when the kernel is shut down (the runs folder may not exist when it starts)."""
+    file and copied to `log_path` when the kernel is shut down (the runs folder may not exist when it starts)."""
     WARM = 'import fusion_study.study, fusion_study.degradation, fusion_study.analysis, fusion_study.theory, fusion_study.report'
 
     def __init__(self, log_path):
@@ -138,7 +138,7 @@ class SharedKernel:
 
     def ready(self, cwd) -> object:
         "The kernel manager, its kernel alive, empty and in folder `cwd`."
-        self._stop_warming()
+        self._stop_warming(); self.used = True
         if self.km is None or not self._call(self.km.is_alive):
             self._shutdown(); self.start(cwd)
         self._run(f"get_ipython().reset(new_session=False)\nimport os\nos.chdir({str(cwd)!r})")
@@ -175,11 +175,11 @@ class SharedKernel:
         self.km = None
 
     def close(self):
-        "Shut the kernel down; append its log to `log_path` when that folder exists."
+        "Shut the kernel down; copy its log to `log_path` when it ran a notebook (a command refused before that leaves the runs folder as it was)."
         self._shutdown()
         try:
-            if self.log_path.parent.is_dir() and self.tmp_log.stat().st_size:
-                with open(self.log_path, 'ab') as f: f.write(self.tmp_log.read_bytes())
+            if getattr(self, 'used', False) and self.log_path.parent.is_dir() and self.tmp_log.stat().st_size:
+                write_atomic(self.log_path, self.tmp_log.read_bytes())     # the last command's: the same lines each time
         except OSError: pass
         self.tmp_log.unlink(missing_ok=True)
 
@@ -328,18 +328,20 @@ def run_params(params, runs_dir='runs', force:bool=False, log=print, report:bool
     cfgs, runs = load_params(params), Path(runs_dir)
     check_plan(cfgs, runs, params)
     _crash_env(runs)
-    with shared_kernel(runs/KERNEL_LOG):                      # the kernel starts and imports the library while this process checks
+    logging.getLogger('asyncio').setLevel(logging.CRITICAL)     # a kernel killed by Ctrl-C leaves nbclient a task whose error nobody reads
+    with contextlib.ExitStack() as held:
+        if runs.is_dir(): held.enter_context(folder_lock(runs, 'run'))      # a busy runs folder refuses at once, before anything starts
+        held.enter_context(shared_kernel(runs/KERNEL_LOG))        # the kernel starts and imports the library while this process checks
         from fusion_study.study import preflight
         for cfg in cfgs: preflight(cfg)          # fail before any work (and before making the runs folder)
-        _make_runs_dir(runs)
-        with folder_lock(runs, 'run'):
-            status, errors = {}, []
-            for cfg in order_by_inputs(cfgs):
-                if (bad := [n for n in cfg.inputs if status.get(n) == 'failed']):
-                    log(f"{cfg.name}: not run, its input {bad[0]!r} failed"); status[cfg.name] = 'failed'; errors.append(f"{cfg.name} (input {bad[0]} failed)"); continue
-                try: status[cfg.name] = _run_config(cfgs, cfg.name, runs, force, log)
-                except ConfigFailed as e: status[cfg.name] = 'failed'; errors.append(f"{cfg.name} ({e.why})")
-            if report: run_report(runs, log)
+        if not runs.is_dir(): _make_runs_dir(runs); held.enter_context(folder_lock(runs, 'run'))
+        status, errors = {}, []
+        for cfg in order_by_inputs(cfgs):
+            if (bad := [n for n in cfg.inputs if status.get(n) == 'failed']):
+                log(f"{cfg.name}: not run, its input {bad[0]!r} failed"); status[cfg.name] = 'failed'; errors.append(f"{cfg.name} (input {bad[0]} failed)"); continue
+            try: status[cfg.name] = _run_config(cfgs, cfg.name, runs, force, log)
+            except ConfigFailed as e: status[cfg.name] = 'failed'; errors.append(f"{cfg.name} ({e.why})")
+        if report: run_report(runs, log)
     if errors:
         raise FusionStudyError(f"{len(errors)} of {len(cfgs)} configurations failed: {'; '.join(errors)}. Finished results are kept; fix the cause and re-run to resume.")
     return status

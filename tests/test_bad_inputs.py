@@ -130,27 +130,50 @@ def test_a_degradation_without_sigma_0_reports_and_the_terminal_shows_only_our_l
     for noise in ('without encryption', 'KeyboardInterrupt', 'IPKernelApp', 'Traceback'): assert noise not in r.stdout + r.stderr, noise
     assert all((runs/n/'complete.json').exists() for n in ('tiny', 'noisy'))
 
-@pytest.mark.parametrize('point', CRASH_POINTS)
-def test_a_kill_at_any_write_boundary_resumes_to_the_clean_result(tmp_path, clean, point):
-    params, clean_runs, _ = clean
-    runs = tmp_path/'runs'
-    killed = run_cli('run', params, '--runs-dir', runs, env={'FUSION_STUDY_CRASH_AT': point})
-    assert killed.returncode == -signal.SIGKILL, (point, killed.stdout, killed.stderr)
-    tiny = runs/'tiny'
-    if point != 'complete':
-        assert not (tiny/'complete.json').exists()
-        site = run_cli('site', '--runs-dir', runs, '--out', tmp_path/'site', '--no-quarto')
-        assert site.returncode == 1 and 'show no finished result' in site.stderr and 'tiny' in site.stderr, site.stderr
-        page = (tmp_path/'site'/'runs'/'tiny'/'study.html').read_text()
-        assert 'class="fusion-failed"' in page and 'not complete' in page          # a half notebook is never shown as a result
+def _rows(runs) -> dict:
+    "sha256 of each run record of configuration tiny."
+    return {k: v for k, v in digest(runs/'tiny').items() if k.startswith('rows/')}
+
+@pytest.fixture(scope='module')
+def killed_in_turn(clean, tmp_path_factory):
+    """One runs folder killed (like `kill -9`) at each write boundary in turn — `CRASH_POINTS`, in the order a run crosses them — each
+    command resuming what the one before left; after every kill the site is built; then one command runs to the end. What each step left
+    is kept per boundary for the tests below (one command per boundary instead of a fresh folder and two commands each)."""
+    params, _, _ = clean
+    d = tmp_path_factory.mktemp('killed'); runs, seen = d/'runs', {}
+    for point in CRASH_POINTS:
+        before = _rows(runs) if runs.exists() else {}
+        killed = run_cli('run', params, '--runs-dir', runs, env={'FUSION_STUDY_CRASH_AT': point})
+        site = run_cli('site', '--runs-dir', runs, '--out', d/f'site_{point}', '--no-quarto')
+        page = d/f'site_{point}'/'runs'/'tiny'/'study.html'
+        seen[point] = dict(killed=killed, site=site, page=page.read_text() if page.exists() else '', rows_before=before, rows=_rows(runs),
+                           complete=(runs/'tiny'/'complete.json').exists(),
+                           info=json.loads((runs/'tiny'/'run.json').read_text()) if (runs/'tiny'/'run.json').exists() else None)
     again = run_cli('run', params, '--runs-dir', runs)
-    assert again.returncode == 0, again.stdout + again.stderr
-    for name in ('tiny', 'noisy'): pd.testing.assert_frame_equal(metrics(runs, name), metrics(clean_runs, name))
-    info = json.loads((tiny/'run.json').read_text())
-    if point == 'row': assert 0 < info['trained_runs'] < info['runs']                 # the recorded run was kept
-    elif point == 'complete': assert 'tiny: complete, skipped' in again.stdout        # completion was written: nothing to redo
-    else: assert info['trained_runs'] == 0                                            # every finished run was kept
-    assert run_cli('site', '--runs-dir', runs, '--out', tmp_path/'site', '--no-quarto').returncode == 0
+    return runs, seen, again, run_cli('site', '--runs-dir', runs, '--out', d/'site', '--no-quarto')
+
+@pytest.mark.parametrize('point', CRASH_POINTS)
+def test_a_kill_at_any_write_boundary_resumes_to_the_clean_result(killed_in_turn, clean, point):
+    runs, seen, again, site = killed_in_turn
+    s = seen[point]
+    assert s['killed'].returncode == -signal.SIGKILL, (point, s['killed'].stdout, s['killed'].stderr)
+    if point != 'complete':
+        assert not s['complete']
+        assert s['site'].returncode == 1 and 'show no finished result' in s['site'].stderr and 'tiny' in s['site'].stderr, s['site'].stderr
+        assert 'class="fusion-failed"' in s['page'] and 'not complete' in s['page']          # a half notebook is never shown as a result
+    else: assert s['complete']                                                               # completion was written: the next command skips it
+    kept = {k: v for k, v in s['rows'].items() if k in s['rows_before']}
+    assert kept == s['rows_before']                                                          # every run finished before the kill is kept …
+    if point == 'row': assert 0 < len(s['rows']) < len(config_grid(clean))                   # … the first kill left some of them …
+    else: assert len(s['rows_before']) == len(config_grid(clean)) or point == 'results'      # … and no later command trained one again
+    if point == 'run.json': assert s['info']['trained_runs'] == 0 and s['info']['resumed_runs'] == s['info']['runs']
+    assert again.returncode == 0 and 'tiny: complete, skipped' in again.stdout, again.stdout + again.stderr
+    for name in ('tiny', 'noisy'): pd.testing.assert_frame_equal(metrics(runs, name), metrics(clean[1], name))
+    assert site.returncode == 0, site.stderr
+
+def config_grid(clean) -> list:
+    "The run keys of configuration tiny of the clean runs."
+    return pd.read_csv(clean[1]/'tiny'/'results.csv')[['method', 'scale', 'seed']].values.tolist()
 
 # ------------------------------------------------------------------------------------------------ damaged results are run again, not reused
 @pytest.mark.parametrize('damage, why', [
