@@ -314,11 +314,12 @@ def run_one_config(params_file, name:str, runs_dir, force:bool=False, log=print)
     if name not in by_name: raise FusionStudyError(f"No configuration {name!r} in {params_file}; it has {list(by_name)}.")
     cfg = by_name[name]
     _crash_env(runs)
-    from fusion_study.study import preflight, incomplete_reason
-    preflight(cfg); notebook_path(cfg.notebook)
-    for n in cfg.inputs:
-        if n in by_name and (why := incomplete_reason(runs/n, by_name[n])): raise ConfigFailed(name, f"its input {n!r} is not complete ({why}); run {n!r} first")
-    return _run_config(cfgs, name, runs, force, log)
+    with shared_kernel(runs/name/KERNEL_LOG):              # the job's own kernel, importing the library while the job checks
+        from fusion_study.study import preflight, incomplete_reason
+        preflight(cfg); notebook_path(cfg.notebook)
+        for n in cfg.inputs:
+            if n in by_name and (why := incomplete_reason(runs/n, by_name[n])): raise ConfigFailed(name, f"its input {n!r} is not complete ({why}); run {n!r} first")
+        return _run_config(cfgs, name, runs, force, log)
 
 # %% ../nbs/10_runner.ipynb #0725c5d6
 def run_params(params, runs_dir='runs', force:bool=False, log=print, report:bool=True, executor:ExecutorOptions=None, wait:bool=False, poll:float=10.0) -> dict:

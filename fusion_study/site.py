@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_site.ipynb #49d84614
 from __future__ import annotations
-import html, os, re, shutil, subprocess, tempfile
+import contextlib, html, os, re, shutil, subprocess, tempfile
 from pathlib import Path
 
 import nbformat
@@ -15,10 +15,10 @@ from .core import FusionStudyError, REPORT_DIR, project_root, folder_lock
 
 # %% auto #0
 __all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'REPORT_TITLE', 'PAGE_TITLES', 'DROPPED_TAGS', 'NUMBER_LIKE', 'PAGE_CSS',
-           'EXTERNAL_SCRIPT', 'SITE_MARK', 'site_pages', 'navbar', 'ensure_report', 'report_view', 'encoder_words',
-           'feature_words', 'page_title', 'tab_title', 'path_names', 'injected_parameters', 'scrub', 'published',
-           'fmt_p', 'fmt_count', 'fmt_nstar', 'fmt_number', 'result_table', 'notebook_error', 'banner', 'page_problem',
-           'quarto_notebook', 'stage_quarto', 'check_site_out', 'build_site']
+           'EXTERNAL_SCRIPT', 'SITE_MARK', 'site_pages', 'navbar', 'ensure_report', 'report_stale', 'report_view',
+           'encoder_words', 'feature_words', 'page_title', 'tab_title', 'path_names', 'injected_parameters', 'scrub',
+           'published', 'fmt_p', 'fmt_count', 'fmt_nstar', 'fmt_number', 'result_table', 'notebook_error', 'banner',
+           'page_problem', 'quarto_notebook', 'stage_quarto', 'check_site_out', 'build_site']
 
 # %% ../nbs/11_site.ipynb #d7f59a97
 NAV_ORDER = ['report', 'study', 'alignment', 'degradation', 'analysis', 'theory']
@@ -56,10 +56,13 @@ def ensure_report(runs_dir, log=print) -> Path:
     "The report notebook of `runs_dir`, (re)built when missing or older than any configuration's run record."
     from fusion_study.runner import run_report
     runs_dir = Path(runs_dir)
-    nb = runs_dir/REPORT_DIR/f'{REPORT_DIR}.ipynb'
-    records = [p.stat().st_mtime for p in runs_dir.glob('*/run.json')]
-    if not nb.exists() or (records and max(records) > nb.stat().st_mtime): return run_report(runs_dir, log)
-    return nb
+    return run_report(runs_dir, log) if report_stale(runs_dir) else runs_dir/REPORT_DIR/f'{REPORT_DIR}.ipynb'
+
+def report_stale(runs_dir) -> bool:
+    "Whether the report notebook of `runs_dir` is missing or older than a configuration's run record."
+    nb = Path(runs_dir)/REPORT_DIR/f'{REPORT_DIR}.ipynb'
+    records = [p.stat().st_mtime for p in Path(runs_dir).glob('*/run.json')]
+    return not nb.exists() or bool(records and max(records) > nb.stat().st_mtime)
 
 # %% ../nbs/11_site.ipynb #a431895c
 LIBRARY_CELL = ('#| export', '#| default_exp', '#| hide')
@@ -331,7 +334,11 @@ def build_site(runs_dir='runs', out='_site', use_quarto=None, log=print) -> tupl
     quarto_ok = shutil.which('quarto') and root is not None and runs_dir.resolve() == (root/'runs').resolve()
     if use_quarto is None: use_quarto = bool(quarto_ok)
     if use_quarto and not quarto_ok: raise FusionStudyError("Quarto build needs `quarto` on PATH and the runs in the project's runs/ folder; drop --quarto to use the static fallback.")
-    with folder_lock(runs_dir, 'site'):
+    with folder_lock(runs_dir, 'site'), contextlib.ExitStack() as held:
+        if report_stale(runs_dir):                                # its kernel starts and imports the library while this process does
+            from fusion_study.runner import shared_kernel, KERNEL_LOG
+            held.enter_context(shared_kernel(runs_dir/KERNEL_LOG))
+        import fusion_study.report                                # what the pages read the runs with
         ensure_report(runs_dir, log)
         pages = site_pages(runs_dir)
         problems = {p['href']: why for p in pages if (why := page_problem(p, runs_dir))}
