@@ -130,6 +130,14 @@ def test_a_degradation_without_sigma_0_reports_and_the_terminal_shows_only_our_l
     for noise in ('without encryption', 'KeyboardInterrupt', 'IPKernelApp', 'Traceback'): assert noise not in r.stdout + r.stderr, noise
     assert all((runs/n/'complete.json').exists() for n in ('tiny', 'noisy'))
 
+def site_here(*args) -> subprocess.CompletedProcess:
+    "`fusion-study site` through the command's own `main`, in this process (its modules are imported once for all the kills below)."
+    import contextlib, io
+    from fusion_study.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): rc = main(['site', *map(str, args)])
+    return subprocess.CompletedProcess(['fusion-study', 'site', *map(str, args)], rc, out.getvalue(), err.getvalue())
+
 def _rows(runs) -> dict:
     "sha256 of each run record of configuration tiny."
     return {k: v for k, v in digest(runs/'tiny').items() if k.startswith('rows/')}
@@ -144,13 +152,13 @@ def killed_in_turn(clean, tmp_path_factory):
     for point in CRASH_POINTS:
         before = _rows(runs) if runs.exists() else {}
         killed = run_cli('run', params, '--runs-dir', runs, env={'FUSION_STUDY_CRASH_AT': point})
-        site = run_cli('site', '--runs-dir', runs, '--out', d/f'site_{point}', '--no-quarto')
+        site = site_here('--runs-dir', runs, '--out', d/f'site_{point}', '--no-quarto') if point != 'complete' else None
         page = d/f'site_{point}'/'runs'/'tiny'/'study.html'
         seen[point] = dict(killed=killed, site=site, page=page.read_text() if page.exists() else '', rows_before=before, rows=_rows(runs),
                            complete=(runs/'tiny'/'complete.json').exists(),
                            info=json.loads((runs/'tiny'/'run.json').read_text()) if (runs/'tiny'/'run.json').exists() else None)
     again = run_cli('run', params, '--runs-dir', runs)
-    return runs, seen, again, run_cli('site', '--runs-dir', runs, '--out', d/'site', '--no-quarto')
+    return runs, seen, again, site_here('--runs-dir', runs, '--out', d/'site', '--no-quarto')
 
 @pytest.mark.parametrize('point', CRASH_POINTS)
 def test_a_kill_at_any_write_boundary_resumes_to_the_clean_result(killed_in_turn, clean, point):
