@@ -203,7 +203,8 @@ def check_names(d:dict, where='configuration'):
     if d.get('engine', 'auto') not in ENGINE_NAMES: raise FusionStudyError(f"Unknown engine {d['engine']!r} in {where}; choose from {list(ENGINE_NAMES)}.")
     if not DEVICES.fullmatch(d.get('device', 'auto')): raise FusionStudyError(f"Unknown device {d['device']!r} in {where}; use auto, cpu or cuda (cuda:<index> for one GPU of several).")
     for k in ('image_encoder', 'text_encoder'):
-        family, sep, rest = str(d.get(k) or 'clip:x').partition(':')
+        if d.get(k) is None: continue
+        family, sep, rest = str(d[k]).partition(':')
         if family not in ENCODER_FAMILIES or not (sep and rest): raise FusionStudyError(f"Unknown encoder name {d[k]!r} ({k}) in {where}; use {ENCODER_FORMS}.")
 
 BACKBONES = {'aligned': 1.0, 'unaligned': 0.0}                         # the synthetic backbones: their alignment knob (01_data)

@@ -13,10 +13,10 @@ from .core import (FusionStudyError, RunConfig, load_params, project_root, folde
 # %% auto #0
 __all__ = ['CONFIG_HEADING', 'LIBRARY_DIRECTIVES', 'KERNEL_LOG', 'JOBS_DIR', 'ACTIVE', 'SLURM_QUEUED', 'SLURM_RUNNING', 'HOLDER',
            'LOCAL_FILESYSTEMS', 'nbs_dir', 'notebook_path', 'order_by_inputs', 'check_plan', 'cell_directives',
-           'run_view', 'NotebookFailed', 'SharedKernel', 'shared_kernel', 'run_report', 'ConfigFailed', 'config_lock',
-           'lock_holder', 'run_one_config', 'run_params', 'executor_options', 'slurm_states', 'job_state',
-           'config_states', 'format_states', 'wait_for', 'filesystem_of', 'make_executor', 'run_report_job',
-           'submit_params']
+           'own_part', 'run_view', 'NotebookFailed', 'SharedKernel', 'shared_kernel', 'run_report', 'ConfigFailed',
+           'config_lock', 'lock_holder', 'run_one_config', 'run_params', 'executor_options', 'slurm_states',
+           'job_state', 'config_states', 'format_states', 'wait_for', 'filesystem_of', 'make_executor',
+           'run_report_job', 'submit_params']
 
 # %% ../nbs/10_runner.ipynb #a57c62b1
 def nbs_dir() -> Path:
@@ -86,12 +86,16 @@ def cell_directives(src:str) -> set:
         out.add((line[2:].split() or [''])[0].rstrip(':'))
     return out
 
+def own_part(nb) -> int|None:
+    "Index of the cell where notebook `nb`'s own part starts — the report's `site-start` cell, or `## This configuration` — or None."
+    return next((i for i, c in enumerate(nb.cells) if 'site-start' in c.metadata.get('tags', [])
+                 or (c.cell_type == 'markdown' and c.source.lstrip().startswith(CONFIG_HEADING))), None)
+
 def run_view(nb):
     """What a run executes of notebook `nb` (changed in place): the library's cells (`#| export`), the parameters cell, the prose, and everything
     from the notebook's own part on (`## This configuration`, or the report's `site-start` cell). The examples and tests between the definitions
     are `nbdev_test`'s: they check the library once, in CI, not once per configuration. A notebook without such a part runs whole."""
-    start = next((i for i, c in enumerate(nb.cells) if 'site-start' in c.metadata.get('tags', [])
-                  or (c.cell_type == 'markdown' and c.source.lstrip().startswith(CONFIG_HEADING))), None)
+    start = own_part(nb)
     if start is None: return nb
     keep = lambda c: c.cell_type != 'code' or 'parameters' in c.metadata.get('tags', []) or cell_directives(c.source) & {'export', 'exports', 'exporti'}
     nb.cells = [c for c in nb.cells[:start] if keep(c)] + nb.cells[start:]
@@ -122,7 +126,7 @@ class SharedKernel:
     WARM = 'import fusion_study.study, fusion_study.degradation, fusion_study.analysis, fusion_study.theory, fusion_study.report'
 
     def __init__(self, log_path):
-        self.log_path, self.km = Path(log_path).absolute(), None
+        self.log_path, self.km, self.warming, self.used = Path(log_path).absolute(), None, None, False
         fd, tmp = tempfile.mkstemp(prefix='fusion-study-kernel-', suffix='.log'); os.close(fd); self.tmp_log = Path(tmp)
 
     def _call(self, f, *a, **kw):
@@ -157,7 +161,7 @@ class SharedKernel:
         finally: kc.stop_channels()
 
     def _stop_warming(self):
-        if getattr(self, 'warming', None) is not None:
+        if self.warming is not None:
             try: self.warming.wait_for_ready(timeout=120)            # the kernel answers in order: the import has been received
             except RuntimeError: pass
             self.warming.stop_channels(); self.warming = None
@@ -178,7 +182,7 @@ class SharedKernel:
         "Shut the kernel down; copy its log to `log_path` when it ran a notebook (a command refused before that leaves the runs folder as it was)."
         self._shutdown()
         try:
-            if getattr(self, 'used', False) and self.log_path.parent.is_dir() and self.tmp_log.stat().st_size:
+            if self.used and self.log_path.parent.is_dir() and self.tmp_log.stat().st_size:
                 write_atomic(self.log_path, self.tmp_log.read_bytes())     # the last command's: the same lines each time
         except OSError: pass
         self.tmp_log.unlink(missing_ok=True)
@@ -187,13 +191,11 @@ _shared = None                     # the SharedKernel of the command running now
 KERNEL_LOG = 'kernel.log'          # a kernel's own log: in the runs folder for a command's shared kernel, in the configuration's folder for a job's
 
 @contextlib.contextmanager
-def shared_kernel(log_path, start:bool=True):
-    "While inside, `_execute` runs every notebook on one `SharedKernel` (started at once, unless `start` is False) logging to `log_path`; shut down on the way out."
+def shared_kernel(log_path):
+    "While inside, `_execute` runs every notebook on one `SharedKernel`, started at once, logging to `log_path`; shut down on the way out."
     global _shared
     _shared = SharedKernel(log_path)
-    try:
-        if start: _shared.start()
-        yield _shared
+    try: yield _shared.start()
     finally: _shared.close(); _shared = None
 
 def _execute(nb:Path, out_nb:Path, parameters:dict, cwd:Path):

@@ -70,12 +70,12 @@ LIBRARY_CELL = ('#| export', '#| default_exp', '#| hide')
 def report_view(nb:nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The notebook as a results page: library definitions without output (`#| export`, `#| hide`…) are left to the source notebook,
     and a notebook with a cell tagged `site-start` (the report) starts its page there."""
-    start = next((i for i, c in enumerate(nb.cells) if 'site-start' in c.metadata.get('tags', [])), 0)
+    start = own_part(nb) or 0
     nb.cells = [c for c in nb.cells[start:] if c.cell_type != 'code' or c.get('outputs') or not c.source.lstrip().startswith(LIBRARY_CELL)]
     return nb
 
 # %% ../nbs/11_site.ipynb #cdee0ef7
-from .runner import CONFIG_HEADING, LIBRARY_DIRECTIVES, cell_directives as _directives    # where a configuration's part starts; nbdev's directives
+from .runner import CONFIG_HEADING, LIBRARY_DIRECTIVES, own_part, cell_directives as _directives    # where a configuration's part starts; nbdev's directives
 REPORT_TITLE = 'fusion_study — concat or cross-attention?'
 PAGE_TITLES = {'study': 'Table 1 — {features}', 'degradation': 'Table 2 — noise on {features}',
                'analysis': 'Fig. 4 and Table 3 — {features}', 'theory': 'Table 4 and Fig. 6 — sample complexity from {inputs}'}
@@ -168,7 +168,7 @@ def published(nb:nbformat.NotebookNode, page:dict, runs_dir=None) -> nbformat.No
     names = path_names(runs_dir, nb)
     if page['kind'] == 'report': cells = report_view(nb).cells
     else:
-        start = next((i for i, c in enumerate(nb.cells) if c.cell_type == 'markdown' and c.source.lstrip().startswith(CONFIG_HEADING)), None)
+        start = own_part(nb)
         cells = nb.cells[start:] if start is not None else [nbformat.v4.new_markdown_cell(CONFIG_HEADING), *report_view(nb).cells]
         cells[0].source = f"# {page_title(page)}" + cells[0].source.lstrip()[len(CONFIG_HEADING):]
     kept = []
