@@ -149,5 +149,5 @@ def run_analysis(cfg, out_dir, n_pairs:int=None) -> dict:
     write_table(out, TSNE_CSV, coords.assign(config=cfg.name, backbone=cfg.backbone, seed=seed))
     write_table(out, ALIGNMENT_CSV, alignment)
     write_table(out, COST_CSV, cost)
-    info = record_run(out, cfg, files=[TSNE_CSV, ALIGNMENT_CSV, COST_CSV], n_pairs=n_pairs, features=feats.meta)
+    info = record_run(out, cfg, files=[TSNE_CSV, ALIGNMENT_CSV, COST_CSV], n_pairs=n_pairs, features=dict(feats.meta, widths=list(feats.dims)))
     return dict(features=feats, seed=seed, n_pairs=n_pairs, pairs=pairs, coords=coords, scores=scores, alignment=alignment, cost=cost, dims=(d_v, d_t), info=info)

@@ -12,9 +12,9 @@ import pandas as pd
 from scipy import stats
 
 from .core import FusionStudyError, RunConfig
-from .results import RUN_INFO, TABLE2_CSV, PAIRED_TESTS_CSV, read_record, read_results, read_table
+from .results import RUN_INFO, TABLE2_CSV, PAIRED_TESTS_CSV, read_record, read_results, read_table, paired_differences
 from .study import run_config, valid_rows, paired_tests
-from .stats import chance_state, t_interval, judge, combine, CHANCE_MARGIN
+from .stats import chance_state, t_interval, paired_interval, judge, combine, CHANCE_MARGIN
 
 # %% auto #0
 __all__ = ['DEGRADATION_TABLES', 'reusable_rows', 'seed_advantage', 'table2', 'chance_onset', 'advantage_trend', 'fig3',
@@ -34,10 +34,9 @@ def reusable_rows(cfg:RunConfig, out_dir) -> pd.DataFrame:
     return pd.concat(found, ignore_index=True) if found else pd.DataFrame()
 
 # %% ../nbs/06_degradation.ipynb #85066366
-def seed_advantage(df:pd.DataFrame, a:str='concat', b:str='cross') -> pd.Series:
-    "`a` − `b` accuracy (points) per noise σ and seed: the two methods of one seed share pairs and noise."
-    p = df.pivot_table(index=['noise', 'seed'], columns='method', values='accuracy')
-    return ((p[a] - p[b]) * 100).dropna() if a in p and b in p else pd.Series(dtype=float)
+def seed_advantage(df:pd.DataFrame, a:str='concat', b:str='cross') -> pd.DataFrame:
+    "`a` − `b` accuracy (points) per noise σ and seed (`diff`), with its sampling variance from the shared validation pairs (`var`, points²; `results.paired_differences`)."
+    return paired_differences(df, a, b, by=['noise']).set_index(['noise', 'seed'])
 
 def table2(df:pd.DataFrame, a:str='concat', b:str='cross') -> pd.DataFrame:
     "Table 2: per noise σ, accuracy mean and std (%) of both methods, whether each is at chance (TOST), and the advantage `a` − `b` with its 95% interval."
@@ -49,7 +48,8 @@ def table2(df:pd.DataFrame, a:str='concat', b:str='cross') -> pd.DataFrame:
             c = chance_state(int(np.round(r.accuracy * r.n_val).sum()), int(r.n_val.sum()))
             row.update({f'{m}_mean': r.accuracy.mean() * 100, f'{m}_std': r.accuracy.std(ddof=1) * 100, f'{m}_chance': c['state'],
                         f'{m}_chance_lo': c['lo'] * 100, f'{m}_chance_hi': c['hi'] * 100, f'{m}_at_chance': c['state'] == 'at chance'})
-        ci = t_interval(adv.xs(noise, level='noise') if noise in adv.index.get_level_values('noise') else [])
+        x = adv.xs(noise, level='noise') if noise in adv.index.get_level_values('noise') else pd.DataFrame(columns=['diff', 'var'])
+        ci = paired_interval(x['diff'], x['var'])
         row.update(advantage=row[f'{a}_mean'] - row[f'{b}_mean'], advantage_lo=ci['lo'], advantage_hi=ci['hi'],
                    both_at_chance=row[f'{a}_at_chance'] and row[f'{b}_at_chance'],
                    trained_by=' '.join(sorted(g.config.astype(str).unique())), code_version=' '.join(sorted(g.code_version.astype(str).unique())))
@@ -71,10 +71,12 @@ def advantage_trend(t2:pd.DataFrame, df:pd.DataFrame=None, a:str='concat', b:str
     at = lambda col, i: live[col].iloc[i] if len(live) else np.nan
     steps = []
     if df is not None:
-        d = seed_advantage(df, a, b).unstack('seed')
+        adv = seed_advantage(df, a, b)
+        d, v = adv['diff'].unstack('seed'), adv['var'].unstack('seed')
         levels = sorted(d.index)
         for lo, hi in zip(levels, levels[1:]):
-            ci = t_interval((d.loc[hi] - d.loc[lo]).dropna())
+            ch = (d.loc[hi] - d.loc[lo]).dropna()
+            ci = paired_interval(ch, (v.loc[hi] + v.loc[lo])[ch.index])    # the two levels' sampling errors add (a conservative bound)
             steps.append(dict(from_noise=lo, to_noise=hi, change=ci['mean'], lo=ci['lo'], hi=ci['hi'], n=ci['n'],
                               verdict=judge(ci['lo'], ci['hi'], low=0, n=ci['n'])))
     monotone = combine(s['verdict'] for s in steps) if steps else 'not testable on this data'

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from .core import Recipe, RunConfig
+from .stats import pack_correct
 from .data import Features, Pairs, split_pairs, add_noise, misalign
 from .fusion import make_model, n_params, dropout_masks
 
@@ -43,10 +44,11 @@ def config_specs(cfg:RunConfig) -> list[RunSpec]:
 
 # %% ../nbs/04a_loop.ipynb #cfeba8c8
 def classification_metrics(y_true, y_pred) -> dict:
-    "Accuracy, F1, precision and recall of the positive (matching) class, by scikit-learn."
+    "Accuracy, F1, precision and recall of the positive (matching) class, by scikit-learn; and which pairs it got right (`val_correct`)."
     y_true, y_pred = torch.as_tensor(y_true).cpu().numpy(), torch.as_tensor(y_pred).cpu().numpy()
     return dict(accuracy=accuracy_score(y_true, y_pred), f1=f1_score(y_true, y_pred, zero_division=0),
-                precision=precision_score(y_true, y_pred, zero_division=0), recall=recall_score(y_true, y_pred, zero_division=0))
+                precision=precision_score(y_true, y_pred, zero_division=0), recall=recall_score(y_true, y_pred, zero_division=0),
+                val_correct=pack_correct(y_true == y_pred))      # which pairs it got right: the sampling error of a paired difference (00c_stats)
 
 # %% ../nbs/04a_loop.ipynb #74de25c2
 @functools.lru_cache(maxsize=2)

@@ -14,9 +14,9 @@ from .stats import welch_p
 # %% auto #0
 __all__ = ['REF', 'ARXIV', 'METHOD_NAMES', 'METRIC_NAMES', 'RECIPE', 'ARCHITECTURE', 'DATASET', 'SCALES', 'SEEDS', 'TSNE_PAIRS',
            'TABLE1', 'STATED_GAPS', 'TABLE2_SCALE', 'TABLE2', 'TABLE2_ADVANTAGE', 'NOISE_LEVELS', 'TABLE3', 'PARAMS',
-           'FLOPS', 'TABLE4', 'FRAMEWORK_STATEMENTS', 'STATED', 'CLAIMS', 'recipe', 'architecture', 'dataset',
-           'table1_cell', 'table1_gaps', 'table2_cell', 'table2_advantage', 'table4_choice', 'stated', 'claims_table',
-           'self_checks']
+           'FLOPS', 'TABLE4', 'FRAMEWORK_STATEMENTS', 'STATED', 'CLAIMS', 'CONDITIONS', 'CLAIM_NEEDS', 'recipe',
+           'architecture', 'dataset', 'table1_cell', 'table1_gaps', 'table2_cell', 'table2_advantage', 'table4_choice',
+           'stated', 'claims_table', 'self_checks']
 
 # %% ../nbs/00a_paper.ipynb #b2c3a9c5
 REF = 'Zhou & Xie, Feature Alignment Determines Fusion Strategy, arXiv 2606.01207v1 (31 May 2026)'
@@ -271,6 +271,16 @@ def claims_table() -> pd.DataFrame:
     keep = ('low', 'high', 'concat', 'cross', 'sigma', 'ratio')
     return pd.DataFrame([dict(key=k, table=v['table'], claim=v['claim'], numbers=', '.join(f"{n}={v[n]:g}" for n in keep if n in v),
                               source=v['where'], quote=v['quote']) for k, v in CLAIMS.items()]).set_index('key')
+
+# %% ../nbs/00a_paper.ipynb #78e0bf3c
+CONDITIONS = {
+    'clip': 'real CLIP image–text features (one CLIP model for the images and the captions), as the paper used',
+    'widths_512': "512-d image and text features: the paper's counts are for these widths",
+    'table2_scale': f"Table 2's {TABLE2_SCALE:,} pairs",
+}
+CLAIM_NEEDS = {'clip_gap': ('clip',), 'degradation_advantage': ('clip', 'table2_scale'), 'degradation_chance': ('clip', 'table2_scale'),
+               'params': ('widths_512',), 'flops': ('widths_512',)}
+assert set(CLAIM_NEEDS) <= set(CLAIMS) and {n for ns in CLAIM_NEEDS.values() for n in ns} <= set(CONDITIONS)
 
 # %% ../nbs/00a_paper.ipynb #be9074c2
 def _f1(p, r): return 2 * p * r / (p + r)

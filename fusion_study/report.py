@@ -10,21 +10,21 @@ from pathlib import Path
 import pandas as pd
 
 from .core import REPORT_DIR
-from .paper import CLAIMS, REF, TABLE1, TABLE2 as PAPER_TABLE2, TABLE2_ADVANTAGE, TABLE4, STATED, claims_table, table1_gaps, self_checks
+from .paper import CLAIMS, CLAIM_NEEDS, REF, TABLE1, TABLE2 as PAPER_TABLE2, TABLE2_ADVANTAGE, TABLE2_SCALE, TABLE4, STATED, claims_table, table1_gaps, self_checks
 from .results import (RESULTS, RUN_INFO, ALIGNMENT_CSV, TABLE1_CSV, PAIRED_TESTS_CSV, TABLE2_CSV, COST_CSV, CROSSOVER_CSV, CLAIMS_CSV, METRICS,
-                                  schema, read_table as read_file)
-from .stats import VERDICTS, t_interval, judge, combine, inconclusive, verdict_kind, summary_interval, CHANCE_MARGIN
+                                  schema, paired_differences, read_table as read_file)
+from .stats import VERDICTS, t_interval, paired_interval, judge, combine, inconclusive, verdict_kind, summary_interval, CHANCE_MARGIN
 from .study import incomplete_reason
 from .theory import is_aligned
 
 # %% auto #0
 __all__ = ['PAPER', 'PAPER_REF', 'paper_table', 'READS', 'EVIDENCE', 'VERDICT_COLOURS', 'collect_runs', 'read_table',
            'backbone_kind', 'is_real', 'evidence', 'is_clip', 'source_label', 'short_label', 'of_kind', 'is_instrument',
-           'paper_studies', 'pts', 'direction', 'table1_claims', 'table2_claims', 'table3_claims', 'theory_claims',
-           'claims', 'styled', 'page_links', 'page_link', 'configurations', 'table1_side_by_side', 'feature_label',
-           'findings', 'table1_cells', 'table2_cells', 'table4_wording', 'disagreements', 'gap_chart', 'set_label',
-           'feature_sets', 'method_gaps', 'who_wins', 'baselines_sentence', 'follows_alignment', 'alignment_sentence',
-           'alignment_chart', 'VERDICTS']
+           'paper_studies', 'pts', 'untestable', 'direction', 'table1_claims', 'table2_claims', 'table3_claims',
+           'theory_claims', 'claims', 'styled', 'page_links', 'page_link', 'configurations', 'table1_side_by_side',
+           'feature_label', 'findings', 'table1_cells', 'table2_cells', 'table4_wording', 'disagreements', 'gap_chart',
+           'set_label', 'feature_sets', 'method_gaps', 'who_wins', 'who_wins_table', 'complete_sets',
+           'baselines_sentence', 'follows_alignment', 'alignment_sentence', 'alignment_chart', 'VERDICTS']
 
 # %% ../nbs/09_report.ipynb #eec8fae4
 PAPER, PAPER_REF = CLAIMS, REF                 # the claims the report judges and the reference, from fusion_study.paper
@@ -32,13 +32,13 @@ paper_table = claims_table
 
 # %% ../nbs/09_report.ipynb #b6c529e6
 READS = {name: schema(name).declared(*cols) for name, cols in {
-    RESULTS: ('method', 'noise', 'rotation', 'scale', 'seed', 'n_params', *METRICS),
+    RESULTS: ('method', 'noise', 'rotation', 'scale', 'seed', 'n_params', 'n_val', *METRICS),
     ALIGNMENT_CSV: ('noise', 'rotation', 'permute', 'source', 'n_images', 'zero_shot_auc', 'cka', 'mutual_knn', 'modality_gap', 'random_pair_cosine'),
     TABLE1_CSV: ('metric', 'noise', 'scale', 'method', 'mean', 'std'),
-    PAIRED_TESTS_CSV: ('noise', 'scale', 'n_seeds', 'mean_diff', 'std_diff', 't', 't_p', 'wilcoxon_p'),
+    PAIRED_TESTS_CSV: ('noise', 'scale', 'n_seeds', 'mean_diff', 'std_diff', 'ci_lo', 'ci_hi', 't', 't_p', 'wilcoxon_p'),
     TABLE2_CSV: ('noise', 'scale', 'concat_mean', 'concat_std', 'cross_mean', 'cross_std', 'advantage', 'advantage_lo', 'advantage_hi', 'concat_chance', 'cross_chance', 'concat_at_chance', 'cross_at_chance',
                  'both_at_chance', 'trained_by'),
-    COST_CSV: ('method', 'params', 'flops_forward', 'flops_train'),
+    COST_CSV: ('method', 'params', 'flops_forward', 'flops_train', 'd_v', 'd_t'),
     CROSSOVER_CSV: ('curve', 'method', 'B_concat', 'B_other', 'B_gap', 'B_gap_lo', 'B_gap_hi', 'N_star', 'N_star_lo', 'N_star_hi', 'p_crossover', 'scale_max'),
     CLAIMS_CSV: ('table', 'claim', 'paper', 'ours', 'verdict', 'decided_by'),
 }.items()}
@@ -121,12 +121,28 @@ def _row(key, claim, paper, ours, verdict, decided_by, run=None, file=None):
                 data=short_label(run['info']) if run else '—', file=f"{run['name']}/{file}" if run and file else '—')
 
 def _gaps(run) -> pd.DataFrame:
-    "The paired concat − cross gaps of a study at σ = 0 per scale, with their 95% t-interval over seeds (`stats.summary_interval`)."
+    "The paired concat − cross gaps of a study at σ = 0 per scale, with the 95% interval the study computed (over seeds and validation pairs: `stats.paired_interval`)."
     t = read_table(run, PAIRED_TESTS_CSV)
     if t is None: return None
     t = t[(t.noise == 0) & (t.rotation == 0 if 'rotation' in t else True)].sort_values('scale').copy()   # clean, aligned-as-given features
-    ci = [summary_interval(m, s, int(n)) for m, s, n in zip(t.mean_diff, t.std_diff, t.n_seeds)]
-    return t.assign(lo=[c[0] for c in ci], hi=[c[1] for c in ci])
+    return t.assign(lo=t.ci_lo, hi=t.ci_hi)
+
+def untestable(key:str, run:dict, widths=None) -> str|None:
+    "Why the numbers of claim `key` cannot be judged on a configuration's features (`paper.CLAIM_NEEDS`), worded for its kind of evidence; None when they can."
+    c = run['config']
+    for need in CLAIM_NEEDS.get(key, ()):
+        if need == 'clip' and not is_clip(c):
+            if evidence(c) == 'synthetic': return "the paper's number is for CLIP image–text features; on synthetic features its size depends on the generator"
+            enc = c.get('image_encoder'), c.get('text_encoder')
+            these = {'text–text': f"text–text features (Flickr8k captions against captions, {enc[0]}{' on both sides' if enc[0] == enc[1] else ' against ' + str(enc[1])})",
+                     'your features': 'your own features', 'image–text': f"image–text features of {enc[0]}{'' if enc[0] == enc[1] else ' and ' + str(enc[1])}"}[evidence(c)]
+            return f"the paper's number is for CLIP image–text features; these are {these}"
+        if need == 'widths_512' and (widths is None or [int(w) for w in widths] != [512, 512]):
+            return ("the paper's counts are for 512-d features and these features' widths are not recorded" if widths is None else
+                    f"the paper's counts are for 512-d features; these are {int(widths[0])}-d and {int(widths[1])}-d, and a count follows the widths")
+        if need == 'table2_scale' and TABLE2_SCALE not in [int(s) for s in c.get('scales', [])]:
+            return f"the paper's Table 2 is at {TABLE2_SCALE:,} pairs; these runs are at {', '.join(f'{int(s):,}' for s in c.get('scales', []))}"
+    return None
 
 def _paper_scales(g:pd.DataFrame) -> pd.DataFrame:
     "The rows at the paper's Table 1 scales, or all rows where none is."
@@ -157,11 +173,10 @@ def table1_claims(runs:dict) -> list:
         sub = _paper_scales(g)
         rows.append(_row('clip_gap', 'With aligned features concat beats cross at every scale', f'concat ahead at all of {span}', _ci_text(sub), direction(sub), rule, r, PAIRED_TESTS_CSV))
         lo, hi = P['low'], P['high']
-        if is_clip(r['config']):
+        if (why := untestable('clip_gap', r)) is None:
             v = combine(judge(a, b, lo, hi, n=int(sub.n_seeds.max())) for a, b in zip(sub.lo, sub.hi))
             why = f"every scale's 95% interval inside {lo:g}–{hi:g} reproduces, any wholly outside contradicts"
-        else: v, why = 'not testable on this data', ('the size of the gap on synthetic features depends on the generator, not on CLIP' if not is_real(r['config'])
-                                                     else f"the paper's gap is for CLIP image–text features; these are {'your own features' if evidence(r['config']) == 'your features' else evidence(r['config']) + ' features of other encoders'}")
+        else: v = 'not testable on this data'
         rows.append(_row('clip_gap', f'The gap is {lo:g}–{hi:g} accuracy points', f"{lo:g}–{hi:g} points", f"{sub.mean_diff.min():+.1f} to {sub.mean_diff.max():+.1f}", v, why, r, PAIRED_TESTS_CSV))
     for kind in EVIDENCE:                                              # one verdict per kind of evidence, the most direct first
         a = [r for r in studies if evidence(r['config']) == kind and backbone_kind(r['config']) == 'aligned' and (g := _gaps(r)) is not None and len(g)]
@@ -194,35 +209,40 @@ def table2_claims(runs:dict) -> list:
                + '; '.join(f"{s.from_noise:g}→{s.to_noise:g}: {s.change:+.1f} [{s.lo:+.1f}, {s.hi:+.1f}]" for s in steps.itertuples())) if len(steps) else 'one noise level only'
         rows.append(_row('degradation_advantage', "concat's advantage grows monotonically as alignment degrades (all σ levels)", 'grows monotonically', ours, tr['monotone'], why, r, TABLE2_CSV))
         t = t2.set_index('noise')
-        if is_clip(r['config']) and {P['low_noise'], P['high_noise']} <= set(t.index):
+        why = untestable('degradation_advantage', r) or (None if {P['low_noise'], P['high_noise']} <= set(t.index) else f"the paper's ends, σ = {P['low_noise']:g} and {P['high_noise']:g}, were not both run")
+        if why is None:
             v = combine(judge(t.advantage_lo[z], t.advantage_hi[z], want - 1, want + 1, n=int(t.n_seeds.max())) for z, want in ((P['low_noise'], P['low']), (P['high_noise'], P['high'])))
             why = "the 95% interval of the advantage within ±1 point of the paper's value at both ends"
-        else: v, why = 'not testable on this data', 'the size of the advantage on synthetic features depends on the generator'
+        else: v = 'not testable on this data'
         ends = ', '.join(f"σ = {z:g}: {t.advantage[z]:+.1f} [{t.advantage_lo[z]:+.1f}, {t.advantage_hi[z]:+.1f}]" for z in (P['low_noise'], P['high_noise']) if z in t.index)
         rows.append(_row('degradation_advantage', f"from {P['low']:g} to {P['high']:g} points (σ = {P['low_noise']:g} → {P['high_noise']:g})", f"{P['low']:g} → {P['high']:g} points", ends or '—', v, why, r, TABLE2_CSV))
         high = t2[t2.noise >= C['sigma'] - 1e-9]
         states = [f"σ = {z:g}: concat {a}, cross {b}" for z, a, b in zip(high.noise, high.concat_chance, high.cross_chance)]
         every = [s for col in ('concat_chance', 'cross_chance') for s in high[col]]
-        if not len(high): v = 'not testable on this data'
-        elif not is_real(r['config']): v = 'not testable on this data'
+        why = untestable('degradation_chance', r) or (None if len(high) else f"no noise level at or above σ = {C['sigma']:g} was run")
+        if why: v = 'not testable on this data'
         else: v = 'reproduced' if all(s == 'at chance' for s in every) else 'not reproduced' if any(s in ('above chance', 'below chance') for s in every) else inconclusive(int(t2.n_seeds.max()))
         rows.append(_row('degradation_chance', f"both methods are at chance from σ = {C['sigma']:g}", f"σ ≥ {C['sigma']:g} (while Table 2 prints 83.3%)", '; '.join(states) or '—', v,
-                         f"at chance = the 90% interval of the pooled validation accuracy inside 50% ± {CHANCE_MARGIN * 100:g} points (TOST)"
-                         + ('' if is_real(r['config']) else '; how fast synthetic features drown in noise depends on the generator'), r, TABLE2_CSV))
+                         why or f"at chance = the 90% interval of the pooled validation accuracy inside 50% ± {CHANCE_MARGIN * 100:g} points (TOST)", r, TABLE2_CSV))
     return rows
 
 def table3_claims(runs:dict) -> list:
     P, F, rows = PAPER['params'], PAPER['flops'], []
     an = of_kind(runs, 'analysis')
     cost = read_table(an[0], COST_CSV) if an else None
-    if cost is not None: src, file = an[0], COST_CSV; ours = dict(zip(cost.method, cost.params))
+    if cost is not None: src, file = an[0], COST_CSV; ours = dict(zip(cost.method, cost.params)); widths = [cost.d_v.iloc[0], cost.d_t.iloc[0]]
     else:
         st = [r for r in of_kind(runs, 'study') if read_table(r, RESULTS) is not None]
         if not st: return [_row('params', 'parameter counts', f"{P['concat'] // 1000}K / {P['cross'] // 1000}K", '—', 'not run', 'no finished study or analysis configuration')]
         res = read_table(st[0], RESULTS); src, file = st[0], RESULTS
-        ours = res.groupby('method').n_params.first().to_dict()
+        ours = res.groupby('method').n_params.first().to_dict(); widths = (src['info'].get('features') or {}).get('widths')
+    why = untestable('params', src, widths)
     for m in ('concat', 'cross'):
         if m not in ours: continue
+        if why:
+            from fusion_study.fusion import make_model, n_params
+            rows.append(_row('params', f"{m} has {P[m] / 1e3:.0f}K parameters", f"{P[m]:,}", f"{int(ours[m]):,}", 'not testable on this data',
+                             f"{why} (the same code gives {n_params(make_model(m, 512, 512)):,} at 512-d)", src, file)); continue
         rel = ours[m] / P[m] - 1
         rows.append(_row('params', f"{m} has {P[m] / 1e3:.0f}K parameters", f"{P[m]:,}", f"{int(ours[m]):,}", 'reproduced' if abs(rel) <= .01 else 'not reproduced',
                          f"{rel:+.1%} from the paper (within 1% counts as reproduced)", src, file))
@@ -232,7 +252,8 @@ def table3_claims(runs:dict) -> list:
         f = dict(zip(cost.method, cost.flops_forward))
         rows.append(_row('flops', 'cross-attention costs fewer FLOPs per pair than concat', f"{F['cross'] / 1e6:.2f}M < {F['concat'] / 1e6:.2f}M",
                          f"{f.get('cross', float('nan')) / 1e6:.2f}M vs {f.get('concat', float('nan')) / 1e6:.2f}M",
-                         'reproduced' if f.get('cross', 0) < f.get('concat', 0) else 'not reproduced', 'forward FLOPs per pair measured by torch FlopCounterMode', an[0], COST_CSV))
+                         'not testable on this data' if why else 'reproduced' if f.get('cross', 0) < f.get('concat', 0) else 'not reproduced',
+                         why or 'forward FLOPs per pair measured by torch FlopCounterMode', an[0], COST_CSV))
     return rows
 
 # %% ../nbs/09_report.ipynb #ebe16488
@@ -375,7 +396,7 @@ def findings(runs:dict, verdicts:pd.DataFrame=None) -> list[str]:
     elif cross_wins: advice = "Which fusion wins depends on the features here, so measure on yours (the per-scale intervals below say where)"
     else: advice = 'No run here separates the two fusions reliably; pick the cheaper one, concatenation' + (f' ({cheap})' if cheap else '')
     ww = who_wins(runs)
-    if ww is not None and len(ww) >= 3 and ww.methods.max() > 2: advice = (advice + '. ' if gaps else '') + baselines_sentence(ww)
+    if ww is not None and ww.set_id.nunique() >= 3 and ww.n_methods.max() > 2: advice = (advice + '. ' if gaps else '') + baselines_sentence(ww)
     kinds = {evidence(r['config']) for r in studies}
     if kinds <= {'synthetic'}: honest = ". All of this evidence comes from the embedded synthetic generator, not from real CLIP or ResNet18 features: it tests the paper's mechanism, not its magnitudes."
     elif 'image–text' not in kinds: honest = (". The real evidence here is text–text — Flickr8k captions matched to other captions through a pretrained sentence encoder — not image–text: "
@@ -389,16 +410,16 @@ def _pm(m, s, scale=1.0) -> str:
     return '—' if pd.isna(m) else f"{m * scale:.1f} ± {s * scale:.1f}" if pd.notna(s) else f"{m * scale:.1f}"
 
 def table1_cells(run:dict) -> pd.DataFrame:
-    "Every cell of the paper's Table 1 (accuracy, F1, precision, recall; mean ± std; both methods; its four scales) beside ours and the difference ours − paper."
+    "Every cell of the paper's Table 1 (accuracy, F1, precision, recall; mean ± std; both methods; its four scales) beside ours, and ours − paper where ours are the same kind of features (CLIP image–text)."
     t1 = read_table(run, TABLE1_CSV)
     t1 = t1[(t1.noise == 0) & (t1.rotation == 0 if 'rotation' in t1 else True)].set_index(['scale', 'method', 'metric'])
     names = {'accuracy': 'accuracy', 'f1': 'F1', 'precision': 'precision', 'recall': 'recall'}
-    rows = []
+    rows, same = [], untestable('clip_gap', run) is None         # a difference only between the same kind of features
     for p in TABLE1.itertuples():
         ours = t1.loc[(p.scale, p.method, p.metric)] if (p.scale, p.method, p.metric) in t1.index else None
         rows.append({'scale': f"{p.scale:,}", 'metric': names[p.metric], 'method': p.method, 'paper (%)': f"{p.mean:.1f} ± {p.std:.1f}",
                      'ours (%)': _pm(ours['mean'], ours['std'], 100) if ours is not None else 'not run',
-                     'ours − paper (points)': pts(ours['mean'] * 100 - p.mean) if ours is not None else '—'})
+                     'ours − paper (points)': pts(ours['mean'] * 100 - p.mean) if ours is not None and same else '—'})
     return pd.DataFrame(rows)
 
 def table2_cells(run:dict) -> pd.DataFrame:
@@ -506,18 +527,22 @@ def feature_sets(runs:dict) -> pd.DataFrame:
     return None if A is None else _sets(A)
 
 # %% ../nbs/09_report.ipynb #1be70846
+def _paired(rows:pd.DataFrame, a:str, b:str) -> dict:
+    "`a` − `b` (points) over the seeds of `rows` (one feature set and scale) with its 95% interval over seeds and validation pairs."
+    p = paired_differences(rows, a, b)
+    return paired_interval(p['diff'], p['var'])
+
 def _gaps_of(A:pd.DataFrame, R:pd.DataFrame, base:str='concat'):
     "(gaps, accuracy %) from `_set_runs`' rows: the table `method_gaps` returns, and accuracy per feature set, scale and seed × method."
     if A is None: return None, None
     acc = R.pivot_table(index=['set_id', 'scale', 'seed'], columns='method', values='accuracy')
     if base not in acc: return None, acc * 100
     rows = []
-    for (sid, scale), g in acc.groupby(level=['set_id', 'scale']):
-        for m in g.columns:
-            d = (g[m] - g[base]).dropna() * 100
-            if not len(d): continue
-            ci = t_interval(d)
-            rows.append(dict(set_id=sid, scale=int(scale), method=m, accuracy=g[m].mean() * 100, gap=ci['mean'], lo=ci['lo'], hi=ci['hi'], n_seeds=ci['n']))
+    for (sid, scale), g in R.groupby(['set_id', 'scale']):
+        for m in sorted(g.method.unique()):
+            ci = _paired(g, m, base)
+            if not ci['n']: continue
+            rows.append(dict(set_id=sid, scale=int(scale), method=m, accuracy=g[g.method == m].accuracy.mean() * 100, gap=ci['mean'], lo=ci['lo'], hi=ci['hi'], n_seeds=ci['n']))
     return pd.DataFrame(rows).merge(_sets(A), on='set_id').sort_values(['scale', 'zero_shot_auc', 'method']).reset_index(drop=True), acc * 100
 
 def method_gaps(runs:dict, base:str='concat') -> pd.DataFrame:
@@ -531,41 +556,70 @@ def _set_scale(g:pd.DataFrame) -> int:
     return int(n[n == n.max()].index.max())
 
 def who_wins(runs:dict) -> pd.DataFrame:
-    "Per feature set, at the scale where it has the most methods: the best method, the methods level with it (95% interval of the paired difference includes 0), and cross − concat."
-    gaps, acc = _gaps_of(*_set_runs(runs))                      # one read of the runs' files
+    """Per feature set and scale, in numbers: the methods trained, the best, whether it clears chance, the methods level with it (95% interval of the paired
+    difference, over seeds and validation pairs, includes 0), cross − concat and the cosine's accuracy. `who_wins_table` words it for the page."""
+    A, R = _set_runs(runs)
+    gaps, acc = _gaps_of(A, R)                                   # one read of the runs' files
     if gaps is None: return None
     rows = []
-    for sid, g in gaps.groupby('set_id', sort=False):
-        s = _set_scale(g); g = g[g.scale == s]; a = acc.loc[(sid, s)]
-        best = a.mean().idxmax()
-        above = t_interval(a[best].dropna())['lo'] > 50            # the best's 95% interval over seeds clears chance
-        level = [m for m in a.columns if m != best and a[m].notna().any() and t_interval(a[best] - a[m])['lo'] <= 0]
-        x = g.set_index('method')
-        cross = f"{pts(x.gap['cross'])} [{pts(x.lo['cross'])}, {pts(x.hi['cross'])}]" if 'cross' in x.index else 'not run'
-        rows.append({'features': g.feature_set.iloc[0], 'zero-shot AUC': f"{g.zero_shot_auc.iloc[0]:.2f}", 'CKA': f"{g.cka.iloc[0] + 0.0:.2f}".replace('-0.00', '0.00'),
-                     'training pairs': f"{s:,}", 'methods': len(x), 'best (accuracy %)': f"{best} ({a[best].mean():.1f})" if above else f"none above chance ({best}: {a[best].mean():.1f})",
-                     'level with the best': ', '.join(level) or 'none', 'cross − concat (points) [95%]': cross,
-                     'cosine, zero-shot (%)': f"{x.accuracy['cosine']:.1f}" if 'cosine' in x.index else 'not run', '_auc': g.zero_shot_auc.iloc[0]})
-    return pd.DataFrame(rows).sort_values('_auc').drop(columns='_auc').reset_index(drop=True)
+    for (sid, s), g in gaps.groupby(['set_id', 'scale'], sort=False):
+        r, a, x = R[(R.set_id == sid) & (R.scale == s)], acc.loc[(sid, s)].dropna(axis=1, how='all'), g.set_index('method')
+        best = a.mean().idxmax(); b = r[r.method == best]
+        above = paired_interval((b.accuracy - 0.5) * 100, b.accuracy * (1 - b.accuracy) / b.n_val * 1e4)['lo'] > 0    # the best clears chance
+        level = [m for m in a.columns if m != best and _paired(r, best, m)['lo'] <= 0]
+        c = x.loc['cross'] if 'cross' in x.index else None
+        rows.append(dict(set_id=sid, feature_set=g.feature_set.iloc[0], family=g.family.iloc[0], noise=g.noise.iloc[0], zero_shot_auc=g.zero_shot_auc.iloc[0], cka=g.cka.iloc[0],
+                         scale=int(s), methods=sorted(a.columns), n_methods=a.shape[1], best=best, best_accuracy=a[best].mean(), above_chance=bool(above), level_with=level,
+                         cross_gap=c.gap if c is not None else math.nan, cross_lo=c.lo if c is not None else math.nan, cross_hi=c.hi if c is not None else math.nan,
+                         cosine_accuracy=a['cosine'].mean() if 'cosine' in a else math.nan))
+    return pd.DataFrame(rows).sort_values(['zero_shot_auc', 'set_id', 'scale']).reset_index(drop=True)
+
+def who_wins_table(ww:pd.DataFrame) -> pd.DataFrame:
+    "`who_wins` for the page: each feature set at the scale where it has the most methods (the largest of those)."
+    rows = []
+    for _, g in ww.groupby('set_id', sort=False):
+        r = g[g.n_methods == g.n_methods.max()].iloc[-1]
+        rows.append({'features': r.feature_set, 'zero-shot AUC': f"{r.zero_shot_auc:.2f}", 'CKA': f"{r.cka + 0.0:.2f}".replace('-0.00', '0.00'),
+                     'training pairs': f"{r.scale:,}", 'methods': r.n_methods,
+                     'best (accuracy %)': f"{r.best} ({r.best_accuracy:.1f})" if r.above_chance else f"none above chance ({r.best}: {r.best_accuracy:.1f})",
+                     'level with the best': ', '.join(r.level_with) or 'none',
+                     'cross − concat (points) [95%]': f"{pts(r.cross_gap)} [{pts(r.cross_lo)}, {pts(r.cross_hi)}]" if pd.notna(r.cross_gap) else 'not run',
+                     'cosine, zero-shot (%)': f"{r.cosine_accuracy:.1f}" if pd.notna(r.cosine_accuracy) else 'not run'})
+    return pd.DataFrame(rows)
+
+def complete_sets(ww:pd.DataFrame) -> tuple[pd.DataFrame, list, list]:
+    "(rows, methods, scales): the noise-free feature sets on which every compared method was trained, at the scales all of them share — the only ones a count of winners reads."
+    clean = ww[ww.noise == 0]
+    methods = sorted({m for ms in clean.methods for m in ms})
+    done = clean[clean.methods.map(lambda ms: set(methods) <= set(ms))]
+    sets = set(done.set_id)
+    scales = sorted(s for s, g in done.groupby('scale') if set(g.set_id) == sets)
+    return done[done.scale.isin(scales)], methods, scales
 
 def baselines_sentence(ww:pd.DataFrame) -> str:
-    "Which method is best across the feature sets of `who_wins`, and where the parameter-free cosine is already as good, in one sentence."
-    best = ww['best (accuracy %)'].str.split(' (', regex=False).str[0]
-    ok = ~best.str.startswith('none')
-    counts = best[ok].value_counts()
-    top = ' and '.join(f"{m} on {k}" for m, k in counts.head(2).items())
-    cos = ok & ((best == 'cosine') | ww['level with the best'].str.split(', ').map(lambda l: 'cosine' in l))
-    auc = ww['zero-shot AUC'].astype(float)
-    ran = (ww['cosine, zero-shot (%)'] != 'not run').any()
-    tail = '' if not ran else (f"; the parameter-free cosine is as good as the best trained head on {int(cos.sum())}, " + (f"of measured zero-shot AUC {auc[cos].min():.2f}" if cos.sum() == 1 else f"all of measured zero-shot AUC {auc[cos].min():.2f} or more") if cos.any()
-            else '; the parameter-free cosine is never as good as the best trained head')
-    return f"Across {len(ww)} feature sets the best method is {top}" + (f" (none above chance on {int((~ok).sum())})" if (~ok).any() else '') + tail
+    """Which method is best, counted only over noise-free feature sets where every compared method was trained (noise removes information, it is not
+    misalignment), at the smallest and the largest scale they share; and where the parameter-free cosine is as good as the best."""
+    done, methods, scales = complete_sets(ww)
+    if done.set_id.nunique() < 2 or not scales:
+        return f"Too few noise-free feature sets have all {len(methods)} methods trained at one scale to count which is best ({done.set_id.nunique()})"
+    def at(s):
+        g = done[done.scale == s]; ok = g[g.above_chance]
+        top = ' and '.join(f"{m} on {k}" for m, k in ok.best.value_counts().items())
+        return f"at {s:,} pairs the best is {top or 'none above chance'}" + (f" (none above chance on {len(g) - len(ok)})" if len(ok) and len(g) > len(ok) else '')
+    parts = [at(s) for s in dict.fromkeys([scales[0], scales[-1]])]
+    g = done[done.scale == scales[-1]]
+    cos = g.above_chance & ((g.best == 'cosine') | g.level_with.map(lambda l: 'cosine' in l))
+    tail = '' if 'cosine' not in methods else (f"; the parameter-free cosine is as good as the best trained head on {int(cos.sum())} at {scales[-1]:,} pairs, "
+            + (f"of measured zero-shot AUC {g.zero_shot_auc[cos].min():.2f}" if cos.sum() == 1 else f"all of measured zero-shot AUC {g.zero_shot_auc[cos].min():.2f} or more")
+            if cos.any() else f"; the parameter-free cosine is never as good as the best trained head at {scales[-1]:,} pairs")
+    return f"Across the {done.set_id.nunique()} noise-free feature sets on which all {len(methods)} methods were trained, " + '; '.join(parts) + tail
 
 def follows_alignment(gaps:pd.DataFrame, method:str='cross', base:str='concat', low:float=0.75) -> dict:
     "Does `method` − `base` (`method_gaps(runs, base)`) fall as measured alignment rises, as the paper's hypothesis needs? Spearman ρ over the feature sets at the scale most of them share, and where `method` is reliably ahead."
     from scipy.stats import spearmanr
     if gaps is None or method not in set(gaps.method): return None
-    g = gaps[gaps.method == method]
+    g = gaps[(gaps.method == method) & ((gaps.noise == 0) if 'noise' in gaps else True)]      # noise removes information; it is not misalignment
+    if not len(g): return None
     scale = int(g.groupby('scale').set_id.nunique().idxmax()); g = g[g.scale == scale].sort_values('zero_shot_auc')
     rho, p = spearmanr(g.zero_shot_auc, g.gap) if len(g) >= 4 and g.gap.nunique() > 1 else (math.nan, math.nan)
     ahead, behind = g[g.lo > 0], g[g.hi < 0]
@@ -595,7 +649,7 @@ def alignment_sentence(f:dict, short:bool=False) -> str:
                    f"{m} is reliably ahead of {b} on none: the ranking never flips" if not f['ahead'] else f"where {m} wins and loses overlaps in alignment")
         return f"across {f['n_sets']} feature sets of measured zero-shot AUC {f['auc'][0]:.2f} to {f['auc'][1]:.2f} ({f['scale']:,} pairs){trend}{', and ' if f['follows'] else ', but '}{verdict}"
     return f"**Does the ranking follow measured alignment?** {m} − {b} {_trend(f)}, {flip}." + (
-        '' if f['follows'] or f['ahead'] else f" The paper expects {m} to win on the {f['n_low']} feature sets whose zero-shot AUC is below 0.75.")
+        '' if f['follows'] or f['ahead'] else f" The paper expects {m} to win on the {f['n_low']} noise-free feature sets whose zero-shot AUC is below 0.75 (noise sets are left out: noise removes information, not alignment).")
 
 def _p(p) -> str: return '—' if pd.isna(p) else 'p < 0.001' if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
 

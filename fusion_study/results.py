@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .core import FusionStudyError, RunConfig, code_version, write_atomic
@@ -17,14 +18,14 @@ __all__ = ['METRICS', 'RUN_KEY', 'RESULT_COLUMNS', 'RESULTS', 'RUN_INFO', 'COMPL
            'TABLE2_CSV', 'TSNE_CSV', 'ALIGNMENT_CSV', 'COST_CSV', 'FITS_CSV', 'CROSSOVER_CSV', 'POINTS_CSV',
            'COMPLEXITY_CSV', 'CLAIMS_CSV', 'SCHEMA', 'WRITES', 'OTHER_FILES', 'ResultFile', 'schema', 'describe',
            'write_table', 'read_table', 'write_record', 'read_record', 'record_run', 'read_results', 'row_path',
-           'keep_row', 'stored_rows']
+           'keep_row', 'stored_rows', 'paired_differences']
 
 # %% ../nbs/00b_results.ipynb #5381319c
 METRICS = ['accuracy', 'f1', 'precision', 'recall']
 RUN_KEY = ('method', 'scale', 'seed', 'noise', 'rotation')        # the columns that name a run within a configuration's identity
 RESULT_COLUMNS = (['config', 'source', 'backbone', 'alignment', 'method', 'scale', 'seed', 'noise', 'rotation', 'permute',
                    'epochs', 'batch_size', 'lr', 'weight_decay', 'val_frac', 'split_by_image', 'n_train', 'n_val']
-                  + METRICS + ['train_seconds', 'n_params', 'engine', 'device', 'code_version'])
+                  + METRICS + ['train_seconds', 'n_params', 'engine', 'device', 'code_version', 'val_correct'])
 
 _RESULT_MEANING = {
     'config': 'name of the configuration that trained the run (a reused run keeps the name of the one that trained it)',
@@ -47,6 +48,7 @@ _RESULT_MEANING = {
     'n_params': "trainable parameters of the run's model",
     'engine': "trainer engine that ran it ('loop' or 'batched')", 'device': "device it trained on ('cpu', 'cuda')",
     'code_version': 'package version and git commit of the code that trained it',
+    'val_correct': 'which validation pairs the run got right, bit i = pair i (stats.pack_correct, hex): two runs of one seed share their pairs, so their difference has a known sampling error',
 }
 assert list(_RESULT_MEANING) == RESULT_COLUMNS
 
@@ -92,12 +94,12 @@ FITS_CSV, CROSSOVER_CSV, POINTS_CSV, COMPLEXITY_CSV, CLAIMS_CSV = 'theory_fits.c
 _PROV = {'config': 'configuration(s) whose runs it summarises', 'code_version': 'code version(s) of those runs'}
 _CI = '(95% seed-bootstrap interval)'
 _FILES = [
-    ResultFile(RESULTS, ('study', 'degradation'), 'one row per run of the grid (trained, resumed or reused)', _RESULT_MEANING),
+    ResultFile(RESULTS, ('study', 'degradation'), 'one row per run of the grid (trained, resumed or reused)', _RESULT_MEANING, optional=('val_correct',)),    # older results lack it
     ResultFile(RUN_INFO, ('study', 'degradation', 'analysis', 'theory'), "the configuration's record, written when its notebook has written everything else", {
         'config': 'the configuration (every key of RunConfig)', 'config_hash': 'hash of the configuration', 'identity': 'hash of what decides a run (data and recipe)',
         'code_version': 'code version that wrote the folder', 'files': 'the result files it wrote (names in this folder)',
         'inputs': '{input configuration: its config_hash} for every configuration it read',
-        'features': 'metadata of the features it read', 'runs': 'runs in its results (theory: runs it fitted)', 'trained_runs': 'runs it trained',
+        'features': 'metadata of the features it read, with their widths [image, text] (`widths`)', 'runs': 'runs in its results (theory: runs it fitted)', 'trained_runs': 'runs it trained',
         'resumed_runs': 'runs taken from its own earlier records', 'reused_runs': "runs taken from an input's results", 'started': 'start time (Unix seconds)',
         'seconds': 'wall seconds of the run', 'n_pairs': 'analysis: pairs in the t-SNE', 'n_boot': 'theory: bootstrap resamples', 'bootstrap_seed': 'theory: seed of the bootstrap'},
         optional=('features', 'runs', 'trained_runs', 'resumed_runs', 'reused_runs', 'started', 'seconds', 'n_pairs', 'n_boot', 'bootstrap_seed')),
@@ -111,9 +113,9 @@ _FILES = [
         'seeds': 'the seeds, space-separated', 'code_version': 'code version(s) of the runs'}, optional=('rotation',)),
     ResultFile(PAIRED_TESTS_CSV, ('study', 'degradation'), 'concat − cross per noise × scale, paired by seed: the gap and two tests', {
         'noise': 'noise σ', 'rotation': 'rotation θ of the text (radians)', 'scale': 'pairs per run', 'metric': 'metric compared (accuracy)', 'comparison': "'concat − cross'", 'n_seeds': 'paired seeds',
-        'mean_diff': 'mean difference over seeds (points)', 'std_diff': 'sample std of the difference (points)', 'ci_lo': 'lower end of its 95% t-interval over seeds (points)', 'ci_hi': 'upper end (points)', 'effect_dz': 'effect size d_z = mean / sd of the differences', 't': 'paired t statistic', 't_p': 'paired t-test p', 't_p_holm': "paired t-test p, Holm-adjusted over every comparison of the configuration (stats.holm)",
+        'mean_diff': 'mean difference over seeds (points)', 'std_diff': 'sample std of the difference (points)', 'ci_lo': 'lower end of its 95% interval (points): over seeds, never narrower than the validation sampling error (stats.paired_interval)', 'ci_hi': 'upper end (points)', 'sampling_sd': "one seed's sampling error of the difference from its validation pairs (points, McNemar's; empty where unknown)", 'ci_floored': 'whether the interval was widened to the validation sampling error (the seeds agreed more closely than their pairs can tell)', 'effect_dz': 'effect size d_z = mean / sd of the differences', 't': 'paired t statistic', 't_p': 'paired t-test p', 't_p_holm': "paired t-test p, Holm-adjusted over every comparison of the configuration (stats.holm)",
         'wilcoxon_w': 'Wilcoxon signed-rank statistic', 'wilcoxon_p': 'Wilcoxon p', 'wilcoxon_min_p': 'smallest p the Wilcoxon test can give with n_seeds',
-        'seeds': 'the paired seeds', **_PROV}, optional=('rotation',)),
+        'seeds': 'the paired seeds', **_PROV}, optional=('rotation', 'sampling_sd', 'ci_floored')),
     ResultFile(TABLE2_CSV, ('degradation',), 'Table 2: accuracy per noise σ of both methods, the advantage and the chance tests', {
         'noise': 'noise σ', 'scale': 'pairs per run', 'n_seeds': 'seeds',
         'concat_mean': 'concat accuracy, mean over seeds (%)', 'concat_std': 'concat accuracy, sample std (%)',
@@ -124,7 +126,7 @@ _FILES = [
         'cross_chance': 'cross against chance: at chance (90% interval inside 50% ± 2 points, TOST), above chance, below chance or undecided',
         'cross_chance_lo': 'cross: 90% Clopper–Pearson interval of the pooled validation accuracy, low (%)', 'cross_chance_hi': 'the same, high (%)',
         'cross_at_chance': 'cross_chance is "at chance"',
-        'advantage': 'concat − cross mean accuracy (points)', 'advantage_lo': 'its 95% t-interval over seeds, low (points)', 'advantage_hi': 'the same, high (points)', 'both_at_chance': 'both methods at chance', 'trained_by': 'configuration(s) that trained the runs',
+        'advantage': 'concat − cross mean accuracy (points)', 'advantage_lo': 'its 95% interval over seeds and validation pairs (stats.paired_interval), low (points)', 'advantage_hi': 'the same, high (points)', 'both_at_chance': 'both methods at chance', 'trained_by': 'configuration(s) that trained the runs',
         'code_version': 'code version(s) of the runs'}),
     ResultFile(TSNE_CSV, ('analysis',), 'Fig. 4: t-SNE coordinates of the sampled images and captions', {
         'view': "'raw' or 'centred' (each modality's mean removed)", 'pair': 'pair number', 'modality': "'image' or 'text'",
@@ -270,3 +272,18 @@ def stored_rows(out_dir, cfg:RunConfig, warn=None) -> pd.DataFrame:
         except (OSError, ValueError):
             if warn: warn(f"run record {p} is damaged; it is ignored and its run trained again")
     return pd.DataFrame(rows)
+
+# %% ../nbs/00b_results.ipynb #5c2392a3
+def paired_differences(df:pd.DataFrame, a:str, b:str, by=(), metric:str='accuracy') -> pd.DataFrame:
+    """`a` − `b` in points, one row per group of `by` and seed where both ran, with `var`: the difference's sampling variance (points²) from the
+    validation pairs both were judged on (`val_correct`; NaN for another metric, or where a run lacks it)."""
+    from fusion_study.stats import paired_sampling_var, unpack_correct
+    cols = [*by, 'seed']
+    keep = [*cols, metric] + [c for c in ('n_val', 'val_correct') if c in df]
+    x, y = (df.loc[df.method == m, keep].set_index(cols) for m in (a, b))
+    j = x.join(y, lsuffix='_a', rsuffix='_b', how='inner').dropna(subset=[f'{metric}_a', f'{metric}_b'])
+    def var(r):
+        ok = metric == 'accuracy' and isinstance(r.get('val_correct_a'), str) and isinstance(r.get('val_correct_b'), str) and r.get('n_val_a') == r.get('n_val_b')
+        return paired_sampling_var(unpack_correct(r.val_correct_a, int(r.n_val_a)), unpack_correct(r.val_correct_b, int(r.n_val_b))) * 1e4 if ok else np.nan
+    out = pd.DataFrame({'diff': (j[f'{metric}_a'] - j[f'{metric}_b']) * 100, 'var': [var(r) for _, r in j.iterrows()] if len(j) else []}, index=j.index)
+    return out.reset_index()

@@ -11,8 +11,8 @@ from scipy import stats as st
 
 # %% auto #0
 __all__ = ['LEVEL', 'REPRODUCED', 'NOT_REPRODUCED', 'INCONCLUSIVE', 'VERDICTS', 'CHANCE', 'CHANCE_MARGIN', 'ALPHA', 't_interval',
-           'summary_interval', 'bootstrap_interval', 'judge', 'inconclusive', 'verdict_kind', 'combine', 'chance_state',
-           'welch_p', 'holm']
+           'summary_interval', 'pack_correct', 'unpack_correct', 'paired_sampling_var', 'paired_interval',
+           'bootstrap_interval', 'judge', 'inconclusive', 'verdict_kind', 'combine', 'chance_state', 'welch_p', 'holm']
 
 # %% ../nbs/00c_stats.ipynb #cfb436e7
 LEVEL = 0.95                                   # confidence level of every interval on the site
@@ -31,6 +31,34 @@ def summary_interval(mean:float, sd:float, n:int, level:float=LEVEL) -> tuple[fl
     if n < 2 or not np.isfinite(sd): return math.nan, math.nan
     h = st.t.ppf((1 + level) / 2, n - 1) * sd / math.sqrt(n)
     return mean - h, mean + h
+
+# %% ../nbs/00c_stats.ipynb #4132d783
+def pack_correct(correct) -> str:
+    "Which validation pairs a run got right, for a results file: bit i is pair i (`np.packbits`, as hex)."
+    return np.packbits(np.asarray(correct, bool)).tobytes().hex()
+
+def unpack_correct(packed:str, n:int) -> np.ndarray:
+    "The right/wrong vector of `n` validation pairs from `pack_correct`'s string."
+    return np.unpackbits(np.frombuffer(bytes.fromhex(packed), np.uint8), count=n).astype(bool)
+
+def paired_sampling_var(a, b) -> float:
+    "Sampling variance of accuracy(a) − accuracy(b) when both are judged on the same validation pairs (`a`, `b`: right or wrong per pair): McNemar's ((n₁₀ + n₀₁)/n − d²)/n."
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    n, d = len(a), (a.mean() - b.mean())
+    return float(((a != b).mean() - d ** 2) / n)
+
+def paired_interval(d, var=None, level:float=LEVEL) -> dict:
+    """`t_interval` of per-seed paired differences `d`, its variance of the mean never below the validation sampling variance:
+    max(s²/n, mean(var)/n), `var` being each seed's sampling variance in the units of d² (NaN where unknown). Adds `sampling_sd` (per seed) and `floored`."""
+    d = np.asarray(d, float); v = np.full(len(d), np.nan) if var is None else np.asarray(var, float)
+    ok = np.isfinite(d); d, v = d[ok], v[ok]
+    r = t_interval(d, level)
+    s2 = float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+    r.update(sampling_sd=math.sqrt(s2) if s2 == s2 else math.nan, floored=False)
+    if r['n'] > 1 and s2 == s2 and s2 > r['sd'] ** 2:
+        r['lo'], r['hi'] = summary_interval(r['mean'], math.sqrt(s2), r['n'], level)
+        r['floored'] = True
+    return r
 
 # %% ../nbs/00c_stats.ipynb #4707b41d
 def bootstrap_interval(samples, level:float=LEVEL) -> tuple[float, float]:

@@ -15,9 +15,9 @@ from scipy import stats
 from .core import FusionStudyError, Recipe, RunConfig, code_version, get_device, crash_point, check_fields, check_ranges
 from .extract import check_features, load_features
 from .fusion import METHODS
-from .stats import t_interval, holm
+from .stats import t_interval, paired_interval, holm
 from .alignment import alignment_table
-from .results import (RUN_KEY, ALIGNMENT_CSV, METRICS, RESULT_COLUMNS, RESULTS, RUN_INFO, COMPLETE, ROWS, TABLE1_CSV, PAIRED_TESTS_CSV,
+from .results import (paired_differences, RUN_KEY, ALIGNMENT_CSV, METRICS, RESULT_COLUMNS, RESULTS, RUN_INFO, COMPLETE, ROWS, TABLE1_CSV, PAIRED_TESTS_CSV,
                                   record_run, read_results, keep_row, stored_rows, read_record, write_record, read_table, write_table)
 from .train import config_specs, train_runs, ENGINES
 
@@ -199,7 +199,7 @@ def run_config(cfg:RunConfig, out_dir, progress:bool=True, tables:dict=None, reu
     for name, make in (tables or {}).items(): write_table(out, name, make(df))
     crash_point('tables', out)
     n_from = collections.Counter(where for key, (row, where) in found.items() if key not in rows)
-    record_run(out, cfg, [RESULTS, *(tables or {})], features=feats.meta, runs=len(df), trained_runs=len(todo),
+    record_run(out, cfg, [RESULTS, *(tables or {})], features=dict(feats.meta, widths=list(feats.dims)), runs=len(df), trained_runs=len(todo),
                resumed_runs=n_from['resumed'], reused_runs=n_from['reused'], started=started, seconds=time.time() - started)
     crash_point('run.json', out)
     return df
@@ -234,26 +234,25 @@ def table1(df:pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
 
 # %% ../nbs/05_study.ipynb #14772080
 def paired_tests(df:pd.DataFrame, metric:str='accuracy', a:str='concat', b:str='cross') -> pd.DataFrame:
-    "Per noise × scale: mean and std of `a` − `b` over seeds (points), its 95% t-interval and effect size d_z, paired t-test (with Holm's adjustment over the configuration's comparisons) and Wilcoxon signed-rank test (scipy)."
+    "Per noise × scale: mean and std of `a` − `b` over seeds (points), its 95% interval over seeds and validation pairs (`stats.paired_interval`) and effect size d_z, paired t-test (with Holm's adjustment over the configuration's comparisons) and Wilcoxon signed-rank test (scipy)."
     import warnings
     rows = []
     for (noise, rotation, scale), g in df.assign(rotation=df.get('rotation', 0.0)).groupby(['noise', 'rotation', 'scale']):
-        p = g.pivot_table(index='seed', columns='method', values=metric)
-        if a not in p or b not in p: continue
-        p = p[[a, b]].dropna()
-        d, n = (p[a] - p[b]) * 100, len(p)
+        p = paired_differences(g, a, b, metric=metric)          # one row per seed where both ran (results.paired_differences)
+        if not len(p): continue
+        d, n = p['diff'], len(p)
         t = w = None
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            if n > 1 and d.std(ddof=1) > 0: t = stats.ttest_rel(p[a], p[b])
-            if n > 1 and (d != 0).any(): w = stats.wilcoxon(p[a], p[b])
-        ci = t_interval(d)                                   # the 95% interval of the gap over seeds (fusion_study.stats)
+            if n > 1 and d.std(ddof=1) > 0: t = stats.ttest_1samp(d, 0)
+            if n > 1 and (d != 0).any(): w = stats.wilcoxon(d)
+        ci = paired_interval(d, p['var'])                    # over seeds, never narrower than the validation pairs allow (fusion_study.stats)
         rows.append(dict(noise=noise, rotation=rotation, scale=scale, metric=metric, comparison=f'{a} − {b}', n_seeds=n,
                          mean_diff=d.mean(), std_diff=d.std(ddof=1) if n > 1 else np.nan,
-                         ci_lo=ci['lo'], ci_hi=ci['hi'], effect_dz=ci['dz'],
+                         ci_lo=ci['lo'], ci_hi=ci['hi'], sampling_sd=ci['sampling_sd'], ci_floored=ci['floored'], effect_dz=ci['dz'],
                          t=t.statistic if t else np.nan, t_p=t.pvalue if t else np.nan,
                          wilcoxon_w=w.statistic if w else np.nan, wilcoxon_p=w.pvalue if w else np.nan,
-                         wilcoxon_min_p=2 * 0.5 ** n if n else np.nan, seeds=' '.join(map(str, p.index)),
+                         wilcoxon_min_p=2 * 0.5 ** n if n else np.nan, seeds=' '.join(map(str, p.seed)),
                          config=' '.join(sorted(g.config.astype(str).unique())) if 'config' in g else '',
                          code_version=' '.join(sorted(g.code_version.astype(str).unique())) if 'code_version' in g else ''))
     out = pd.DataFrame(rows)

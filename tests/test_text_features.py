@@ -142,3 +142,26 @@ def test_params_file_checks():
     assert names['captions_unaligned'].text_encoder == 'tfidf-svd:384' and names['captions_aligned'].text_encoder == MINILM
     assert names['captions_rotated'].rotation == [math.pi / 2]
     assert max(names['captions_aligned'].scales) == 16384 and names['captions_aligned'].seeds == [42, 123, 456]
+
+
+@needs_minilm
+@needs_captions
+def test_a_text_text_runs_folder_is_not_judged_on_clip_numbers(real_captions, tmp_path, cache):
+    "Issue 23: on real caption–caption features (384-d MiniLM) the paper's CLIP magnitudes and its 512-d parameter counts are *not testable*, with reasons worded for text; the direction is still judged."
+    import json
+    from fusion_study.report import claims, collect_runs
+    from fusion_study.results import RUN_INFO
+    from fusion_study.study import run_config, mark_complete, STUDY_TABLES
+    folder = subset_folder(real_captions, tmp_path/'caps', official_subset(40, 8, 8))
+    extract_captions(str(folder), MINILM, MINILM, device='cpu', progress=False)
+    cfg = RunConfig(name='captions_aligned', source='captions', split_by_image=True, data_dir=str(folder), image_encoder=MINILM, text_encoder=MINILM,
+                    scales=[64, 128], seeds=[1, 2], epochs=1, methods=['concat', 'cross'], feature_dims=[384, 384], device='cpu')
+    runs = tmp_path/'runs'
+    run_config(cfg, runs/cfg.name, progress=False, tables=STUDY_TABLES); mark_complete(runs/cfg.name, cfg)
+    assert json.loads((runs/cfg.name/RUN_INFO).read_text())['features']['widths'] == [384, 384]
+    c = claims(collect_runs(runs)).set_index('claim')
+    for claim in ('concat has 296K parameters', 'cross has 757K parameters', 'The gap is 4.1–5.1 accuracy points'):
+        assert c.verdict[claim] == 'not testable on this data', (claim, c.verdict[claim])
+    assert '384-d' in c.decided_by['concat has 296K parameters'] and 'at 512-d' in c.decided_by['concat has 296K parameters']
+    assert 'text–text' in c.decided_by['The gap is 4.1–5.1 accuracy points'] and 'generator' not in ' '.join(c.decided_by)
+    assert c.verdict['With aligned features concat beats cross at every scale'] != 'not testable on this data'     # the direction: judged on any features
