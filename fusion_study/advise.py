@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy import stats as st
 from scipy.optimize import curve_fit
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
@@ -23,15 +24,18 @@ from .alignment import measure_alignment
 from .fusion import make_model, n_params, methods_for
 from .loop import RunSpec
 from .train import train_runs
-from .theory import fit_risk, compare_forms
+from .theory import fit_risk
 from .paper import FRAMEWORK_STATEMENTS, table4_choice
-from .results import RESULT_COLUMNS
+from .results import RESULT_COLUMNS, paired_differences
+from .stats import paired_interval
 
 # %% auto #0
-__all__ = ['BUDGETS', 'SMALLEST', 'MIN_SCALES', 'ALIGNED_AUC', 'UNALIGNED_AUC', 'POWER', 'WORDS', 'PAGE_STYLE', 'ALIGNMENT_ROWS',
-           'ADVICE_JSON', 'ADVICE_HTML', 'ADVICE_RESULTS', 'check_out', 'advice_scales', 'advice_methods',
-           'feature_alignment', 'alignment_class', 'inference_cost', 'fit_curve', 'best_form', 'predict', 'decide',
-           'paper_claim', 'advice_paragraph', 'curves_chart', 'advice_page', 'advice_features', 'advise']
+__all__ = ['BUDGETS', 'SMALLEST', 'MIN_SCALES', 'ALIGNED_AUC', 'UNALIGNED_AUC', 'FAMILIES', 'LOGISTIC', 'Z', 'MEASURED',
+           'EXTRAPOLATED', 'FAILED', 'BASES', 'NEAR', 'WORDS', 'PAGE_STYLE', 'ALIGNMENT_ROWS', 'ADVICE_JSON',
+           'ADVICE_HTML', 'ADVICE_RESULTS', 'check_out', 'advice_scales', 'advice_methods', 'feature_alignment',
+           'alignment_class', 'cosine_flops', 'inference_cost', 'fit_curve', 'held_out', 'best_family', 'predict',
+           'draws_diff', 'measured_diff', 'sampling_floor', 'decide', 'decide_at', 'paper_claim', 'backtest_sentence',
+           'advice_paragraph', 'curves_chart', 'advice_page', 'advice_features', 'advise']
 
 # %% ../nbs/13_advise.ipynb #421bb6b0
 BUDGETS = {
@@ -74,75 +78,145 @@ def alignment_class(auc:float) -> str:
     return 'pre-aligned' if auc >= ALIGNED_AUC else 'weakly aligned'
 
 # %% ../nbs/13_advise.ipynb #e470bf9e
+def cosine_flops(model, dims) -> int:
+    "FLOPs per pair of a model's cosine — a dot product and two norms of d coordinates, 6d — which `FlopCounterMode` does not count; 0 for a model without one."
+    if not hasattr(model, 'cosine'): return 0
+    return 6 * (model.P_v.shape[1] if hasattr(model, 'P_v') else dims[0])
+
 def inference_cost(method:str, dims, methods:dict=None) -> dict:
-    "Parameters and forward FLOPs per pair of `method` for features of widths `dims` (`FlopCounterMode`, batch of 32)."
+    "Parameters and forward FLOPs per pair of `method` for features of widths `dims` (`FlopCounterMode` on a batch of 32, and `cosine_flops`)."
     torch.manual_seed(0)
     model = make_model(method, *dims, methods=methods).eval()
     v, t = (F.normalize(torch.randn(32, d), dim=-1) for d in dims)
     with torch.no_grad(), FlopCounterMode(display=False) as fc: model(v, t)
-    return dict(params=n_params(model), flops=fc.get_total_flops() / 32)
+    return dict(params=n_params(model), flops=fc.get_total_flops() / 32 + cosine_flops(model, dims))
 
 # %% ../nbs/13_advise.ipynb #4a30d815
-POWER = 'B + V/N^α'
+FAMILIES = {'B + V/N': 2, 'B + V/N^α': 3, 'logistic in log N': 3}        # name: parameters
+LOGISTIC = 'logistic in log N'
 
-def fit_curve(n, err, form:str='B + V/N'):
-    "The fitted error curve of `form` ('B + V/N' or `POWER`) as a function of N."
-    n, err = np.asarray(n, float).ravel(), np.asarray(err, float).ravel()
-    B, V = fit_risk(n, err)
-    if form == POWER:
-        try:
-            (B, V, a), _ = curve_fit(lambda x, B, V, a: B + V * x ** -a, n, err, p0=(B, max(V, 1e-3), 1.0), bounds=([0, 0, 0.05], [1, np.inf, 3]), maxfev=5000)
-            return lambda x: B + V * np.asarray(x, float) ** -a
-        except RuntimeError: pass
-    return lambda x: B + V / np.asarray(x, float)
+def fit_curve(n, acc, family:str='B + V/N'):
+    "The fitted accuracy curve of `family` (one of `FAMILIES`) as a function of N, from accuracies `acc` at sizes `n` (NaNs dropped; B + V/N if a fit fails)."
+    n, acc = np.asarray(n, float).ravel(), np.asarray(acc, float).ravel()
+    n, acc = n[np.isfinite(acc)], acc[np.isfinite(acc)]
+    B, V = fit_risk(n, 1 - acc)
+    try:
+        if family == 'B + V/N^α':
+            (B, V, a), _ = curve_fit(lambda x, B, V, a: B + V * x ** -a, n, 1 - acc, p0=(min(max(B, 1e-6), 1), max(V, 1e-3), 1.0), bounds=([0, 0, 0.05], [1, np.inf, 3]), maxfev=5000)
+            return lambda x: 1 - (B + V * np.asarray(x, float) ** -a)
+        if family == LOGISTIC:
+            lx = np.log(n)
+            (top, k, m), _ = curve_fit(lambda x, top, k, m: 0.5 + (top - 0.5) / (1 + np.exp(-k * (x - m))), lx, acc, p0=(min(max(acc.max(), 0.51), 1), 1.0, np.median(lx)),
+                                       bounds=([0.5, 0.05, lx.min() - 8], [1, 10, lx.max() + 8]), maxfev=5000)
+            return lambda x: 0.5 + (top - 0.5) / (1 + np.exp(-k * (np.log(np.asarray(x, float)) - m)))
+    except (RuntimeError, ValueError): pass
+    return lambda x: 1 - (B + V / np.asarray(x, float))
 
-def best_form(scales, mean_err) -> str:
-    "The form AICc prefers for mean errors at `scales` (`theory.compare_forms`; 'B + V/N' with fewer than five scales)."
-    return POWER if compare_forms(scales, mean_err)['better_form'].startswith('B + V/N^') else 'B + V/N'
+def held_out(n, acc) -> dict:
+    "Per family: the accuracy predicted at the largest size by the curve fitted on the others, minus the mean measured there (`n`, `acc`: sizes × seeds)."
+    n, acc = np.asarray(n, float), np.asarray(acc, float)
+    return {f: float(fit_curve(n[:-1], acc[:-1], f)(n[-1, 0]) - np.nanmean(acc[-1])) for f in FAMILIES}
+
+def best_family(n, acc) -> str:
+    "The family whose held-out miss is smallest (fewer parameters on a tie)."
+    h = held_out(n, acc)
+    return min(FAMILIES, key=lambda f: (round(abs(h[f]), 6), FAMILIES[f]))
 
 # %% ../nbs/13_advise.ipynb #364044fe
-def predict(results:pd.DataFrame, n_target:int, n_boot:int=200, seed:int=0, level:float=0.95, progress:bool=False) -> tuple[pd.DataFrame, dict]:
-    """Each method's expected accuracy at `n_target` pairs from its learning curve, with a seed-bootstrap interval; also the bootstrap draws
-    ({method: array}, shared resamples across methods, so differences are paired)."""
+Z = 1.959964                                   # the normal quantile of a 95% interval
+
+def _grid(results:pd.DataFrame):
+    "(scales, seeds, methods, {method: accuracy, scales × seeds}, {method: each run's validation sampling variance, scales × seeds})."
     scales, seeds = np.sort(results.scale.unique()), np.sort(results.seed.unique())
     methods = list(dict.fromkeys(results.method))
-    E = {m: results[results.method == m].pivot_table(index='scale', columns='seed', values='accuracy').reindex(index=scales, columns=seeds).to_numpy()
-         for m in methods}
-    E = {m: 1 - e for m, e in E.items()}
-    Ns = np.broadcast_to(scales[:, None].astype(float), E[methods[0]].shape)
-    forms = {m: best_form(scales, np.nanmean(E[m], 1)) for m in methods}
-    point = {m: float(1 - fit_curve(Ns, E[m], forms[m])(n_target)) for m in methods}
-    other = {m: POWER if forms[m] == 'B + V/N' else 'B + V/N' for m in methods}            # the form not chosen: how much the choice matters
-    alt = {m: float(1 - fit_curve(Ns, E[m], other[m])(n_target)) for m in methods}
-    rng, draws = np.random.default_rng(seed), {m: np.empty(n_boot) for m in methods}
+    piv = lambda m, v: results[results.method == m].assign(v=v).pivot_table(index='scale', columns='seed', values='v').reindex(index=scales, columns=seeds).to_numpy()
+    r = results
+    A = {m: piv(m, r.accuracy) for m in methods}
+    S = {m: piv(m, r.accuracy * (1 - r.accuracy) / r.n_val) for m in methods}
+    return scales, seeds, methods, A, S
+
+def predict(results:pd.DataFrame, n_target:int, n_boot:int=200, seed:int=0, level:float=0.95, progress:bool=False) -> tuple[pd.DataFrame, dict]:
+    """Each method's expected accuracy at `n_target` pairs from its learning curve (`best_family`), never below the accuracy measured at the largest size,
+    with a seed-bootstrap interval; beside it what was measured at the largest size (mean, and a 95% interval over seeds and validation pairs) and the backtest.
+    Also the bootstrap draws ({method: array}, shared resamples across methods, so differences are paired)."""
+    scales, seeds, methods, A, S = _grid(results)
+    Ns = np.broadcast_to(scales[:, None].astype(float), A[methods[0]].shape)
+    fam = {m: best_family(Ns, A[m]) for m in methods}
+    rng, a = np.random.default_rng(seed), (1 - level) / 2
+    n_back = min(n_boot, 200)                                              # the backtest's interval needs fewer resamples
+    draws, back = {m: np.empty(n_boot) for m in methods}, {m: np.empty(n_back) for m in methods}
     for b in tqdm(range(n_boot), desc='fitting learning curves', disable=not progress):
         idx = rng.integers(0, len(seeds), size=Ns.shape)
-        for m in methods: draws[m][b] = 1 - fit_curve(Ns, np.take_along_axis(E[m], idx, axis=1), forms[m])(n_target)
-    a = (1 - level) / 2
-    rows = [dict(method=m, accuracy=float(np.clip(point[m], 0, 1)), lo=float(np.clip(np.quantile(draws[m], a), 0, 1)), hi=float(np.clip(np.quantile(draws[m], 1 - a), 0, 1)),
-                 form=forms[m], alt_form=other[m], alt_accuracy=float(np.clip(alt[m], 0, 1)), measured=float(np.nanmean(1 - E[m][-1])), measured_sd=float(np.nanstd(1 - E[m][-1], ddof=1)), largest=int(scales[-1]))
-            for m in methods]
+        for m in methods:
+            E = np.take_along_axis(A[m], idx, axis=1)
+            draws[m][b] = max(fit_curve(Ns, E, fam[m])(n_target), np.nanmean(E[-1]))          # a monotone curve: not below the largest measured size
+            if b < n_back: back[m][b] = fit_curve(Ns[:-1], E[:-1], fam[m])(scales[-1])
+    rows = []
+    for m in methods:
+        top = A[m][-1][np.isfinite(A[m][-1])]
+        meas = paired_interval(top * 100, S[m][-1][np.isfinite(A[m][-1])] * 1e4, level)          # seeds and validation pairs (stats)
+        se = math.sqrt(max(top.var(ddof=1) if len(top) > 1 else 0.0, np.nanmean(S[m][-1])) / len(top))   # the measured mean's error: seeds or validation pairs
+        pred = float(fit_curve(Ns[:-1], A[m][:-1], fam[m])(scales[-1]))
+        miss = pred - meas['mean'] / 100
+        rows.append(dict(method=m, accuracy=float(np.clip(max(fit_curve(Ns, A[m], fam[m])(n_target), meas['mean'] / 100), 0, 1)),
+                         lo=float(np.clip(np.quantile(draws[m], a), 0, 1)), hi=float(np.clip(np.quantile(draws[m], 1 - a), 0, 1)), family=fam[m],
+                         measured=meas['mean'] / 100, measured_lo=meas['lo'] / 100, measured_hi=meas['hi'] / 100, measured_sd=meas['sd'] / 100, largest=int(scales[-1]),
+                         backtest=pred, backtest_lo=float(np.quantile(back[m], a)), backtest_hi=float(np.quantile(back[m], 1 - a)), backtest_miss=miss,
+                         backtest_ok=bool(abs(miss) <= Z * math.sqrt(np.var(back[m]) + se ** 2)), held_out=held_out(Ns, A[m])))
     return pd.DataFrame(rows), {m: np.clip(d, 0, 1) for m, d in draws.items()}
 
 # %% ../nbs/13_advise.ipynb #acbb3ffb
-def _diff(draws:dict, a:str, b:str, level:float=0.95) -> dict:
-    d = draws[a] - draws[b]
-    return dict(mean=float(np.mean(d)), lo=float(np.quantile(d, (1 - level) / 2)), hi=float(np.quantile(d, (1 + level) / 2)))
+MEASURED, EXTRAPOLATED, FAILED = 'measured', 'extrapolated', 'measured: the extrapolation failed its backtest'
+BASES = (MEASURED, EXTRAPOLATED, FAILED)
+NEAR = 2                                      # within this factor of the largest measured size, the measured numbers decide
 
-def decide(table:pd.DataFrame, draws:dict, costs:dict) -> dict:
-    "The recommended method, the methods level with the best, the runner-up and its difference, concat − cross, and whether `cosine` is as good."
+def draws_diff(draws:dict, floor=None, level:float=0.95):
+    "`diff(a, b)`: the paired bootstrap difference of `draws` (mean and `level` interval), its half-width at least Z·√`floor(a, b)` when a floor is given."
+    def diff(a, b):
+        d = draws[a] - draws[b]; mean = float(np.mean(d))
+        lo, hi = (float(q) for q in np.quantile(d, [(1 - level) / 2, (1 + level) / 2]))
+        h = Z * math.sqrt(floor(a, b)) if floor else 0.0
+        return dict(mean=mean, lo=min(lo, mean - h), hi=max(hi, mean + h))
+    return diff
+
+def measured_diff(results:pd.DataFrame, level:float=0.95):
+    "`diff(a, b)`: a − b at the largest measured size, paired by seed, with its interval over seeds and validation pairs (fractions)."
+    top = results[results.scale == results.scale.max()]
+    def diff(a, b):
+        p = paired_differences(top, a, b); ci = paired_interval(p['diff'], p['var'], level)
+        return dict(mean=ci['mean'] / 100, lo=ci['lo'] / 100, hi=ci['hi'] / 100)
+    return diff
+
+def sampling_floor(results:pd.DataFrame):
+    "`floor(a, b)`: the validation sampling variance of the mean difference a − b at the largest measured size (fractions²; 0 where unknown)."
+    top = results[results.scale == results.scale.max()]
+    def floor(a, b):
+        v = paired_differences(top, a, b)['var'].dropna()
+        return float(v.mean()) / 1e4 / len(v) if len(v) else 0.0
+    return floor
+
+def decide(table:pd.DataFrame, diff, costs:dict, basis:str=EXTRAPOLATED) -> dict:
+    "The recommended method, the methods level with the best, the runner-up and its difference, concat − cross, and whether `cosine` is as good; `diff(a, b)` gives a paired difference."
     t = table.set_index('method')
     best = t.accuracy.idxmax()
-    gaps = {m: _diff(draws, best, m) for m in t.index if m != best}
+    gaps = {m: diff(best, m) for m in t.index if m != best}
     level = [best] + [m for m, g in gaps.items() if g['lo'] <= 0]
     rec = min(level, key=lambda m: (costs[m]['flops'], costs[m]['params']))
     runner = t.accuracy.drop(rec).idxmax()
-    out = dict(recommended=rec, best=best, clear=len(level) == 1, level_with=[m for m in level if m != rec], runner_up=runner,
-               runner_up_gap=_diff(draws, rec, runner), cosine_as_good=('cosine' in level) if 'cosine' in t.index else None)
-    if {'concat', 'cross'} <= set(t.index): out['concat_minus_cross'] = _diff(draws, 'concat', 'cross')
-    if 'alt_accuracy' in t:                                 # the other curve form: does it lead to the same choice?
-        out['other_form'] = dict(form=t.alt_form[rec], best=t.alt_accuracy.idxmax(), same=t.alt_accuracy.idxmax() in level)
+    out = dict(recommended=rec, best=best, basis=basis, clear=len(level) == 1 and basis != FAILED, level_with=[m for m in level if m != rec], runner_up=runner,
+               runner_up_gap=diff(rec, runner), cosine_as_good=('cosine' in level) if 'cosine' in t.index else None)
+    if {'concat', 'cross'} <= set(t.index): out['concat_minus_cross'] = diff('concat', 'cross')
     return out
+
+def decide_at(results:pd.DataFrame, table:pd.DataFrame, draws:dict, costs:dict, n_target:int) -> tuple[dict, pd.DataFrame]:
+    "The decision on its basis (`BASES`) and the table it read: the measured numbers within `NEAR`× of the largest size or when a backtest the decision rests on fails, else the extrapolation."
+    measured = table.assign(accuracy=table.measured, lo=table.measured_lo, hi=table.measured_hi)
+    if n_target <= NEAR * results.scale.max(): return decide(measured, measured_diff(results), costs, MEASURED), measured
+    d = decide(table, draws_diff(draws, sampling_floor(results)), costs, EXTRAPOLATED)
+    rests_on = {d['best'], d['recommended'], d['runner_up'], *d['level_with']}
+    ok = table.set_index('method').backtest_ok
+    if all(ok[m] for m in rests_on): return d, table
+    return decide(measured, measured_diff(results), costs, FAILED), measured
 
 # %% ../nbs/13_advise.ipynb #d4c2a396
 def paper_claim(alignment:str, n_target:int, concat_minus_cross:dict|None) -> dict:
@@ -172,40 +246,50 @@ def _pts(d): return f"{100 * d['mean']:+.1f} points [{100 * d['lo']:+.1f}, {100 
 def _short(m): return WORDS.get(m, m).split(' (')[0] if m != 'cosine' else 'the zero-shot cosine'
 def _count(x): return f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.0f} K" if x >= 1e4 else f"{x:,.0f}"
 
+def backtest_sentence(a:dict) -> str:
+    "The backtest in one sentence: each method's curve, fitted on the smaller sizes, against what was measured at the largest."
+    t, L = a['predictions'], a['scales'][-1]
+    each = '; '.join(f"{r['method']} {_pct(r['backtest'])} vs {_pct(r['measured'])}{'' if r['backtest_ok'] else ' (missed)'}" for r in t)
+    bad = [r['method'] for r in t if not r['backtest_ok']]
+    return (f"Backtest — each curve fitted on the sizes below {L:,} pairs predicted {L:,} (predicted vs measured): {each}; "
+            + (f"{len(bad)} of {len(t)} missed by more than their interval." if bad else "every one within its interval."))
+
 def advice_paragraph(a:dict) -> str:
     "The recommendation in one paragraph, from an `advice.json` record."
     d, t, f, al, p = a['decision'], {r['method']: r for r in a['predictions']}, a['features'], a['alignment'], a['paper']
-    rec, c = d['recommended'], a['costs'][d['recommended']]
+    rec, c, L, basis = d['recommended'], a['costs'][d['recommended']], a['scales'][-1], d['basis']
     auc = al['zero_shot_auc']
     auc_words = f"measured zero-shot AUC {auc:.2f}" if auc == auc else f"widths {f['widths'][0]} and {f['widths'][1]} differ, so no zero-shot cosine; CKA {al['cka']:.2f}"
-    ext = a['n_target'] / a['scales'][-1]
-    how = (f"fitted {t[rec]['form']} to {len(a['scales'])} sizes from {a['scales'][0]:,} to {a['scales'][-1]:,} pairs × {len(a['seeds'])} seeds"
-           + (f", extrapolated {ext:.1f}×; the interval covers seed-to-seed variation, not the curve's form" if ext > 1.05 else ''))
-    sure = not (o := d.get('other_form')) or o['same']
-    s = [f"**Use {WORDS.get(rec, rec)}.**" if sure else f"**Lean towards {WORDS.get(rec, rec)}: the sizes measured cannot settle it.**",
-         f"Your {f['n_texts']:,} texts of {f['n_images']:,} items ({auc_words}: {p['alignment']} by our reading of the paper's Table 4) make {a['n_target']:,} matching pairs;"
-         f" there {_short(rec)} is expected to reach {_pct(t[rec]['accuracy'])} [{_pct(t[rec]['lo'])}, {_pct(t[rec]['hi'])}] accuracy ({how})."]
-    if not d['clear']:
-        s.append(f"There is no reliable difference at your data size between it and {', '.join(_short(m) for m in d['level_with'])}; pick the cheaper one"
+    s = [f"**Lean towards {WORDS.get(rec, rec)}: it leads at {L:,} pairs, the largest measured, and the learning curves cannot say what happens at your size.**" if basis == FAILED
+         else f"**Use {WORDS.get(rec, rec)}.**"]
+    size = f"Your {f['n_texts']:,} texts of {f['n_images']:,} items ({auc_words}: {p['alignment']} by our reading of the paper's Table 4) make {a['n_target']:,} matching pairs"
+    if basis == EXTRAPOLATED:
+        s.append(f"{size}; there {_short(rec)} is expected to reach {_pct(t[rec]['accuracy'])} [{_pct(t[rec]['lo'])}, {_pct(t[rec]['hi'])}] accuracy "
+                 f"(a {t[rec]['family']} curve fitted to {len(a['scales'])} sizes from {a['scales'][0]:,} to {L:,} pairs × {len(a['seeds'])} seeds, extrapolated {a['n_target'] / L:.1f}×; "
+                 f"the interval covers seeds and validation pairs, not the curve's family).")
+    else:
+        why = (f"within {NEAR}× of yours, so the measured numbers decide" if basis == MEASURED else
+               f"{', '.join(m for m in t if not t[m]['backtest_ok'])}'s curve missed its backtest, so no extrapolation to your size is used; `--budget full` measures larger sizes")
+        s.append(f"{size}; at {L:,} pairs, the largest measured ({why}), {_short(rec)} reached {_pct(t[rec]['measured'])} [{_pct(t[rec]['measured_lo'])}, {_pct(t[rec]['measured_hi'])}] "
+                 f"over {len(a['seeds'])} seeds (the interval covers seeds and validation pairs).")
+    where = 'at your data size' if basis == EXTRAPOLATED else f"at {L:,} pairs"
+    if d['level_with']:
+        s.append(f"There is no reliable difference {where} between it and {', '.join(_short(m) for m in d['level_with'])}; pick the cheaper one"
                  f" ({rec}: {_count(c['params'])} parameters, {_count(c['flops'])} FLOPs per pair).")
-    if not sure:
-        top = max(t, key=lambda m: t[m]['measured'])
-        s.append(f"Fitted as {o['form']} instead, {_short(o['best'])} would lead at your size ({_pct(t[o['best']]['alt_accuracy'])} vs {_pct(t[rec]['alt_accuracy'])}), so the extrapolation decides;"
-                 f" at {a['scales'][-1]:,} pairs, the largest measured, {_short(top)} leads ({_pct(t[top]['measured'])}{'' if top == rec else ' vs ' + _pct(t[rec]['measured'])})."
-                 f" `--budget full` measures larger sizes.")
-    ru = d['runner_up']
-    s.append(f"The runner-up, {_short(ru)}, is expected at {_pct(t[ru]['accuracy'])}: the recommendation minus it is {_pts(d['runner_up_gap'])}.")
+    ru, acc = d['runner_up'], ('accuracy' if basis == EXTRAPOLATED else 'measured')
+    s.append(f"The runner-up, {_short(ru)}, is {'expected' if basis == EXTRAPOLATED else 'measured'} at {_pct(t[ru][acc])}: the recommendation minus it is {_pts(d['runner_up_gap'])}.")
     if d['cosine_as_good'] is True and rec != 'cosine': s.append("A parameter-free cosine is already as good.")
-    elif d['cosine_as_good'] is False: s.append(f"A parameter-free cosine is not as good ({_pct(t['cosine']['accuracy'])}).")
+    elif d['cosine_as_good'] is False: s.append(f"A parameter-free cosine is not as good ({_pct(t['cosine'][acc])}).")
     elif d['cosine_as_good'] is None: s.append("A parameter-free cosine does not apply: the widths differ.")
     if 'concat_minus_cross' in d:
-        s.append(f"Between the paper's two, concat − cross is {_pts(d['concat_minus_cross'])} ({_pct(t['concat']['accuracy'])} vs {_pct(t['cross']['accuracy'])}).")
+        s.append(f"Between the paper's two, concat − cross is {_pts(d['concat_minus_cross'])} ({_pct(t['concat'][acc])} vs {_pct(t['cross'][acc])}).")
     verdict = {True: 'This agrees with', False: 'This contradicts', None: 'This neither confirms nor contradicts'}[p['agrees']]
     s.append(f"{verdict} the paper's claim for {p['alignment']} features ({p['where']}: {p['says']} wins)"
              + ('' if p['agrees'] is not None else ': there is no reliable difference between concat and cross') + '.')
     if p['alignment'] != 'pre-aligned':
         s.append("Cross-attention measurably beats concatenation here, as the paper's 'it must learn the alignment that the features lack' expects." if p['cross_wins']
                  else "Cross-attention does not measurably beat concatenation here, so these runs give no evidence that it learns an alignment the features lack.")
+    s.append(backtest_sentence(a))
     return ' '.join(s)
 
 # %% ../nbs/13_advise.ipynb #0f3ac2c0
@@ -217,8 +301,8 @@ def curves_chart(results:pd.DataFrame, table:pd.DataFrame, n_target:int) -> alt.
     fits = []
     for m, r in results.groupby('method', sort=False):
         e = r.pivot_table(index='scale', columns='seed', values='accuracy')
-        f = fit_curve(np.broadcast_to(e.index.to_numpy(float)[:, None], e.shape), 1 - e.to_numpy(), table.set_index('method').form[m])
-        fits.append(pd.DataFrame(dict(method=m, scale=grid, accuracy=1 - f(grid))))
+        f = fit_curve(np.broadcast_to(e.index.to_numpy(float)[:, None], e.shape), e.to_numpy(), table.set_index('method').family[m])
+        fits.append(pd.DataFrame(dict(method=m, scale=grid, accuracy=f(grid))))
     fits = pd.concat(fits)
     x = alt.X('scale:Q', scale=alt.Scale(type='log', domain=[results.scale.min() / 1.2, max(n_target, results.scale.max()) * 1.2], nice=False), title='matching pairs (log scale)')
     colour = alt.Color('method:N', title='method')
@@ -256,8 +340,11 @@ def advice_page(a:dict, results:pd.DataFrame) -> str:
     para = html.escape(a['paragraph'])
     para = re.sub(r'\*\*(.+?)\*\*', r'<strong>\1</strong>', para)
     para = re.sub(r'`(.+?)`', r'<code>\1</code>', para)
-    methods = [[WORDS.get(r.method, r.method), f"{_pct(r.accuracy)} [{_pct(r.lo)}, {_pct(r.hi)}]", f"{_pct(r.measured)} ± {100 * r.measured_sd:.1f}",
-                _count(a['costs'][r.method]['params']), _count(a['costs'][r.method]['flops'])] for r in table.sort_values('accuracy', ascending=False).itertuples()]
+    L, basis = a['scales'][-1], a['decision']['basis']
+    methods = [[WORDS.get(r.method, r.method), f"{_pct(r.measured)} [{_pct(r.measured_lo)}, {_pct(r.measured_hi)}]", f"{_pct(r.accuracy)} [{_pct(r.lo)}, {_pct(r.hi)}]",
+                f"{_pct(r.backtest)} [{_pct(r.backtest_lo)}, {_pct(r.backtest_hi)}]" + ('' if r.backtest_ok else ' — missed'), r.family,
+                _count(a['costs'][r.method]['params']), _count(a['costs'][r.method]['flops'])]
+               for r in table.sort_values('accuracy' if basis == EXTRAPOLATED else 'measured', ascending=False).itertuples()]
     al = a['alignment']
     arows = [[words, '—' if not np.isfinite(al[k]) else f"{al[k]:.3f}"] for k, words in ALIGNMENT_ROWS if k in al]
     chart = inline_chart_html(curves_chart(results, table, a['n_target']).to_dict())
@@ -266,17 +353,18 @@ def advice_page(a:dict, results:pd.DataFrame) -> str:
 <nav class="fusion-nav" style="background:#2c3e50;color:#fff;padding:.5em 1em;font-family:sans-serif;font-size:14px"><strong>fusion_study</strong> · advice · <a href="https://arxiv.org/abs/2606.01207" style="color:#fff">paper</a></nav>
 <main><h1>Concat or cross-attention for {html.escape(f['name'])}?</h1>
 <p class="decision">{para}</p>
-{_html_table(methods, ['method', f"expected accuracy at {a['n_target']:,} pairs [95% interval]", f"measured at {a['scales'][-1]:,} (mean ± sd)", 'parameters', 'FLOPs per pair'],
-             'Every method trained, best first', numeric=(1, 2, 3, 4))}
+{_html_table(methods, ['method', f"measured at {L:,} pairs [95%]", f"its curve at your {a['n_target']:,} pairs [95%]", f"backtest: {L:,} predicted from the smaller sizes [95%]",
+                        'curve family', 'parameters', 'FLOPs per pair'],
+             f"Every method trained, best first — decided on: {basis}", numeric=(1, 2, 3, 5, 6))}
 <h2>Learning curves</h2>{chart}
 <h2>Alignment, measured</h2>
 {_html_table(arows, ['measure', 'value'], f"On {al['n_images']:,} items and their {al['n_captions']:,} texts", numeric=(1,))}
 <p class="note">Read as the paper's Table 4: <strong>{html.escape(a['paper']['alignment'])}</strong> (our thresholds: zero-shot AUC ≥ {ALIGNED_AUC} pre-aligned, ≤ {UNALIGNED_AUC} unaligned). The paper ({html.escape(a['paper']['where'])}): “{html.escape(a['paper']['quote'])}”</p>
 <h2>How this was decided</h2>
-<p class="note">Matching task as in the paper: each pair is a text with its own item or with a random other one, half each; 80/20 split; the paper's recipe (AdamW, lr 10⁻³, 10 epochs, batch 32).
+<p class="note">Matching task as in the paper: each pair is a text with its own item or with a random other one, half each; 80/20 split by item (no item's texts on both sides, as the study splits by image); the paper's recipe (AdamW, lr 10⁻³, 10 epochs, batch 32).
 Trained: {len(results):,} runs — {len(a['methods'])} methods × {len(a['scales'])} sizes ({', '.join(f'{s:,}' for s in a['scales'])} pairs) × seeds {', '.join(map(str, a['seeds']))} — by the lock-step engine in {a['seconds']['training']:.0f} s.
-Each method's error was fitted as a learning curve and read at your {a['n_target']:,} pairs; intervals are 95% seed-bootstrap intervals ({a['n_boot']} resamples, shared across methods so differences are paired).
-A method wins outright only when its difference to every other excludes zero; otherwise the cheapest of those level with the best is recommended.
+Within {NEAR}× of the largest measured size the measured numbers decide, paired by seed, with 95% intervals over seeds and validation pairs. Beyond it each method's accuracy is a learning curve — the family, of {', '.join(FAMILIES)}, that best predicts the largest measured size from the smaller ones — read at your {a['n_target']:,} pairs, never below what was measured, with 95% seed-bootstrap intervals ({a['n_boot']} resamples, shared across methods so differences are paired, never narrower than the validation pairs allow); a curve that misses its own backtest is not used for a decision.
+A method wins outright only when its difference to every other excludes zero; otherwise the cheapest of those level with the best is recommended. {html.escape(backtest_sentence(a))}
 Features: {html.escape(f['name'])} ({f"SHA-256 {f['sha256'][:12]}…" if f['sha256'] else 'embedded, generated with data seed 0'}), budget {a['budget']}, code version {html.escape(a['code_version'])}.</p>
 </main></body></html>"""
 
@@ -308,13 +396,13 @@ def advise(features, budget:str='fast', out='advice', progress:bool=True, scales
     with tqdm(total=1, desc='measuring alignment', disable=not progress) as bar: al = feature_alignment(feats); bar.update()
     clock['alignment'] = time.perf_counter() - t; t = time.perf_counter()
     tags = dict(config='advise', source=about['name'], backbone='yours', alignment=float('nan'))
-    specs = [RunSpec(method=m, scale=n, seed=s, tags=tags) for n in scales for m in methods for s in seeds]
+    specs = [RunSpec(method=m, scale=n, seed=s, split_by_image=True, tags=tags) for n in scales for m in methods for s in seeds]    # by item, as the study splits
     results = train_runs(feats, specs, engine='batched', device='auto', progress=progress, methods=registry)
     out.mkdir(parents=True, exist_ok=True); write_atomic(out/ADVICE_RESULTS, results.to_csv(index=False))
     clock['training'] = time.perf_counter() - t; t = time.perf_counter()
     table, draws = predict(results, n_target, n_boot, progress=progress)
     costs = {m: inference_cost(m, feats.dims, registry) for m in methods}
-    decision = decide(table, draws, costs)
+    decision, _ = decide_at(results, table, draws, costs, n_target)
     paper = paper_claim(alignment_class(al['zero_shot_auc']) if feats.dims[0] == feats.dims[1] else 'unaligned', n_target, decision.get('concat_minus_cross'))
     clock['fitting'] = time.perf_counter() - t; t = time.perf_counter()
     a = dict(features=about, budget=budget, methods=methods, scales=scales, seeds=seeds, n_boot=n_boot, n_target=n_target, alignment=al,

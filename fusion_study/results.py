@@ -281,7 +281,7 @@ def paired_differences(df:pd.DataFrame, a:str, b:str, by=(), metric:str='accurac
     cols = [*by, 'seed']
     keep = [*cols, metric] + [c for c in ('n_val', 'val_correct') if c in df]
     x, y = (df.loc[df.method == m, keep].set_index(cols) for m in (a, b))
-    j = x.join(y, lsuffix='_a', rsuffix='_b', how='inner').dropna(subset=[f'{metric}_a', f'{metric}_b'])
+    j = x.merge(y, left_index=True, right_index=True, suffixes=('_a', '_b')).dropna(subset=[f'{metric}_a', f'{metric}_b'])
     def var(r):
         ok = metric == 'accuracy' and isinstance(r.get('val_correct_a'), str) and isinstance(r.get('val_correct_b'), str) and r.get('n_val_a') == r.get('n_val_b')
         return paired_sampling_var(unpack_correct(r.val_correct_a, int(r.n_val_a)), unpack_correct(r.val_correct_b, int(r.n_val_b))) * 1e4 if ok else np.nan

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import cli, digest
-from fusion_study.advise import advise, decide, advice_paragraph, paper_claim, inference_cost, ADVICE_JSON, ADVICE_HTML, ADVICE_RESULTS
+from fusion_study.advise import advise, decide, draws_diff, advice_paragraph, paper_claim, inference_cost, ADVICE_JSON, ADVICE_HTML, ADVICE_RESULTS, FAILED
 from fusion_study.data import synthetic_features, synthetic_token_features, rotate_features
 from fusion_study.features_file import save_features
 
@@ -35,6 +35,9 @@ def test_aligned_features_recommend_concat_or_the_cosine(aligned):
     assert 'Concat or cross-attention for features.npz?' in page and '<script src="http' not in page and 'class="fusion-chart"' in page and 'recall@1, text → item' in page
     rows = pd.read_csv(d/'advice'/ADVICE_RESULTS)
     assert len(rows) == len(a['methods']) * 4 * 3 and set(rows.method) == set(a['methods'])
+    assert rows.split_by_image.all() and rows.val_correct.notna().all()             # split by item, as the study; each run's validation pairs kept
+    assert a['costs']['cosine']['flops'] == 6 * 512                                  # the cosine's FLOPs are counted, not 0
+    assert all({'backtest', 'backtest_lo', 'backtest_hi', 'backtest_ok', 'family'} <= set(p) for p in a['predictions']) and 'Backtest — ' in a['paragraph']
 
 def test_rotated_features_say_their_alignment_and_claim_no_learned_alignment(tmp_path):
     f = synthetic_features(n_images=3000, captions_per_image=1, dim=512)
@@ -53,7 +56,7 @@ def test_the_decision_names_cross_tokens_when_attention_wins():
     acc = dict(cross_tokens=0.92, concat=0.70, cross=0.72, bilinear=0.75, match_mlp=0.80)
     draws = {m: a + 0.01 * rng.standard_normal(300) for m, a in acc.items()}
     costs = {m: inference_cost(m, (512, 512)) for m in acc}
-    d = decide(pd.DataFrame(dict(method=list(acc), accuracy=list(acc.values()))), draws, costs)
+    d = decide(pd.DataFrame(dict(method=list(acc), accuracy=list(acc.values()))), draws_diff(draws), costs)
     assert (d['recommended'], d['clear'], d['runner_up']) == ('cross_tokens', True, 'match_mlp')
     assert paper_claim('unaligned', 10_000, d['concat_minus_cross'])['agrees'] is None
 
@@ -123,16 +126,15 @@ def test_source_file_runs_a_study(tmp_path):
     assert len(df) == 4 and set(df.source) == {'file'} and (df.n_train + df.n_val == df.scale).all()
     assert (tmp_path/'runs'/'mine'/'alignment.csv').exists()
 
-def test_a_choice_the_curve_form_would_change_is_not_stated_as_sure(aligned):
+def test_a_curve_that_misses_its_backtest_is_not_stated_as_sure(aligned):
     import copy
     a = copy.deepcopy(aligned[0])
     rec = a['decision']['recommended']
-    other = next(p['method'] for p in a['predictions'] if p['method'] != rec)
-    for p in a['predictions']: p['alt_accuracy'] = 0.99 if p['method'] == other else 0.6
-    a['decision']['other_form'] = dict(form='B + V/N^α', best=other, same=False)
+    for p in a['predictions']: p['backtest_ok'] = p['method'] != rec
+    a['decision'].update(basis=FAILED, clear=False)
     text = advice_paragraph(a)
-    assert text.startswith('**Lean towards') and 'so the extrapolation decides' in text and 'the largest measured' in text
-    assert advice_paragraph(aligned[0]).startswith('**Use ')
+    assert text.startswith('**Lean towards') and 'missed its backtest' in text and 'the largest measured' in text and '1 of' in text, text
+    assert advice_paragraph(aligned[0]).startswith(('**Use ', '**Lean towards'))
 
 def test_every_notebook_runs_on_a_features_file(tmp_path):
     "A params file whose configurations read your features (source: file): study, degradation, analysis and theory through papermill, then the site."
