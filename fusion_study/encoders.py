@@ -14,9 +14,9 @@ from PIL import Image
 from .core import FusionStudyError, write_atomic
 
 # %% auto #0
-__all__ = ['CLIP_DEFAULT', 'RESNET18', 'MINILM', 'TEXT_EXTRA', 'FITTED_FAMILIES', 'HF_MAX_LENGTH', 'ST_TYPES', 'POOLING_MODES',
-           'TFIDF', 'EncoderSpec', 'parse_encoder', 'error_line', 'Encoder', 'load_encoder', 'st_folder',
-           'tiny_clip_config']
+__all__ = ['CLIP_DEFAULT', 'RESNET18', 'MINILM', 'TEXT_EXTRA', 'FITTED_FAMILIES', 'HF_MAX_LENGTH', 'FLICKR_SEEN', 'ST_TYPES',
+           'POOLING_MODES', 'TFIDF', 'EncoderSpec', 'parse_encoder', 'seen_flickr', 'error_line', 'Encoder',
+           'load_encoder', 'st_folder', 'tiny_clip_config']
 
 # %% ../nbs/02b_encoders.ipynb #1c90f0f2
 CLIP_DEFAULT = 'clip:ViT-B-32/openai'
@@ -99,6 +99,18 @@ def parse_encoder(name:str, modality:str) -> EncoderSpec:
     else:
         raise FusionStudyError(f"Unknown encoder name {name!r}; use clip:<model>/<pretrained>, torchvision:<classifier>/<weights>, hf:<model id>, st:<package or folder> or tfidf-svd:<width>, e.g. {CLIP_DEFAULT}, {RESNET18} or {MINILM}.")
     return EncoderSpec(name, family, model, weights, modality, json.dumps(pp, sort_keys=True))
+
+# %% ../nbs/02b_encoders.ipynb #aad8af9e
+FLICKR_SEEN = ("{model} was trained on data that includes Flickr30k and COCO captions (its model card); Flickr30k holds Flickr8k's images with captions of "
+               "their own, so caption–caption matching through it is not zero-shot in the strict sense: it may have seen pairs like these")
+_SEEN_FLICKR = {'minilm': 'all-MiniLM-L6-v2', 'mpnet': 'all-mpnet-base-v2'}
+
+def seen_flickr(*names) -> str|None:
+    "The sentence saying that an encoder among `names` was trained on Flickr30k/COCO captions, or None."
+    for n in names:
+        for key, model in _SEEN_FLICKR.items():
+            if key in str(n or '').lower().replace('_', '-'): return FLICKR_SEEN.format(model=model)
+    return None
 
 # %% ../nbs/02b_encoders.ipynb #8d754155
 def _offline() -> bool:

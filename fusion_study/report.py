@@ -16,6 +16,7 @@ from .results import (RESULTS, RUN_INFO, ALIGNMENT_CSV, TABLE1_CSV, PAIRED_TESTS
 from .stats import VERDICTS, t_interval, paired_interval, judge, combine, inconclusive, verdict_kind, summary_interval, CHANCE_MARGIN
 from .study import incomplete_reason
 from .theory import is_aligned
+from .encoders import seen_flickr
 
 # %% auto #0
 __all__ = ['PAPER', 'PAPER_REF', 'paper_table', 'READS', 'EVIDENCE', 'VERDICT_COLOURS', 'collect_runs', 'read_table',
@@ -400,8 +401,10 @@ def findings(runs:dict, verdicts:pd.DataFrame=None) -> list[str]:
     kinds = {evidence(r['config']) for r in studies}
     if kinds <= {'synthetic'}: honest = ". All of this evidence comes from the embedded synthetic generator, not from real CLIP or ResNet18 features: it tests the paper's mechanism, not its magnitudes."
     elif 'image–text' not in kinds: honest = (". The real evidence here is text–text — Flickr8k captions matched to other captions through a pretrained sentence encoder — not image–text: "
-                                             "it tests whether alignment decides the fusion, not CLIP's magnitudes.")
-    else: honest = '.'
+                                             "it tests whether alignment decides the fusion, not CLIP's magnitudes")
+    else: honest = ''
+    seen = next((s for r in studies if evidence(r['config']) == 'text–text' and (s := seen_flickr(r['config'].get('image_encoder'), r['config'].get('text_encoder')))), None)
+    honest = (honest + (f". {seen[0].upper() + seen[1:]}" if seen else '') + '.') if honest or seen else '.'
     out.append(advice + honest)
     return out
 
