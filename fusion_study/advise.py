@@ -170,10 +170,10 @@ MEASURED, EXTRAPOLATED, FAILED = 'measured', 'extrapolated', 'measured: the extr
 BASES = (MEASURED, EXTRAPOLATED, FAILED)
 NEAR = 2                                      # within this factor of the largest measured size, the measured numbers decide
 
-def draws_diff(draws:dict, floor=None, level:float=0.95):
-    "`diff(a, b)`: the paired bootstrap difference of `draws` (mean and `level` interval), its half-width at least Z·√`floor(a, b)` when a floor is given."
+def draws_diff(draws:dict, floor=None, point=None, level:float=0.95):
+    "`diff(a, b)`: the paired bootstrap difference of `draws` — the `level` interval, its half-width at least Z·√`floor(a, b)` when a floor is given — around `point[a] − point[b]` (default: the draws' mean)."
     def diff(a, b):
-        d = draws[a] - draws[b]; mean = float(np.mean(d))
+        d = draws[a] - draws[b]; mean = float(np.mean(d) if point is None else point[a] - point[b])
         lo, hi = (float(q) for q in np.quantile(d, [(1 - level) / 2, (1 + level) / 2]))
         h = Z * math.sqrt(floor(a, b)) if floor else 0.0
         return dict(mean=mean, lo=min(lo, mean - h), hi=max(hi, mean + h))
@@ -212,7 +212,7 @@ def decide_at(results:pd.DataFrame, table:pd.DataFrame, draws:dict, costs:dict, 
     "The decision on its basis (`BASES`) and the table it read: the measured numbers within `NEAR`× of the largest size or when a backtest the decision rests on fails, else the extrapolation."
     measured = table.assign(accuracy=table.measured, lo=table.measured_lo, hi=table.measured_hi)
     if n_target <= NEAR * results.scale.max(): return decide(measured, measured_diff(results), costs, MEASURED), measured
-    d = decide(table, draws_diff(draws, sampling_floor(results)), costs, EXTRAPOLATED)
+    d = decide(table, draws_diff(draws, sampling_floor(results), table.set_index('method').accuracy), costs, EXTRAPOLATED)
     rests_on = {d['best'], d['recommended'], d['runner_up'], *d['level_with']}
     ok = table.set_index('method').backtest_ok
     if all(ok[m] for m in rests_on): return d, table
@@ -266,7 +266,7 @@ def advice_paragraph(a:dict) -> str:
     if basis == EXTRAPOLATED:
         s.append(f"{size}; there {_short(rec)} is expected to reach {_pct(t[rec]['accuracy'])} [{_pct(t[rec]['lo'])}, {_pct(t[rec]['hi'])}] accuracy "
                  f"(a {t[rec]['family']} curve fitted to {len(a['scales'])} sizes from {a['scales'][0]:,} to {L:,} pairs × {len(a['seeds'])} seeds, extrapolated {a['n_target'] / L:.1f}×; "
-                 f"the interval covers seeds and validation pairs, not the curve's family).")
+                 f"the interval covers seed-to-seed variation, not the curve's family; a difference's interval is never narrower than the validation pairs allow).")
     else:
         why = (f"within {NEAR}× of yours, so the measured numbers decide" if basis == MEASURED else
                f"{', '.join(m for m in t if not t[m]['backtest_ok'])}'s curve missed its backtest, so no extrapolation to your size is used; `--budget full` measures larger sizes")
