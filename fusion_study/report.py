@@ -163,7 +163,7 @@ def table1_claims(runs:dict) -> list:
     span = f"{min(P['scales'])}–{max(P['scales'])}"
     studies = paper_studies(runs)
     aligned = [r for r in studies if backbone_kind(r['config']) == 'aligned']
-    rule = '95% t-interval over seeds of the paired concat − cross gap at each scale: every interval above 0 reproduces, any below 0 contradicts'
+    rule = "95% interval of the paired concat − cross gap at each scale (over seeds, never narrower than each seed's validation pairs allow): every interval above 0 reproduces, any below 0 contradicts"
     if not aligned:
         rows += [_row('clip_gap', 'concat beats cross at every scale (aligned features)', f"{P['low']:g}–{P['high']:g} points at {span}", '—', 'not run', 'no finished study configuration with aligned features')]
     for r in aligned:
@@ -404,7 +404,7 @@ def findings(runs:dict, verdicts:pd.DataFrame=None) -> list[str]:
                                              "it tests whether alignment decides the fusion, not CLIP's magnitudes")
     else: honest = ''
     seen = next((s for r in studies if evidence(r['config']) == 'text–text' and (s := seen_flickr(r['config'].get('image_encoder'), r['config'].get('text_encoder')))), None)
-    honest = (honest + (f". {seen[0].upper() + seen[1:]}" if seen else '') + '.') if honest or seen else '.'
+    honest = (honest.rstrip('.') + (f". {seen[0].upper() + seen[1:]}" if seen else '') + '.') if honest or seen else '.'
     out.append(advice + honest)
     return out
 
@@ -608,7 +608,7 @@ def baselines_sentence(ww:pd.DataFrame) -> str:
     def at(s):
         g = done[done.scale == s]; ok = g[g.above_chance]
         top = ' and '.join(f"{m} on {k}" for m, k in ok.best.value_counts().items())
-        return f"at {s:,} pairs the best is {top or 'none above chance'}" + (f" (none above chance on {len(g) - len(ok)})" if len(ok) and len(g) > len(ok) else '')
+        return f"at {s:,} pairs the best is {top}" if top else f"at {s:,} pairs no method is above chance" + (f" (none above chance on {len(g) - len(ok)})" if len(ok) and len(g) > len(ok) else '')
     parts = [at(s) for s in dict.fromkeys([scales[0], scales[-1]])]
     g = done[done.scale == scales[-1]]
     cos = g.above_chance & ((g.best == 'cosine') | g.level_with.map(lambda l: 'cosine' in l))

@@ -48,16 +48,16 @@ def paired_sampling_var(a, b) -> float:
     return float(((a != b).mean() - d ** 2) / n)
 
 def paired_interval(d, var=None, level:float=LEVEL) -> dict:
-    """`t_interval` of per-seed paired differences `d`, its variance of the mean never below the validation sampling variance:
-    max(s²/n, mean(var)/n), `var` being each seed's sampling variance in the units of d² (NaN where unknown). Adds `sampling_sd` (per seed) and `floored`."""
+    """`t_interval` of per-seed paired differences `d`, never narrower than the validation sampling error allows: half-width max(t·s/√n, z·√(mean(var)/n)),
+    `var` being each seed's sampling variance in the units of d² (NaN where unknown; known from thousands of pairs, hence z). Adds `sampling_sd` (per seed) and `floored`."""
     d = np.asarray(d, float); v = np.full(len(d), np.nan) if var is None else np.asarray(var, float)
     ok = np.isfinite(d); d, v = d[ok], v[ok]
     r = t_interval(d, level)
     s2 = float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
     r.update(sampling_sd=math.sqrt(s2) if s2 == s2 else math.nan, floored=False)
-    if r['n'] > 1 and s2 == s2 and s2 > r['sd'] ** 2:
-        r['lo'], r['hi'] = summary_interval(r['mean'], math.sqrt(s2), r['n'], level)
-        r['floored'] = True
+    h = st.norm.ppf((1 + level) / 2) * math.sqrt(s2 / r['n']) if r['n'] > 1 and s2 == s2 else 0.0
+    if h > (r['hi'] - r['lo']) / 2 or (h and not np.isfinite(r['hi'] - r['lo'])):
+        r['lo'], r['hi'], r['floored'] = r['mean'] - h, r['mean'] + h, True
     return r
 
 # %% ../nbs/00c_stats.ipynb #4707b41d
