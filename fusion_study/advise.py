@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_advise.ipynb #a05d1873
 from __future__ import annotations
-import json, math, time
+import json, math, time, warnings
 from pathlib import Path
 
 import altair as alt
@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from scipy import stats as st
-from scipy.optimize import curve_fit
+from scipy.optimize import curve_fit, OptimizeWarning
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
@@ -26,7 +26,7 @@ from .loop import RunSpec
 from .train import train_runs
 from .theory import fit_risk
 from .paper import FRAMEWORK_STATEMENTS, table4_choice
-from .results import RESULT_COLUMNS, paired_differences
+from .results import RESULT_COLUMNS, paired_differences, usable
 from .stats import paired_interval
 
 # %% auto #0
@@ -100,16 +100,18 @@ def fit_curve(n, acc, family:str='B + V/N'):
     n, acc = np.asarray(n, float).ravel(), np.asarray(acc, float).ravel()
     n, acc = n[np.isfinite(acc)], acc[np.isfinite(acc)]
     B, V = fit_risk(n, 1 - acc)
-    try:
-        if family == 'B + V/N^α':
-            (B, V, a), _ = curve_fit(lambda x, B, V, a: B + V * x ** -a, n, 1 - acc, p0=(min(max(B, 1e-6), 1), max(V, 1e-3), 1.0), bounds=([0, 0, 0.05], [1, np.inf, 3]), maxfev=5000)
-            return lambda x: 1 - (B + V * np.asarray(x, float) ** -a)
-        if family == LOGISTIC:
-            lx = np.log(n)
-            (top, k, m), _ = curve_fit(lambda x, top, k, m: 0.5 + (top - 0.5) / (1 + np.exp(-k * (x - m))), lx, acc, p0=(min(max(acc.max(), 0.51), 1), 1.0, np.median(lx)),
-                                       bounds=([0.5, 0.05, lx.min() - 8], [1, 10, lx.max() + 8]), maxfev=5000)
-            return lambda x: 0.5 + (top - 0.5) / (1 + np.exp(-k * (np.log(np.asarray(x, float)) - m)))
-    except (RuntimeError, ValueError): pass
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', OptimizeWarning)             # a covariance it cannot estimate: the point fit stands
+        try:
+            if family == 'B + V/N^α':
+                (B, V, a), _ = curve_fit(lambda x, B, V, a: B + V * x ** -a, n, 1 - acc, p0=(min(max(B, 1e-6), 1), max(V, 1e-3), 1.0), bounds=([0, 0, 0.05], [1, np.inf, 3]), maxfev=5000)
+                return lambda x: 1 - (B + V * np.asarray(x, float) ** -a)
+            if family == LOGISTIC:
+                lx = np.log(n)
+                (top, k, m), _ = curve_fit(lambda x, top, k, m: 0.5 + (top - 0.5) / (1 + np.exp(-k * (x - m))), lx, acc, p0=(min(max(acc.max(), 0.51), 1), 1.0, np.median(lx)),
+                                           bounds=([0.5, 0.05, lx.min() - 8], [1, 10, lx.max() + 8]), maxfev=5000)
+                return lambda x: 0.5 + (top - 0.5) / (1 + np.exp(-k * (np.log(np.asarray(x, float)) - m)))
+        except (RuntimeError, ValueError): pass
     return lambda x: 1 - (B + V / np.asarray(x, float))
 
 def held_out(n, acc) -> dict:
@@ -117,9 +119,9 @@ def held_out(n, acc) -> dict:
     n, acc = np.asarray(n, float), np.asarray(acc, float)
     return {f: float(fit_curve(n[:-1], acc[:-1], f)(n[-1, 0]) - np.nanmean(acc[-1])) for f in FAMILIES}
 
-def best_family(n, acc) -> str:
-    "The family whose held-out miss is smallest (fewer parameters on a tie)."
-    h = held_out(n, acc)
+def best_family(n, acc, h:dict=None) -> str:
+    "The family whose held-out miss (`held_out`, or `h` when given) is smallest (fewer parameters on a tie)."
+    h = held_out(n, acc) if h is None else h
     return min(FAMILIES, key=lambda f: (round(abs(h[f]), 6), FAMILIES[f]))
 
 # %% ../nbs/13_advise.ipynb #364044fe
@@ -141,9 +143,10 @@ def predict(results:pd.DataFrame, n_target:int, n_boot:int=200, seed:int=0, leve
     Also the bootstrap draws ({method: array}, shared resamples across methods, so differences are paired)."""
     scales, seeds, methods, A, S = _grid(results)
     Ns = np.broadcast_to(scales[:, None].astype(float), A[methods[0]].shape)
-    fam = {m: best_family(Ns, A[m]) for m in methods}
+    held = {m: held_out(Ns, A[m]) for m in methods}
+    fam = {m: best_family(Ns, A[m], held[m]) for m in methods}
     rng, a = np.random.default_rng(seed), (1 - level) / 2
-    n_back = min(n_boot, 200)                                              # the backtest's interval needs fewer resamples
+    n_back = min(n_boot, 100)                                              # the backtest's interval needs fewer resamples
     draws, back = {m: np.empty(n_boot) for m in methods}, {m: np.empty(n_back) for m in methods}
     for b in tqdm(range(n_boot), desc='fitting learning curves', disable=not progress):
         idx = rng.integers(0, len(seeds), size=Ns.shape)
@@ -162,7 +165,7 @@ def predict(results:pd.DataFrame, n_target:int, n_boot:int=200, seed:int=0, leve
                          lo=float(np.clip(np.quantile(draws[m], a), 0, 1)), hi=float(np.clip(np.quantile(draws[m], 1 - a), 0, 1)), family=fam[m],
                          measured=meas['mean'] / 100, measured_lo=meas['lo'] / 100, measured_hi=meas['hi'] / 100, measured_sd=meas['sd'] / 100, largest=int(scales[-1]),
                          backtest=pred, backtest_lo=float(np.quantile(back[m], a)), backtest_hi=float(np.quantile(back[m], 1 - a)), backtest_miss=miss,
-                         backtest_ok=bool(abs(miss) <= Z * math.sqrt(np.var(back[m]) + se ** 2)), held_out=held_out(Ns, A[m])))
+                         backtest_ok=bool(abs(miss) <= Z * math.sqrt(np.var(back[m]) + se ** 2)), held_out=held[m]))
     return pd.DataFrame(rows), {m: np.clip(d, 0, 1) for m, d in draws.items()}
 
 # %% ../nbs/13_advise.ipynb #acbb3ffb
@@ -289,6 +292,7 @@ def advice_paragraph(a:dict) -> str:
     if p['alignment'] != 'pre-aligned':
         s.append("Cross-attention measurably beats concatenation here, as the paper's 'it must learn the alignment that the features lack' expects." if p['cross_wins']
                  else "Cross-attention does not measurably beat concatenation here, so these runs give no evidence that it learns an alignment the features lack.")
+    if a.get('diverged'): s.append(f"{a['diverged']} of the runs diverged (NaN or ∞ parameters) and are left out.")
     s.append(backtest_sentence(a))
     return ' '.join(s)
 
@@ -400,12 +404,14 @@ def advise(features, budget:str='fast', out='advice', progress:bool=True, scales
     results = train_runs(feats, specs, engine='batched', device='auto', progress=progress, methods=registry)
     out.mkdir(parents=True, exist_ok=True); write_atomic(out/ADVICE_RESULTS, results.to_csv(index=False))
     clock['training'] = time.perf_counter() - t; t = time.perf_counter()
-    table, draws = predict(results, n_target, n_boot, progress=progress)
+    ok = usable(results)                                                    # a diverged run (NaN or ∞ parameters) is not a point of a curve
+    if ok.method.nunique() < len(methods): raise FusionStudyError(f"Every run of {', '.join(sorted(set(methods) - set(ok.method)))} diverged (NaN or ∞ parameters); the paper's recipe does not train it on these features.")
+    table, draws = predict(ok, n_target, n_boot, progress=progress)
     costs = {m: inference_cost(m, feats.dims, registry) for m in methods}
-    decision, _ = decide_at(results, table, draws, costs, n_target)
+    decision, _ = decide_at(ok, table, draws, costs, n_target)
     paper = paper_claim(alignment_class(al['zero_shot_auc']) if feats.dims[0] == feats.dims[1] else 'unaligned', n_target, decision.get('concat_minus_cross'))
     clock['fitting'] = time.perf_counter() - t; t = time.perf_counter()
-    a = dict(features=about, budget=budget, methods=methods, scales=scales, seeds=seeds, n_boot=n_boot, n_target=n_target, alignment=al,
+    a = dict(features=about, budget=budget, methods=methods, scales=scales, seeds=seeds, n_boot=n_boot, n_target=n_target, alignment=al, diverged=len(results) - len(ok),
              predictions=table.to_dict('records'), costs=costs, decision=decision, paper=paper, code_version=code_version(), seconds=clock)
     a['paragraph'] = advice_paragraph(a)
     with tqdm(total=1, desc='writing the page', disable=not progress) as bar:

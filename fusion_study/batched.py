@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .core import FusionStudyError
 from .data import Features
 from .fusion import method_class, n_params
-from .loop import RunSpec, run_data, init_model, run_steps, cosine_lr, classification_metrics, _init_lock
+from .loop import RunSpec, run_data, init_model, run_steps, cosine_lr, classification_metrics, diverged, _init_lock
 
 # %% auto #0
 __all__ = ['BETAS', 'EPS', 'CPU_GROUP', 'probe_inputs', 'trainable', 'profile', 'stacked_forward', 'stacked_state', 'LockStep',
@@ -140,6 +140,10 @@ class LockStep:
             for rs, p, m, v, s, lr, wd in self.rows:
                 adamw(p, [g[r] for r in rs for g in grads], m, v, [], s, fused=True, capturable=self.cuda, lr=lr, weight_decay=wd,
                       beta1=BETAS[0], beta2=BETAS[1], eps=EPS, amsgrad=False, maximize=False)
+
+    def diverged(self, j:int) -> bool:
+        "Whether the training of stack row `j` diverged (`loop.diverged`: a trained parameter NaN, ∞ or beyond ±10⁶)."
+        return diverged(self.S[n][j] for n in self.live)
 
     def evaluate(self, j:int, v, t):
         "Predictions of stack row `j` on features `v`, `t` (evaluation mode: no dropout)."
@@ -279,7 +283,7 @@ def _finish(runs:_Runs, group:LockStep, active:list, t:int, V, T, seconds:list, 
         img, txt, label = runs.val[r]
         pred = group.evaluate(j, V[img.to(V.device)], T[txt.to(T.device)])
         out = dict(n_train=len(runs.data[r][2]), n_val=len(label), **classification_metrics(label, pred),
-                   train_seconds=seconds[r], n_params=runs.n_params)
+                   train_seconds=seconds[r], n_params=runs.n_params, diverged=group.diverged(j))
         if on_result is not None: on_result(runs.order[r], out)
     kept = [j for j in range(len(active)) if j not in done]
     if done and kept: group.keep(kept)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #2518b84f
 from __future__ import annotations
-import contextlib, difflib, hashlib, json, math, os, random, re, subprocess, time, typing
+import contextlib, difflib, hashlib, json, math, os, random, re, reprlib, subprocess, time, typing
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -12,13 +12,13 @@ import numpy as np
 import yaml
 
 # %% auto #0
-__all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'RANGES', 'GRID_LISTS', 'METHOD_CLASSES', 'ENGINE_NAMES', 'DEVICES',
+__all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'MAX_NAME', 'RANGES', 'GRID_LISTS', 'METHOD_CLASSES', 'ENGINE_NAMES', 'DEVICES',
            'ENCODER_FAMILIES', 'ENCODER_FORMS', 'PAIRS_CSV', 'IMAGE_NPY', 'TEXT_NPY', 'FORMATS', 'BACKBONES',
-           'ADVICE_FILES', 'PARAMS_KEYS', 'EXECUTORS', 'EXECUTOR_RANGES', 'SLURM_ONLY', 'JOB_ONLY', 'LOCK_FILE',
-           'REPORT_DIR', 'CRASH_POINTS', 'FusionStudyError', 'Recipe', 'RunConfig', 'check_fields', 'min_scale',
-           'check_ranges', 'features_path', 'check_names', 'advice_source', 'check_advice_out', 'load_params',
-           'ExecutorOptions', 'check_executor', 'seed_everything', 'get_device', 'cache_dir', 'project_root',
-           'code_version', 'write_atomic', 'folder_lock', 'crash_point']
+           'ADVICE_FILES', 'PARAMS_KEYS', 'YAML_MAX_VALUES', 'EXECUTORS', 'EXECUTOR_RANGES', 'SLURM_ONLY', 'JOB_ONLY',
+           'LOCK_FILE', 'REPORT_DIR', 'CRASH_POINTS', 'FusionStudyError', 'Recipe', 'RunConfig', 'check_fields',
+           'quote', 'min_scale', 'check_ranges', 'features_path', 'check_names', 'advice_source', 'check_advice_out',
+           'load_params', 'ExecutorOptions', 'check_executor', 'seed_everything', 'get_device', 'cache_dir',
+           'project_root', 'code_version', 'write_atomic', 'folder_lock', 'crash_point']
 
 # %% ../nbs/00_core.ipynb #61a976dd
 class FusionStudyError(Exception):
@@ -67,7 +67,7 @@ class RunConfig(Recipe):
     features_file: typing.Optional[str] = None  # file: your paired features (.safetensors, .npz, or a folder of image.npy, text.npy, pairs.csv; 02e_features_file)
 
     def __post_init__(self):
-        where = f"configuration {self.name!r}"
+        where = f"configuration {quote(self.name)}"
         check_fields(type(self), asdict(self), where); check_ranges(asdict(self), where)
 
     @classmethod
@@ -109,18 +109,25 @@ def check_fields(cls, d:dict, where='configuration'):
             hint = f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(hints)})"
             raise FusionStudyError(f"Unknown key {k!r} in {where}{hint}.")
         if not _type_ok(v, hints[k]):
-            raise FusionStudyError(f"Key {k!r} in {where} must be {_type_name(hints[k])}, got {v!r}.")
+            raise FusionStudyError(f"Key {k!r} in {where} must be {_type_name(hints[k])}, got {quote(v)}.")
 
 # %% ../nbs/00_core.ipynb #3793ca3d
 SLUG = re.compile(r'[A-Za-z0-9_-]+')
 MAX_SEED = 2**31 - 1
 
 def _slug(v): return isinstance(v, str) and SLUG.fullmatch(v) is not None
+MAX_NAME = 100                                   # a configuration's folder name; file systems allow 255 bytes
+
+def quote(v, n:int=40) -> str:
+    "`repr(v)` cut to `n` characters: how an error shows a value it refuses (a value can be huge)."
+    rp = reprlib.Repr(); rp.maxstring, rp.maxother, rp.maxlist, rp.maxdict, rp.maxlevel = n, n, 6, 4, 3
+    r = rp.repr(v)
+    return r if len(r) <= n else r[:n - 1] + '…'
 def _finite(v): return isinstance(v, (int, float)) and math.isfinite(v)
 
 # key → (test of one value (each item of a list), what the value must be)
 RANGES = {
-    'name': (_slug, "a name of letters, digits, '-' and '_' (it becomes a folder name)"),
+    'name': (lambda v: _slug(v) and len(v) <= MAX_NAME, f"a name of at most {MAX_NAME} letters, digits, '-' and '_' (it becomes a folder name)"),
     'notebook': (_slug, "a notebook name such as study, degradation, analysis or theory"),
     'epochs': (lambda v: v >= 1, 'at least 1'),
     'batch_size': (lambda v: v >= 1, 'at least 1'),
@@ -154,14 +161,14 @@ def check_ranges(d:dict, where='configuration'):
         v = d.get(k)
         if v is None: continue
         for x in (v if isinstance(v, (list, tuple)) else [v]):
-            if not ok(x): raise FusionStudyError(f"Key {k!r} in {where} must be {what}, got {x!r}.")
+            if not ok(x): raise FusionStudyError(f"Key {k!r} in {where} must be {what}, got {quote(x)}.")
     for k in GRID_LISTS:
         if k in d and not d[k]: raise FusionStudyError(f"Key {k!r} in {where} is empty; give at least one value.")
     for k in (*GRID_LISTS, 'inputs'):
         dup = [x for i, x in enumerate(d.get(k) or []) if x in (d[k][:i])]
         if dup: raise FusionStudyError(f"Key {k!r} in {where} lists {dup[0]!r} twice; each value may appear once.")
     if d.get('feature_dims') is not None and len(d['feature_dims']) != 2:
-        raise FusionStudyError(f"Key 'feature_dims' in {where} must be two widths [image, text], got {d['feature_dims']!r}.")
+        raise FusionStudyError(f"Key 'feature_dims' in {where} must be two widths [image, text], got {quote(d['feature_dims'])}.")
     if d.get('source') == 'captions' and d.get('split_by_image') is False:
         raise FusionStudyError(f"Configuration {d.get('name')!r} in {where} has source: captions, whose runs are split by image (official train images vs dev + test, so a fitted encoder never sees a validation caption); set split_by_image: true.")
     if d.get('source') == 'file' and not d.get('features_file'):
@@ -201,7 +208,7 @@ def check_names(d:dict, where='configuration'):
     for m in d.get('methods') or []:
         if m not in METHOD_CLASSES: raise FusionStudyError(f"Unknown method {m!r} in {where}; choose from {list(METHOD_CLASSES)}.")
     if d.get('engine', 'auto') not in ENGINE_NAMES: raise FusionStudyError(f"Unknown engine {d['engine']!r} in {where}; choose from {list(ENGINE_NAMES)}.")
-    if not DEVICES.fullmatch(d.get('device', 'auto')): raise FusionStudyError(f"Unknown device {d['device']!r} in {where}; use auto, cpu or cuda (cuda:<index> for one GPU of several).")
+    if not DEVICES.fullmatch(d.get('device', 'auto')): raise FusionStudyError(f"Unknown device {quote(d['device'])} (key 'device') in {where}; use auto, cpu or cuda (cuda:<index> for one GPU of several).")
     for k in ('image_encoder', 'text_encoder'):
         if d.get(k) is None: continue
         family, sep, rest = str(d[k]).partition(':')
@@ -228,8 +235,38 @@ def check_advice_out(out) -> Path:
 # %% ../nbs/00_core.ipynb #751ef218
 PARAMS_KEYS = {'description', 'defaults', 'configs', 'executor'}
 
+YAML_MAX_VALUES = 100_000          # values a params file may hold once its aliases (*name) are written out
+
+class _Refused(yaml.YAMLError): "A params file that parses but is refused (a repeated key, an alias bomb)."
+
 class _Loader(yaml.SafeLoader):
-    "YAML with 1.2's numbers: `1e-3` is a float (YAML 1.1, PyYAML's default, reads it as the string '1e-3')."
+    """YAML with 1.2's numbers: `1e-3` is a float (YAML 1.1, PyYAML's default, reads it as the string '1e-3'); a key given twice in one mapping
+    and a document whose aliases expand past `YAML_MAX_VALUES` values are refused (a few hundred bytes of nested aliases can expand to gigabytes)."""
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for k, _ in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value != '<<':
+                if k.value in seen: raise _Refused(f"key {quote(k.value)} is given twice in one mapping (line {k.start_mark.line + 1}); keep one")
+                seen.add(k.value)
+        return super().construct_mapping(node, deep)
+    def compose_document(self):
+        node = super().compose_document()
+        if _expanded(node, YAML_MAX_VALUES) > YAML_MAX_VALUES:
+            raise _Refused(f"its aliases (*name) expand to more than {YAML_MAX_VALUES:,} values; write the values out")
+        return node
+
+def _expanded(root, cap:int) -> int:
+    "How many values `root` holds with every alias written out (counted without writing them; a node that contains itself counts as more than `cap`)."
+    memo, active, stack = {}, set(), [(root, False)]
+    while stack:
+        n, done = stack.pop()
+        kids = [c for kv in n.value for c in kv] if isinstance(n, yaml.MappingNode) else n.value if isinstance(n, yaml.SequenceNode) else []
+        if done:
+            memo[id(n)] = min(cap + 1, 1 + sum(memo[id(c)] for c in kids)); active.discard(id(n)); continue
+        if id(n) in memo: continue
+        if id(n) in active: return cap + 1                      # an alias inside its own anchor: endless
+        active.add(id(n)); stack.append((n, True)); stack += [(c, False) for c in kids if id(c) not in memo]
+    return memo[id(root)]
 _Loader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(r'''^(?:
      [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
@@ -243,7 +280,9 @@ def load_params(path) -> list[RunConfig]:
     if not path.exists(): raise FusionStudyError(f"Params file {str(path)!r} does not exist; pass a path such as params/default.yaml.")
     if not path.is_file(): raise FusionStudyError(f"Params file {str(path)!r} is a folder; pass a YAML file such as params/default.yaml.")
     try: raw = yaml.load(path.read_text(encoding='utf-8'), Loader=_Loader) or {}
-    except yaml.YAMLError as e: raise FusionStudyError(f"Params file {str(path)!r} is not valid YAML ({str(e).splitlines()[0]}); fix its syntax.") from None
+    except _Refused as e: raise FusionStudyError(f"Params file {str(path)!r}: {e}.") from None
+    except yaml.YAMLError as e: raise FusionStudyError(f"Params file {str(path)!r} is not valid YAML ({str(e).splitlines()[0][:200]}); fix its syntax.") from None
+    except RecursionError: raise FusionStudyError(f"Params file {str(path)!r} nests lists or mappings too deeply to read; a params file needs two levels (configs → keys).") from None
     except UnicodeDecodeError: raise FusionStudyError(f"Params file {str(path)!r} is not UTF-8 text; save it as UTF-8.") from None
     if not isinstance(raw, dict): raise FusionStudyError(f"Params file {str(path)!r} must be a mapping with 'defaults' and 'configs'.")
     for k in raw:
@@ -257,7 +296,7 @@ def load_params(path) -> list[RunConfig]:
     check_fields(RunConfig, defaults, where=f"'defaults' of {path}")
     for i, c in enumerate(configs):
         if 'name' not in c: raise FusionStudyError(f"Configuration {i + 1} in {path} has no 'name'; give each configuration a unique name.")
-    out = [RunConfig.from_dict({**defaults, **c}, where=f"configuration {c.get('name', i)!r} of {path}") for i, c in enumerate(configs)]
+    out = [RunConfig.from_dict({**defaults, **c}, where=f"configuration {quote(c.get('name', i))} of {path}") for i, c in enumerate(configs)]
     for cfg in out:                    # a relative features_file is read from the params file's folder, wherever the notebook later runs
         if cfg.features_file and not Path(cfg.features_file).expanduser().is_absolute():
             cfg.features_file = str((path.parent/Path(cfg.features_file).expanduser()).resolve())
@@ -289,10 +328,10 @@ def check_executor(section, where='the executor section') -> dict:
     "The keys a params file's `executor` section sets (a mapping, or only the kind: `executor: slurm`), each checked; `FusionStudyError` names the first mistake."
     if section is None: return {}
     if isinstance(section, str): section = {'kind': section}
-    if not isinstance(section, dict): raise FusionStudyError(f"{where[0].upper() + where[1:]} must be a mapping such as {{kind: slurm, slurm_partition: gpu}}, got {section!r}.")
+    if not isinstance(section, dict): raise FusionStudyError(f"{where[0].upper() + where[1:]} must be a mapping such as {{kind: slurm, slurm_partition: gpu}}, got {quote(section)}.")
     check_fields(ExecutorOptions, section, where)
     for k, v in section.items():
-        if v is not None and k in EXECUTOR_RANGES and not EXECUTOR_RANGES[k][0](v): raise FusionStudyError(f"Key {k!r} in {where} must be {EXECUTOR_RANGES[k][1]}, got {v!r}.")
+        if v is not None and k in EXECUTOR_RANGES and not EXECUTOR_RANGES[k][0](v): raise FusionStudyError(f"Key {k!r} in {where} must be {EXECUTOR_RANGES[k][1]}, got {quote(v)}.")
     kind = section.get('kind') or 'local'
     for k in section:
         if k in SLURM_ONLY and kind != 'slurm': raise FusionStudyError(f"Key {k!r} in {where} applies only to kind: slurm (kind is {kind}); remove it or set kind: slurm.")
@@ -312,7 +351,7 @@ def get_device(pref:str='auto'):
     if pref == 'cuda' and not torch.cuda.is_available():
         raise FusionStudyError("Device 'cuda' was asked for but no CUDA GPU is visible; use device: auto or cpu.")
     try: return torch.device(pref)
-    except RuntimeError: raise FusionStudyError(f"Unknown device {pref!r}; use auto, cpu or cuda.") from None
+    except RuntimeError: raise FusionStudyError(f"Unknown device {quote(pref)} (key 'device' of the configuration); use auto, cpu or cuda.") from None
 
 def cache_dir() -> Path:
     "Where features and downloads are cached: `$FUSION_STUDY_CACHE` or `~/.cache/fusion_study`."

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import stats
 
 from .core import FusionStudyError, RunConfig
-from .results import RUN_INFO, TABLE2_CSV, PAIRED_TESTS_CSV, read_record, read_results, read_table, paired_differences
+from .results import RUN_INFO, TABLE2_CSV, PAIRED_TESTS_CSV, read_record, read_results, read_table, paired_differences, usable, is_diverged
 from .study import run_config, valid_rows, paired_tests
 from .stats import chance_state, t_interval, paired_interval, judge, combine, CHANCE_MARGIN
 
@@ -104,4 +104,4 @@ def run_degradation(cfg, out_dir, progress:bool=False, warn=print) -> dict:
     reuse = reusable_rows(cfg, out_dir)
     results = run_config(cfg, out_dir, progress=progress, tables=DEGRADATION_TABLES, reuse=reuse, warn=warn)
     t2 = read_table(out_dir, TABLE2_CSV)
-    return dict(results=results, reused=len(reuse), table2=t2, trend=advantage_trend(t2, results))
+    return dict(results=usable(results), diverged=results[is_diverged(results)], reused=len(reuse), table2=t2, trend=advantage_trend(t2, usable(results)))

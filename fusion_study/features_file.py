@@ -47,6 +47,8 @@ def read_arrays(path) -> dict:
             from safetensors.numpy import load_file
             return load_file(str(p))
         if suffix == '.npz':
+            import zipfile
+            if not zipfile.is_zipfile(p): raise _bad(p, "is not an .npz archive (an .npz is a zip of .npy arrays); write it with numpy.savez or fusion_study.features_file.save_features.")
             with np.load(p, allow_pickle=False) as z: return {k: z[k] for k in z.files}
         if suffix == '.csv': return _read_csv_layout(p)
     except FusionStudyError: raise
@@ -70,6 +72,8 @@ def features_from_arrays(arrays:dict, path='(arrays)') -> Features:
         if k not in arrays: raise _bad(path, f"no array {k!r} (it has {', '.join(sorted(arrays)) or 'none'}); it needs image, text and text_owner.")
     image, text, owner = (np.asarray(arrays[k]) for k in ('image', 'text', 'text_owner'))
     for k, x in (('image', image), ('text', text)):
+        if np.iscomplexobj(x):
+            raise _bad(path, f"{k} holds complex numbers ({x.dtype}); features must be real, and dropping the imaginary part would change them silently: write the real part, the magnitude or both as columns.")
         if x.ndim not in (2, 3) or not np.issubdtype(x.dtype, np.number) or x.dtype == bool:
             raise _bad(path, f"{k} must be a 2-D array of numbers (rows × width), or 3-D (rows × tokens × width), got shape {x.shape} of {x.dtype}.")
         if 0 in x.shape: raise _bad(path, f"{k} is empty (shape {x.shape}); it needs rows of at least one number each.")

@@ -17,8 +17,8 @@ from .data import Features, Pairs, split_pairs, add_noise, misalign
 from .fusion import make_model, n_params, dropout_masks
 
 # %% auto #0
-__all__ = ['RunSpec', 'config_specs', 'classification_metrics', 'run_data', 'init_model', 'run_steps', 'cosine_lr', 'train_one',
-           'train_loop']
+__all__ = ['DIVERGED_AT', 'RunSpec', 'config_specs', 'classification_metrics', 'run_data', 'init_model', 'run_steps', 'cosine_lr',
+           'diverged', 'train_one', 'train_loop']
 
 # %% ../nbs/04a_loop.ipynb #bae94480
 @dataclass
@@ -79,6 +79,12 @@ def cosine_lr(step:int, total:int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
 # %% ../nbs/04a_loop.ipynb #2a0eb441
+DIVERGED_AT = 1e6        # |parameter| beyond this: AdamW moves a weight at most lr per step, so the recipe's runs stay orders of magnitude below
+
+def diverged(params) -> bool:
+    "Whether training diverged: a trained parameter is NaN, ∞ or beyond ±`DIVERGED_AT` (a learning rate or weight decay far too large)."
+    with torch.no_grad(): return any(not bool((p.abs() <= DIVERGED_AT).all()) for p in params)      # NaN compares False
+
 def train_one(feats:Features, spec:RunSpec, device='cpu', methods:dict=None) -> dict:
     "Train and evaluate one run with the loop engine; return its result row."
     device = torch.device(device)
@@ -102,7 +108,7 @@ def train_one(feats:Features, spec:RunSpec, device='cpu', methods:dict=None) -> 
     model.eval()
     with torch.no_grad(): pred = model(v[val.image], t[val.text]).argmax(-1)
     return dict(n_train=len(train), n_val=len(val), **classification_metrics(val.label, pred),
-                train_seconds=seconds, n_params=n_params(model))
+                train_seconds=seconds, n_params=n_params(model), diverged=diverged(model.parameters()))
 
 def train_loop(feats:Features, specs:list, device='cpu', methods:dict=None):
     "The loop engine over many specs: yield `(index, result)` run by run."

@@ -12,7 +12,7 @@ import pandas as pd
 from .core import REPORT_DIR
 from .paper import CLAIMS, CLAIM_NEEDS, REF, TABLE1, TABLE2 as PAPER_TABLE2, TABLE2_ADVANTAGE, TABLE2_SCALE, TABLE4, STATED, claims_table, table1_gaps, self_checks
 from .results import (RESULTS, RUN_INFO, ALIGNMENT_CSV, TABLE1_CSV, PAIRED_TESTS_CSV, TABLE2_CSV, COST_CSV, CROSSOVER_CSV, CLAIMS_CSV, METRICS,
-                                  schema, paired_differences, read_table as read_file)
+                                  schema, paired_differences, usable, read_table as read_file)
 from .stats import VERDICTS, t_interval, paired_interval, judge, combine, inconclusive, verdict_kind, summary_interval, CHANCE_MARGIN
 from .study import incomplete_reason
 from .theory import is_aligned
@@ -202,7 +202,7 @@ def table2_claims(runs:dict) -> list:
         return [_row('degradation_advantage', "concat's advantage grows as alignment degrades", f"{P['low']:g} → {P['high']:g} points", '—', 'not run', 'no finished degradation configuration'),
                 _row('degradation_chance', f"both methods at chance from σ = {C['sigma']:g}", f"σ ≥ {C['sigma']:g}", '—', 'not run', 'no finished degradation configuration')]
     for r in degs:
-        t2, res = read_table(r, TABLE2_CSV), read_table(r, RESULTS)
+        t2, res = read_table(r, TABLE2_CSV), usable(read_table(r, RESULTS))
         tr = advantage_trend(t2, res)
         steps = tr['steps']
         ours = ' → '.join(f"{a:+.1f}" for a in t2.sort_values('noise').advantage) + f" (σ = {', '.join(f'{z:g}' for z in sorted(t2.noise))})"
@@ -378,7 +378,7 @@ def findings(runs:dict, verdicts:pd.DataFrame=None) -> list[str]:
     if degs:
         from fusion_study.degradation import advantage_trend
         t2 = read_table(degs[0], TABLE2_CSV).sort_values('noise')
-        tr = advantage_trend(t2, read_table(degs[0], RESULTS))
+        tr = advantage_trend(t2, usable(read_table(degs[0], RESULTS)))
         onset = f"both fusions are at chance from σ = {tr['chance_onset']:g}" if tr['chance_onset'] is not None else 'at no noise level are both fusions at chance'
         c = degs[0]['config']
         on = f"{backbone_kind(c)} synthetic features" if not is_real(c) else 'text–text captions' if evidence(c) == 'text–text' else feature_label(degs[0])
@@ -507,6 +507,7 @@ def _set_runs(runs:dict):
     A, R = [], []
     for r in [*of_kind(runs, 'study'), *of_kind(runs, 'degradation')]:
         a, res = read_table(r, ALIGNMENT_CSV), read_table(r, RESULTS)
+        res = usable(res) if res is not None else None
         if a is None or res is None: continue
         a = a.assign(config=r['name'], feature_set=[set_label(r['config'], z, t) for z, t in zip(a.noise, a.rotation)],
                      family=[_family(r['config'], z, t) for z, t in zip(a.noise, a.rotation)], tokens=r['config'].get('tokens'))

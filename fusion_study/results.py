@@ -14,18 +14,19 @@ import pandas as pd
 from .core import FusionStudyError, RunConfig, code_version, write_atomic
 
 # %% auto #0
-__all__ = ['METRICS', 'RUN_KEY', 'RESULT_COLUMNS', 'RESULTS', 'RUN_INFO', 'COMPLETE', 'ROWS', 'TABLE1_CSV', 'PAIRED_TESTS_CSV',
-           'TABLE2_CSV', 'TSNE_CSV', 'ALIGNMENT_CSV', 'COST_CSV', 'FITS_CSV', 'CROSSOVER_CSV', 'POINTS_CSV',
-           'COMPLEXITY_CSV', 'CLAIMS_CSV', 'SCHEMA', 'WRITES', 'OTHER_FILES', 'ResultFile', 'schema', 'describe',
-           'write_table', 'read_table', 'write_record', 'read_record', 'record_run', 'read_results', 'row_path',
-           'keep_row', 'stored_rows', 'paired_differences']
+__all__ = ['METRICS', 'RUN_KEY', 'INT_COLUMNS', 'RESULT_COLUMNS', 'RESULTS', 'RUN_INFO', 'COMPLETE', 'ROWS', 'TABLE1_CSV',
+           'PAIRED_TESTS_CSV', 'TABLE2_CSV', 'TSNE_CSV', 'ALIGNMENT_CSV', 'COST_CSV', 'FITS_CSV', 'CROSSOVER_CSV',
+           'POINTS_CSV', 'COMPLEXITY_CSV', 'CLAIMS_CSV', 'SCHEMA', 'WRITES', 'OTHER_FILES', 'ResultFile', 'schema',
+           'describe', 'write_table', 'read_table', 'write_record', 'read_record', 'record_run', 'read_results',
+           'row_path', 'keep_row', 'stored_rows', 'is_diverged', 'usable', 'paired_differences']
 
 # %% ../nbs/00b_results.ipynb #5381319c
 METRICS = ['accuracy', 'f1', 'precision', 'recall']
 RUN_KEY = ('method', 'scale', 'seed', 'noise', 'rotation')        # the columns that name a run within a configuration's identity
+INT_COLUMNS = ('scale', 'seed', 'epochs', 'batch_size', 'n_train', 'n_val', 'n_params')   # whole numbers, written as such
 RESULT_COLUMNS = (['config', 'source', 'backbone', 'alignment', 'method', 'scale', 'seed', 'noise', 'rotation', 'permute',
                    'epochs', 'batch_size', 'lr', 'weight_decay', 'val_frac', 'split_by_image', 'n_train', 'n_val']
-                  + METRICS + ['train_seconds', 'n_params', 'engine', 'device', 'code_version', 'val_correct'])
+                  + METRICS + ['train_seconds', 'n_params', 'engine', 'device', 'code_version', 'diverged', 'val_correct'])
 
 _RESULT_MEANING = {
     'config': 'name of the configuration that trained the run (a reused run keeps the name of the one that trained it)',
@@ -48,6 +49,7 @@ _RESULT_MEANING = {
     'n_params': "trainable parameters of the run's model",
     'engine': "trainer engine that ran it ('loop' or 'batched')", 'device': "device it trained on ('cpu', 'cuda')",
     'code_version': 'package version and git commit of the code that trained it',
+    'diverged': 'training diverged: a trained parameter became NaN or ∞, so its metrics are not a result (left out of every mean, table and fit, and counted on its page)',
     'val_correct': 'which validation pairs the run got right, bit i = pair i (stats.pack_correct, hex): two runs of one seed share their pairs, so their difference has a known sampling error',
 }
 assert list(_RESULT_MEANING) == RESULT_COLUMNS
@@ -94,15 +96,15 @@ FITS_CSV, CROSSOVER_CSV, POINTS_CSV, COMPLEXITY_CSV, CLAIMS_CSV = 'theory_fits.c
 _PROV = {'config': 'configuration(s) whose runs it summarises', 'code_version': 'code version(s) of those runs'}
 _CI = '(95% seed-bootstrap interval)'
 _FILES = [
-    ResultFile(RESULTS, ('study', 'degradation'), 'one row per run of the grid (trained, resumed or reused)', _RESULT_MEANING, optional=('val_correct',)),    # older results lack it
+    ResultFile(RESULTS, ('study', 'degradation'), 'one row per run of the grid (trained, resumed or reused)', _RESULT_MEANING, optional=('val_correct', 'diverged')),    # older results lack it
     ResultFile(RUN_INFO, ('study', 'degradation', 'analysis', 'theory'), "the configuration's record, written when its notebook has written everything else", {
         'config': 'the configuration (every key of RunConfig)', 'config_hash': 'hash of the configuration', 'identity': 'hash of what decides a run (data and recipe)',
         'code_version': 'code version that wrote the folder', 'files': 'the result files it wrote (names in this folder)',
         'inputs': '{input configuration: its config_hash} for every configuration it read',
         'features': 'metadata of the features it read, with their widths [image, text] (`widths`)', 'runs': 'runs in its results (theory: runs it fitted)', 'trained_runs': 'runs it trained',
-        'resumed_runs': 'runs taken from its own earlier records', 'reused_runs': "runs taken from an input's results", 'started': 'start time (Unix seconds)',
+        'resumed_runs': 'runs taken from its own earlier records', 'diverged_runs': 'runs whose training diverged (NaN or ∞ parameters): in results.csv, left out of its tables', 'reused_runs': "runs taken from an input's results", 'started': 'start time (Unix seconds)',
         'seconds': 'wall seconds of the run', 'n_pairs': 'analysis: pairs in the t-SNE', 'n_boot': 'theory: bootstrap resamples', 'bootstrap_seed': 'theory: seed of the bootstrap'},
-        optional=('features', 'runs', 'trained_runs', 'resumed_runs', 'reused_runs', 'started', 'seconds', 'n_pairs', 'n_boot', 'bootstrap_seed')),
+        optional=('features', 'runs', 'trained_runs', 'resumed_runs', 'diverged_runs', 'reused_runs', 'started', 'seconds', 'n_pairs', 'n_boot', 'bootstrap_seed')),
     ResultFile(COMPLETE, ('runner',), "the completion record, written last by the runner after the notebook finished", {
         'config_hash': 'hash of the configuration that completed', 'code_version': 'code version of the runner', 'finished': 'time (Unix seconds)',
         'inputs': "{input configuration: sha256 of its complete.json}", 'files': '{file: sha256} of every file it made, run.json and the executed notebook'}),
@@ -274,6 +276,15 @@ def stored_rows(out_dir, cfg:RunConfig, warn=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 # %% ../nbs/00b_results.ipynb #5c2392a3
+def is_diverged(df:pd.DataFrame) -> pd.Series:
+    "Which runs of `df` diverged in training (`diverged`; rows written before the column existed did not)."
+    if 'diverged' not in df: return pd.Series(False, index=df.index)
+    return df['diverged'].map(lambda v: str(v).strip().lower() in ('true', '1', '1.0'))
+
+def usable(df:pd.DataFrame) -> pd.DataFrame:
+    "The runs of `df` whose training did not diverge: the only ones any mean, table, test or fit reads."
+    return df[~is_diverged(df)]
+
 def paired_differences(df:pd.DataFrame, a:str, b:str, by=(), metric:str='accuracy') -> pd.DataFrame:
     """`a` − `b` in points, one row per group of `by` and seed where both ran, with `var`: the difference's sampling variance (points²) from the
     validation pairs both were judged on (`val_correct`; NaN for another metric, or where a run lacks it)."""

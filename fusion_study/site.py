@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_site.ipynb #49d84614
 from __future__ import annotations
-import contextlib, html, os, re, shutil, subprocess, tempfile
+import contextlib, html, json, os, re, shutil, subprocess, tempfile
 from pathlib import Path
 
 import nbformat
@@ -17,8 +17,9 @@ from .core import FusionStudyError, REPORT_DIR, project_root, folder_lock
 __all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'REPORT_TITLE', 'PAGE_TITLES', 'DROPPED_TAGS', 'NUMBER_LIKE', 'PAGE_CSS',
            'EXTERNAL_SCRIPT', 'SITE_MARK', 'site_pages', 'navbar', 'ensure_report', 'report_stale', 'report_view',
            'encoder_words', 'feature_words', 'page_title', 'tab_title', 'path_names', 'injected_parameters', 'scrub',
-           'published', 'fmt_p', 'fmt_count', 'fmt_nstar', 'fmt_number', 'result_table', 'notebook_error', 'banner',
-           'page_problem', 'quarto_notebook', 'stage_quarto', 'check_site_out', 'build_site']
+           'published', 'fmt_p', 'fmt_count', 'fmt_nstar', 'fmt_number', 'result_table', 'read_notebook',
+           'notebook_unfinished', 'notebook_error', 'banner', 'page_problem', 'quarto_notebook', 'stage_quarto',
+           'check_site_out', 'site_manifest', 'build_site']
 
 # %% ../nbs/11_site.ipynb #d7f59a97
 NAV_ORDER = ['report', 'study', 'alignment', 'degradation', 'analysis', 'theory']
@@ -31,9 +32,10 @@ def site_pages(runs_dir) -> list[dict]:
              for p in sorted((runs_dir/REPORT_DIR).glob('*.ipynb'))]
     for r in collect_runs(runs_dir).values():
         kind = 'alignment' if r['notebook'] == 'study' and r['config'] and is_instrument(r['config']) else r['notebook']   # the instrument's studies: their own group
-        pages += [dict(kind=kind, label=r['name'] + ('' if r['complete'] else ' (not complete)'), name=r['name'],
-                       config=r['config'] or injected_parameters(nbformat.read(p, as_version=4)).get('config'),     # a run that stopped early has no run.json
-                       nb=p, href=f"runs/{r['name']}/{p.stem}.html", why=r['why']) for p in r['notebooks']]
+        notebooks = r['notebooks'] or [r['dir']/f"{r['notebook']}.ipynb"]          # a record whose notebook was deleted: a page that says so
+        pages += [dict(kind=kind, label=r['name'] + ('' if r['complete'] and p.exists() else ' (not complete)'), name=r['name'],
+                       config=r['config'] or injected_parameters(read_notebook(p) or nbformat.v4.new_notebook()).get('config'),   # a run that stopped early has no run.json
+                       nb=p, href=f"runs/{r['name']}/{p.stem}.html", why=r['why']) for p in notebooks]
     rank = lambda k: NAV_ORDER.index(k) if k in NAV_ORDER else len(NAV_ORDER)
     return sorted(pages, key=lambda p: (rank(p['kind']), p['label']))
 
@@ -59,10 +61,11 @@ def ensure_report(runs_dir, log=print) -> Path:
     return run_report(runs_dir, log) if report_stale(runs_dir) else runs_dir/REPORT_DIR/f'{REPORT_DIR}.ipynb'
 
 def report_stale(runs_dir) -> bool:
-    "Whether the report notebook of `runs_dir` is missing or older than a configuration's run record."
+    "Whether the report notebook of `runs_dir` is missing, unfinished (a killed run left it half-executed) or older than a configuration's run record."
     nb = Path(runs_dir)/REPORT_DIR/f'{REPORT_DIR}.ipynb'
     records = [p.stat().st_mtime for p in Path(runs_dir).glob('*/run.json')]
-    return not nb.exists() or bool(records and max(records) > nb.stat().st_mtime)
+    if not nb.exists() or bool(records and max(records) > nb.stat().st_mtime): return True
+    return (n := read_notebook(nb)) is None or notebook_unfinished(n) is not None      # unreadable or half-run: build it again
 
 # %% ../nbs/11_site.ipynb #a431895c
 LIBRARY_CELL = ('#| export', '#| default_exp', '#| hide')
@@ -253,6 +256,17 @@ body .jp-OutputArea-output.jp-RenderedHTMLCommon th, body .jp-OutputArea-output.
 EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>')
 SITE_MARK = '.fusion-study-site'
 
+def read_notebook(path) -> nbformat.NotebookNode|None:
+    "The notebook at `path`, or None when it is missing or not a readable notebook (damaged, not JSON)."
+    try: return nbformat.read(path, as_version=4)
+    except Exception: return None
+
+def notebook_unfinished(nb:nbformat.NotebookNode) -> str|None:
+    "Why an executed notebook did not run to its end (papermill left a cell pending or running: the run was killed), or None."
+    states = [c.get('metadata', {}).get('papermill', {}).get('status') for c in nb.cells if c.cell_type == 'code']
+    stop = next((i for i, s in enumerate(states) if s in ('pending', 'running')), None)
+    return None if stop is None else f"its notebook did not run to the end (stopped at code cell {stop + 1} of {len(states)}: the run was interrupted)"
+
 def notebook_error(nb:nbformat.NotebookNode) -> str|None:
     "The first error a notebook's outputs hold ('Name: message'), or None."
     for c in nb.cells:
@@ -267,7 +281,8 @@ def banner(text:str) -> str:
 def _html(page:dict, dest:Path, nav:str='', problem:str=None, runs_dir=None):
     "Write `page` as static HTML to `dest`: its published notebook, outputs only, with the navbar, the site CSS and the banner of its problem."
     from nbconvert import HTMLExporter
-    nb = published(nbformat.read(page['nb'], as_version=4), page, runs_dir)
+    nb = read_notebook(page['nb'])
+    nb = published(nb, page, runs_dir) if nb is not None else nbformat.v4.new_notebook(metadata=dict(title=page['name']))
     body, _ = HTMLExporter(template_name='lab', exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
     body = EXTERNAL_SCRIPT.sub('', body)          # nbconvert's require.js / MathJax from a CDN: unused here, and they would fail offline
     body = body.replace('</head>', f'<style>{PAGE_CSS}</style>\n</head>', 1)
@@ -277,9 +292,15 @@ def _html(page:dict, dest:Path, nav:str='', problem:str=None, runs_dir=None):
 
 def page_problem(page:dict, runs_dir=None) -> str|None:
     "Why a page does not show a finished result (its notebook's error, or why its configuration is not complete), or None; no absolute path in it."
-    err, why = notebook_error(nbformat.read(page['nb'], as_version=4)), page['why']
+    nb = read_notebook(page['nb'])
+    if nb is None:
+        return scrub(f"Its executed notebook {Path(page['nb']).name} is {'damaged (not a readable notebook)' if Path(page['nb']).exists() else 'missing'}; "
+                     "run its configuration again with `fusion-study run --force` on its params file.", path_names(runs_dir))
+    err, why, cut = notebook_error(nb), page['why'], notebook_unfinished(nb)
     if err: text = f"Its notebook stopped with {err}" + (f"; the configuration is not complete ({why})." if why else '.')
-    elif why: text = f"The configuration is not complete ({why}); run `fusion-study run` on its params file again to finish it."
+    elif cut or why:
+        text = '; '.join(x for x in (cut, why and f"the configuration is not complete ({why})") if x) + "; run `fusion-study run` on its params file again to finish it."
+        text = text[0].upper() + text[1:]
     else: return None
     return scrub(text, path_names(runs_dir))
 
@@ -303,7 +324,9 @@ def stage_quarto(pages:list, problems:dict, runs_dir, stage:Path, root:Path) -> 
     for p in pages:
         dest = stage/Path(p['href']).with_suffix('.ipynb')
         dest.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(quarto_notebook(published(nbformat.read(p['nb'], as_version=4), p, runs_dir), problems.get(p['href'])), dest)
+        nb = read_notebook(p['nb'])
+        nb = published(nb, p, runs_dir) if nb is not None else nbformat.v4.new_notebook(metadata=dict(title=p['name']))
+        nbformat.write(quarto_notebook(nb, problems.get(p['href'])), dest)
     return stage
 
 # %% ../nbs/11_site.ipynb #8574dee3
@@ -315,7 +338,20 @@ def check_site_out(out, runs_dir) -> Path:
     if o.exists() and not o.is_dir(): raise FusionStudyError(f"--out {str(out)!r} is a file; pass a folder such as _site.")
     if o.is_dir() and any(o.iterdir()) and not (o/SITE_MARK).exists():
         raise FusionStudyError(f"--out {str(out)!r} already holds files that `fusion-study site` did not make; pass a new or empty folder (or one an earlier site build made).")
+    if (o/SITE_MARK).exists() and (extra := [f for f in _files(o) if f not in site_manifest(o)]):
+        raise FusionStudyError(f"--out {str(out)!r} is an earlier site, but {', '.join(extra[:3])}{' and more' if len(extra) > 3 else ''} in it "
+                               f"{'was' if len(extra) == 1 else 'were'} not written by `fusion-study site`; move {'it' if len(extra) == 1 else 'them'} out (the build replaces the folder) or pass another --out.")
     return o
+
+def _files(folder:Path) -> list[str]:
+    "Every file and link under `folder` but the site's mark, as sorted relative paths."
+    return sorted(str(f.relative_to(folder)) for f in folder.rglob('*') if (f.is_file() or f.is_symlink()) and f.name != SITE_MARK)
+
+def site_manifest(folder:Path) -> set[str]:
+    "The files an earlier build wrote into `folder`, from its mark (a mark from before the manifest: its pages, index.html and Quarto's site_libs)."
+    try: return set(json.loads((folder/SITE_MARK).read_text())['files'])
+    except (ValueError, KeyError, TypeError):
+        return {f for f in _files(folder) if f == 'index.html' or f.startswith(('runs/', 'site_libs/')) and f.endswith(('.html', '.css', '.js', '.json', '.svg', '.png', '.woff', '.woff2'))}
 
 def _swap_in(new:Path, out:Path):
     "Replace `out` (absent, empty, or a site we made) by the finished build `new`."
@@ -357,7 +393,8 @@ def build_site(runs_dir='runs', out='_site', use_quarto=None, log=print) -> tupl
             (new/'index.html').write_text(f'<!doctype html><meta charset="utf-8"><title>{html.escape(REPORT_TITLE)}</title>'
                                           f'<meta http-equiv="refresh" content="0; url={home}">'
                                           f'<a href="{home}">fusion_study results</a>\n', encoding='utf-8')
-            (new/SITE_MARK).write_text('made by `fusion-study site`; the next build replaces this folder\n')
+            (new/SITE_MARK).write_text(json.dumps(dict(made_by='fusion-study site: the next build replaces this folder, and refuses to if it holds a file not listed here',
+                                                       files=_files(new)), indent=1) + '\n')
             _swap_in(new, out)
         except BaseException:
             shutil.rmtree(new, ignore_errors=True); raise

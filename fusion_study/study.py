@@ -17,7 +17,7 @@ from .extract import check_features, load_features
 from .fusion import METHODS
 from .stats import t_interval, paired_interval, holm
 from .alignment import alignment_table
-from .results import (paired_differences, RUN_KEY, ALIGNMENT_CSV, METRICS, RESULT_COLUMNS, RESULTS, RUN_INFO, COMPLETE, ROWS, TABLE1_CSV, PAIRED_TESTS_CSV,
+from .results import (paired_differences, usable, is_diverged, INT_COLUMNS, RUN_KEY, ALIGNMENT_CSV, METRICS, RESULT_COLUMNS, RESULTS, RUN_INFO, COMPLETE, ROWS, TABLE1_CSV, PAIRED_TESTS_CSV,
                                   record_run, read_results, keep_row, stored_rows, read_record, write_record, read_table, write_table)
 from .train import config_specs, train_runs, ENGINES
 
@@ -193,13 +193,14 @@ def run_config(cfg:RunConfig, out_dir, progress:bool=True, tables:dict=None, reu
     new = train_runs(feats, todo, engine=cfg.engine, device=cfg.device, progress=progress, on_row=lambda row: (keep_row(out, cfg, row), crash_point('row', out))) if todo else None
     rows = {s.key(): r for s, r in zip(todo, new.to_dict('records'))} if todo else {}
     df = pd.DataFrame([rows[s.key()] if s.key() in rows else found[s.key()][0] for s in specs]).reindex(columns=RESULT_COLUMNS)
+    for c in INT_COLUMNS: df[c] = df[c].astype('int64')                  # rows read back from a CSV with a gap come as floats: 64, not 64.0
     if (problems := results_problems(df, cfg)): raise FusionStudyError(f"Configuration {cfg.name!r} ended with incomplete results: {problems[0]}.")
     write_table(out, RESULTS, df); crash_point('results', out)
     tables = {**(tables or {}), ALIGNMENT_CSV: lambda df: alignment_table(cfg, feats)}     # the measured alignment of its features
-    for name, make in (tables or {}).items(): write_table(out, name, make(df))
+    for name, make in (tables or {}).items(): write_table(out, name, make(usable(df)))      # a diverged run is not a result
     crash_point('tables', out)
     n_from = collections.Counter(where for key, (row, where) in found.items() if key not in rows)
-    record_run(out, cfg, [RESULTS, *(tables or {})], features=dict(feats.meta, widths=list(feats.dims)), runs=len(df), trained_runs=len(todo),
+    record_run(out, cfg, [RESULTS, *(tables or {})], features=dict(feats.meta, widths=list(feats.dims)), runs=len(df), trained_runs=len(todo), diverged_runs=int(is_diverged(df).sum()),
                resumed_runs=n_from['resumed'], reused_runs=n_from['reused'], started=started, seconds=time.time() - started)
     crash_point('run.json', out)
     return df
@@ -296,4 +297,4 @@ def run_study(cfg, out_dir, progress:bool=False, warn=print) -> dict:
     "Train the grid of `cfg` (a `RunConfig` or its dict) in `out_dir` and write its files; return `results`, `summary`, `table1` and `tests`."
     cfg = cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
     results = run_config(cfg, out_dir, progress=progress, tables=STUDY_TABLES, warn=warn)
-    return dict(results=results, summary=summarise(results), table1=read_table(out_dir, TABLE1_CSV), tests=read_table(out_dir, PAIRED_TESTS_CSV))
+    return dict(results=usable(results), diverged=results[is_diverged(results)], summary=summarise(usable(results)) if len(usable(results)) else pd.DataFrame(), table1=read_table(out_dir, TABLE1_CSV), tests=read_table(out_dir, PAIRED_TESTS_CSV))

@@ -15,7 +15,7 @@ from .core import FusionStudyError, RunConfig
 from .extract import load_features
 from .paper import STATED, TABLE4, SCALES as PAPER_SCALES
 from .stats import CHANCE_MARGIN, judge, inconclusive, verdict_kind
-from .results import (RESULTS, RUN_INFO, FITS_CSV, CROSSOVER_CSV, POINTS_CSV, COMPLEXITY_CSV, CLAIMS_CSV,
+from .results import (usable, RESULTS, RUN_INFO, FITS_CSV, CROSSOVER_CSV, POINTS_CSV, COMPLEXITY_CSV, CLAIMS_CSV,
                                   read_record, read_results, record_run, write_table)
 
 # %% auto #0
@@ -307,7 +307,7 @@ def read_inputs(out_dir, cfg:RunConfig) -> pd.DataFrame:
         if not (folder/RESULTS).exists():
             raise FusionStudyError(f"Configuration {cfg.name!r} reads configuration {name!r}, but {folder} has no {RESULTS}; "
                                    f"add {name!r} to the same params file (before {cfg.name!r}) and run it with `fusion-study run`.")
-        frames.append(read_results(folder))
+        frames.append(usable(read_results(folder)))                      # a diverged run is not a point of a learning curve
     return pd.concat(frames, ignore_index=True)
 
 def input_dims(out_dir, cfg:RunConfig) -> dict:

@@ -78,6 +78,7 @@ BAD = {
     'small.npz': (dict(image=np.random.default_rng(1).normal(size=(40, 8)), text=np.random.default_rng(2).normal(size=(80, 8)), text_owner=np.arange(80) % 40),
                   'at most 160 pairs'),
     'key.npz': (dict(text_owner=None), "no array 'text_owner'"),
+    'complex.npz': (dict(image=np.random.default_rng(3).normal(size=(300, 8)) * (1 + 1j)), 'image holds complex numbers'),     # issue 25: never dropped silently
 }
 
 @pytest.mark.parametrize('name', list(BAD))
@@ -98,10 +99,11 @@ def test_unreadable_and_unknown_files(tmp_path, capsys):
     from fusion_study.cli import main
     (tmp_path/'broken.npz').write_bytes(b'PK\x03\x04 not a zip')
     (tmp_path/'features.h5').write_bytes(b'x')
-    for name, words in (('broken.npz', 'cannot be read'), ('features.h5', 'unknown kind .h5'), ('missing.npz', 'No features file')):
+    (tmp_path/'text.npz').write_text('image,text\n1,2\n')                                  # a text file named .npz: not "pickled data"
+    for name, words in (('broken.npz', 'is not an .npz archive'), ('text.npz', 'is not an .npz archive'), ('features.h5', 'unknown kind .h5'), ('missing.npz', 'No features file')):
         assert main(['advise', str(tmp_path/name)]) == 2
         err = capsys.readouterr().err.strip()
-        assert words in err and '\n' not in err, err
+        assert words in err and '\n' not in err and 'pickle' not in err, err
 
 def test_the_command_end_to_end_and_it_never_overwrites(tmp_path):
     f = synthetic_features(n_images=600, captions_per_image=1, dim=64, alignment=0.0)

@@ -92,6 +92,35 @@ def test_site_replaces_its_own_folder_and_a_failed_build_keeps_the_old_one(tmp_p
     monkeypatch.setattr(S, '_html', broken)
     with pytest.raises(RuntimeError): S.build_site(runs, out, use_quarto=False, log=lambda *a: None)
     assert digest(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ['site']     # old site intact, no temporary left
+    monkeypatch.undo()
+    (out/'MY_NOTES.txt').write_text('mine'); (out/'mydir').mkdir(); (out/'mydir'/'keep.txt').write_text('mine too')    # the user's files in the old site
+    before = digest(out)
+    with pytest.raises(Exception, match=r"MY_NOTES.txt, mydir/keep.txt in it were not written by `fusion-study site`"):
+        S.build_site(runs, out, use_quarto=False, log=lambda *a: None)
+    assert digest(out) == before                                                                # nothing of theirs deleted
+
+def test_a_report_left_half_run_by_a_kill_is_rebuilt_not_published(tmp_path, smoke_runs):
+    "Issue 25: a run killed once the report notebook had started leaves it half-executed (papermill's pending cells); `site` must not publish it as finished."
+    import nbformat
+    import fusion_study.site as S
+    runs = tmp_path/'runs'; shutil.copytree(smoke_runs[0], runs)
+    nb_path = runs/'report'/'report.ipynb'
+    nb = nbformat.read(nb_path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == 'code']
+    for c in code[2:]:                                                   # what papermill leaves when the kernel dies at the third cell
+        c.outputs = []; c.metadata.setdefault('papermill', {})['status'] = 'pending'
+    code[2].metadata['papermill']['status'] = 'running'
+    nbformat.write(nb, nb_path)
+    assert S.report_stale(runs) and 'did not run to the end' in S.notebook_unfinished(nb)
+    (runs/'smoke_unaligned'/'study.ipynb').write_text('{"cells": [')             # a damaged notebook, and a deleted one: pages that say so, no traceback
+    (runs/'analysis'/'analysis.ipynb').unlink()
+    index, problems = S.build_site(runs, tmp_path/'site', use_quarto=False, log=lambda *a: None)
+    rebuilt = nbformat.read(nb_path, as_version=4)
+    assert S.notebook_unfinished(rebuilt) is None and not any(p.startswith('runs/report/') for p in problems), problems
+    assert 'What we found' in (tmp_path/'site'/'runs'/'report'/'report.html').read_text()
+    assert any('study.ipynb is damaged' in p for p in problems) and any('analysis.ipynb is missing' in p for p in problems), problems
+    for page in ('smoke_unaligned/study.html', 'analysis/analysis.html'):
+        assert 'This page is not a finished result' in (tmp_path/'site'/'runs'/page).read_text()
 
 # ------------------------------------------------------------------------------------------------ a kill at every write boundary
 TINY = """configs:
@@ -198,6 +227,8 @@ def test_damaged_results_are_run_again(tmp_path, clean, damage, why):
     assert r.returncode == 0 and f'tiny: {why}' in r.stdout and 'noisy: its input' in r.stdout, r.stdout + r.stderr
     pd.testing.assert_frame_equal(metrics(runs, 'tiny'), metrics(clean_runs, 'tiny'))
     assert json.loads((runs/'tiny'/'run.json').read_text())['trained_runs'] == 0 and (runs/'tiny'/'study.ipynb').exists()
+    written = pd.read_csv(runs/'tiny'/'results.csv', dtype=str)
+    assert not written[['scale', 'seed', 'n_train', 'n_val', 'n_params']].apply(lambda c: c.str.contains('.', regex=False)).any().any()   # 64, not 64.0
 
 def test_a_damaged_run_record_is_dropped_with_a_warning_and_trained_again(tmp_path, clean):
     params, clean_runs, _ = clean
@@ -247,3 +278,54 @@ def test_ctrl_c_says_what_is_kept(tmp_path, clean):
     assert p.returncode == 130, out + err
     assert 'interrupted; finished runs are kept; run the same command again to resume' in err and 'Traceback' not in err, err
     assert run_cli('run', params, '--runs-dir', runs).returncode == 0
+
+
+# ------------------------------------------------------------------------------------------------ params files that attack or confuse the reader (issue 25)
+def _alias_bomb(levels:int) -> str:
+    "A params file of a few hundred bytes whose aliases, nested `levels` deep, expand to 9**levels values."
+    names = [chr(97 + i) for i in range(levels + 1)]
+    lines = [f"{names[0]}: &{names[0]} [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"{n}: &{n} [{', '.join(['*' + p] * 9)}]" for p, n in zip(names, names[1:])]
+    return '\n'.join(lines) + f"\ndefaults: {{methods: *{names[-1]}}}\nconfigs: [{{name: a}}]\n"
+
+@pytest.mark.parametrize('text, words', [
+    (_alias_bomb(9), ['aliases', 'expand to more than 100,000 values']),                  # 678 bytes → 387 million values
+    ("defaults: &a {x: *a}\nconfigs: [{name: a}]\n", ['aliases']),                          # an alias inside its own anchor
+    ("configs: " + '[' * 20_000 + ']' * 20_000 + "\n", ['nests lists or mappings too deeply']),
+    ("defaults: {lr: 0.1, epochs: 2, lr: 0.2}\nconfigs: [{name: a}]\n", ["key 'lr' is given twice", 'line 1']),
+    ("configs: [{name: " + 'a' * 300 + "}]\n", ["'name'", 'at most 100']),
+    ("defaults: {methods: " + repr(list(range(5000))) + "}\nconfigs: [{name: a}]\n", ["'methods'", 'a list of str']),
+], ids=['alias-bomb', 'self-alias', 'deep', 'duplicate-key', 'long-name', 'huge-value'])
+def test_a_params_file_that_would_explode_is_refused_in_one_short_sentence(tmp_path, text, words):
+    import tracemalloc
+    p = _params(tmp_path, text)
+    start = time.perf_counter()
+    with pytest.raises(Exception) as e: load_params(p)
+    seconds, msg = time.perf_counter() - start, str(e.value)
+    assert type(e.value).__name__ == 'FusionStudyError' and all(w in msg for w in words), msg
+    assert len(msg) < 400 and '\n' not in msg and seconds < 3, (len(msg), seconds)
+    if 'aliases' in words:                                                  # refused before anything expands
+        tracemalloc.start()
+        with pytest.raises(Exception): load_params(p)
+        _, peak = tracemalloc.get_traced_memory(); tracemalloc.stop()
+        assert peak < 50e6, peak
+
+def test_an_alias_bomb_stops_the_command_before_any_work(tmp_path):
+    r = cli('run', _params(tmp_path, _alias_bomb(9)), '--runs-dir', tmp_path/'runs')
+    one_sentence(r, 'expand to more than')
+    assert not (tmp_path/'runs').exists()
+
+
+@pytest.mark.parametrize('engine, recipe', [('loop', dict(lr=1e9)), ('batched', dict(lr=1e300)), ('batched', dict(weight_decay=1e9))])
+def test_a_diverged_run_is_marked_and_left_out_of_every_table(tmp_path, engine, recipe):
+    "Issue 25: a learning rate or weight decay that sends the parameters to NaN is not a 50% result: marked in results.csv, counted, and in no mean."
+    from fusion_study.core import RunConfig
+    from fusion_study.study import run_study
+    ok = RunConfig(name='ok', n_images=60, scales=[64], seeds=[1, 2], epochs=1, device='cpu', methods=['concat', 'cross'], engine=engine)
+    bad = RunConfig.from_dict({**ok.to_dict(), 'name': 'bad', **recipe})
+    good, s = run_study(ok, tmp_path/'ok'), run_study(bad, tmp_path/'bad')
+    res = pd.read_csv(tmp_path/'bad'/'results.csv')
+    assert len(res) == 4 and res.diverged.all() and not pd.read_csv(tmp_path/'ok'/'results.csv').diverged.any()
+    assert len(s['diverged']) == 4 and len(s['results']) == 0 and len(good['results']) == 4
+    assert len(pd.read_csv(tmp_path/'bad'/'table1.csv')) == 0 and len(s['tests']) == 0                # no mean of a diverged run
+    assert json.loads((tmp_path/'bad'/'run.json').read_text())['diverged_runs'] == 4
