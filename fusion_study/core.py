@@ -14,11 +14,11 @@ import yaml
 # %% auto #0
 __all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'MAX_NAME', 'RANGES', 'GRID_LISTS', 'METHOD_CLASSES', 'ENGINE_NAMES', 'DEVICES',
            'ENCODER_FAMILIES', 'ENCODER_FORMS', 'PAIRS_CSV', 'IMAGE_NPY', 'TEXT_NPY', 'FORMATS', 'BACKBONES',
-           'ADVICE_FILES', 'PARAMS_KEYS', 'YAML_MAX_VALUES', 'EXECUTORS', 'EXECUTOR_RANGES', 'SLURM_ONLY', 'JOB_ONLY',
-           'LOCK_FILE', 'REPORT_DIR', 'CRASH_POINTS', 'FusionStudyError', 'Recipe', 'RunConfig', 'check_fields',
-           'quote', 'min_scale', 'check_ranges', 'features_path', 'check_names', 'advice_source', 'check_advice_out',
-           'load_params', 'ExecutorOptions', 'check_executor', 'seed_everything', 'get_device', 'cache_dir',
-           'project_root', 'code_version', 'write_atomic', 'folder_lock', 'crash_point']
+           'ADVICE_FILES', 'PARAMS_KEYS', 'YAML_MAX_VALUES', 'MAX_NESTING', 'EXECUTORS', 'EXECUTOR_RANGES',
+           'SLURM_ONLY', 'JOB_ONLY', 'LOCK_FILE', 'REPORT_DIR', 'CRASH_POINTS', 'FusionStudyError', 'Recipe',
+           'RunConfig', 'check_fields', 'quote', 'min_scale', 'check_ranges', 'features_path', 'check_names',
+           'advice_source', 'check_advice_out', 'load_params', 'ExecutorOptions', 'check_executor', 'seed_everything',
+           'get_device', 'cache_dir', 'project_root', 'code_version', 'write_atomic', 'folder_lock', 'crash_point']
 
 # %% ../nbs/00_core.ipynb #61a976dd
 class FusionStudyError(Exception):
@@ -255,6 +255,22 @@ class _Loader(yaml.SafeLoader):
             raise _Refused(f"its aliases (*name) expand to more than {YAML_MAX_VALUES:,} values; write the values out")
         return node
 
+MAX_NESTING = 64                   # flow brackets a params file may nest (it needs three: configs → a configuration → a list)
+
+def _flow_depth(text:str) -> int:
+    "The deepest nesting of flow brackets [ { in YAML `text`, outside quotes and comments (PyYAML's scanner is quadratic in it, its composer recursive)."
+    depth = best = 0; quote = None
+    for line in text.splitlines():
+        for i, ch in enumerate(line):
+            if quote:
+                if ch == quote: quote = None
+            elif ch in '\'"': quote = ch
+            elif ch == '#' and (i == 0 or line[i - 1] in ' \t'): break
+            elif ch in '[{': depth += 1; best = max(best, depth)
+            elif ch in ']}': depth -= 1
+        if quote == "'": quote = None                 # a single-quoted scalar does not span lines in a params file
+    return best
+
 def _expanded(root, cap:int) -> int:
     "How many values `root` holds with every alias written out (counted without writing them; a node that contains itself counts as more than `cap`)."
     memo, active, stack = {}, set(), [(root, False)]
@@ -279,7 +295,10 @@ def load_params(path) -> list[RunConfig]:
     path = Path(path)
     if not path.exists(): raise FusionStudyError(f"Params file {str(path)!r} does not exist; pass a path such as params/default.yaml.")
     if not path.is_file(): raise FusionStudyError(f"Params file {str(path)!r} is a folder; pass a YAML file such as params/default.yaml.")
-    try: raw = yaml.load(path.read_text(encoding='utf-8'), Loader=_Loader) or {}
+    try:
+        text = path.read_text(encoding='utf-8')
+        if _flow_depth(text) > MAX_NESTING: raise RecursionError
+        raw = yaml.load(text, Loader=_Loader) or {}
     except _Refused as e: raise FusionStudyError(f"Params file {str(path)!r}: {e}.") from None
     except yaml.YAMLError as e: raise FusionStudyError(f"Params file {str(path)!r} is not valid YAML ({str(e).splitlines()[0][:200]}); fix its syntax.") from None
     except RecursionError: raise FusionStudyError(f"Params file {str(path)!r} nests lists or mappings too deeply to read; a params file needs two levels (configs → keys).") from None
