@@ -454,7 +454,7 @@ def disagreements() -> list[str]:
 
 # %% ../nbs/09_report.ipynb #900b7148
 def gap_chart(runs:dict):
-    "concat − cross accuracy by scale per feature set, with 95% intervals over seeds, beside the paper's Table 1 gaps (CLIP) and its stated 4.1–5.1 range."
+    "concat − cross accuracy by scale per feature set, with 95% intervals over seeds and validation pairs, beside the paper's Table 1 gaps (CLIP) and its stated 4.1–5.1 range."
     import altair as alt
     P = PAPER['clip_gap']
     gaps = pd.concat([g.assign(features=feature_label(r)) for r in paper_studies(runs) if (g := _gaps(r)) is not None], ignore_index=True)
@@ -473,7 +473,7 @@ def gap_chart(runs:dict):
                                                                                   tooltip=['features', alt.Tooltip('mean_diff:Q', format='+.1f', title='gap')])
     zero = alt.Chart(pd.DataFrame(dict(y=[0.0]))).mark_rule(color='black', strokeDash=[3, 3]).encode(y='y:Q')
     return (band + zero + err + lines + pts).properties(width=620, height=300,
-        title=f"concat − cross by scale: ours with 95% intervals over seeds, the paper's Table 1 gaps (diamonds) and its stated {P['low']:g}–{P['high']:g} range (grey)")
+        title=f"concat − cross by scale: ours with 95% intervals over seeds and validation pairs, the paper's Table 1 gaps (diamonds) and its stated {P['low']:g}–{P['high']:g} range (grey)")
 
 # %% ../nbs/09_report.ipynb #219e1901
 _FINGERPRINT = ['source', 'noise', 'rotation', 'permute', 'n_images', 'zero_shot_auc', 'cka', 'mutual_knn', 'modality_gap']
@@ -678,4 +678,4 @@ def alignment_chart(runs:dict, min_sets:int=3):
                        base.mark_point(filled=True, size=45).encode(y=y, shape=alt.Shape('family:N', title='feature set'), tooltip=tip), data=g)
     order = sorted(g.pairs.unique(), key=lambda p: int(p.split()[0].replace(',', '')))
     return layers.properties(width=430, height=300).facet(facet=alt.Facet('pairs:N', title=None, sort=order), columns=2).properties(
-        title="Is it alignment? Each method minus concat against the measured alignment of the features (95% intervals over seeds)")
+        title="Is it alignment? Each method minus concat against the measured alignment of the features (95% intervals over seeds and validation pairs)")
