@@ -25,14 +25,20 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument('--slurm-partition', default=None, help='slurm: the partition (default: the cluster\'s)')
     x.add_argument('--gpus-per-job', type=int, default=None, help='GPUs of each job (slurm default 0; subprocess default: every GPU of the machine)')
     x.add_argument('--cpus-per-job', type=int, default=None, help='CPU cores of each job (default: the scheduler\'s)')
-    x.add_argument('--timeout-min', type=int, default=None, help='wall-clock limit of each job in minutes (default 240)')
-    x.add_argument('--max-parallel', type=int, default=None, help='jobs running at once (slurm: per array; subprocess default: one per core)')
-    x.add_argument('--wait', action='store_true', help='slurm: wait for the jobs (progress bar), then rebuild the report here')
+    x.add_argument('--timeout-min', type=int, default=None, help='wall-clock limit of each job in minutes (default 240, at least 3); a job out of time resubmits itself and resumes')
+    x.add_argument('--max-parallel', type=int, default=None, help='jobs running at once (slurm: in submission order; subprocess default: one per core)')
+    x.add_argument('--mem', default=None, help="slurm: memory of each job, e.g. 16G (a configuration's job: {mem: …} overrides it)")
+    x.add_argument('--account', default=None, help='slurm: the account the jobs are charged to')
+    x.add_argument('--wait', action='store_true', help='slurm: wait for the jobs and the report job (progress bar)')
+    x.add_argument('--dry-run', action='store_true', help='print what would be submitted (slurm: every sbatch script) and submit nothing')
     x.add_argument('--poll', type=float, default=10.0, help='seconds between looks at the jobs (default 10)')
     st = sub.add_parser('status', help="each configuration's state in a runs folder: queued, running, complete, failed (first error line), incomplete")
     st.add_argument('--runs-dir', default='runs', help='runs folder (default: runs)')
     st.add_argument('--wait', action='store_true', help='block with a progress bar until nothing is queued or running')
     st.add_argument('--poll', type=float, default=10.0, help='seconds between looks (default 10)')
+    c = sub.add_parser('cancel', help='cancel the queued and running jobs of a runs folder (finished runs are kept; run again to resume)')
+    c.add_argument('names', nargs='*', help='configurations to cancel (default: every job, the report job too)')
+    c.add_argument('--runs-dir', default='runs', help='runs folder (default: runs)')
     s = sub.add_parser('site', help='build the results site (quarto if installed, else static HTML)')
     s.add_argument('--runs-dir', default='runs', help='runs folder to publish (default: runs)')
     s.add_argument('--out', default='_site', help='output folder (default: _site)')
@@ -63,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
 INTERRUPTED = {'run': 'finished runs are kept; run the same command again to resume',
                'run_jobs': 'finished runs are kept and submitted jobs go on; run the same command again to resume',
                'status': 'it changed nothing; jobs go on',
+               'cancel': 'the jobs it named before the interruption are cancelled; run it again for the rest',
                'site': 'the previous site is unchanged; run the same command again',
                'data': 'partial downloads are kept; run the same command again to resume',
                'extract': 'finished chunks are cached; run the same command again to resume',
@@ -75,7 +82,10 @@ def main(argv=None) -> int:
         if args.command == 'run':
             from fusion_study.runner import run_params, executor_options
             opts = executor_options(args.params, kind=args.executor, slurm_partition=args.slurm_partition, gpus_per_job=args.gpus_per_job,
-                                    cpus_per_job=args.cpus_per_job, timeout_min=args.timeout_min, max_parallel=args.max_parallel)
+                                    cpus_per_job=args.cpus_per_job, timeout_min=args.timeout_min, max_parallel=args.max_parallel, mem=args.mem, account=args.account)
+            if args.dry_run:
+                from fusion_study.runner import submit_params
+                submit_params(args.params, args.runs_dir, opts, force=args.force, dry_run=True); return 0
             run_params(args.params, args.runs_dir, force=args.force, executor=opts, wait=args.wait, poll=args.poll)
             if opts.kind == 'slurm' and not args.wait: print(f"follow the jobs with: fusion-study status --runs-dir {args.runs_dir} --wait")
             else: print(f"results are in {args.runs_dir}/; build the site with: fusion-study site --runs-dir {args.runs_dir}")
@@ -85,7 +95,10 @@ def main(argv=None) -> int:
             if not Path(args.runs_dir).is_dir(): raise FusionStudyError(f"No runs folder {args.runs_dir!r}; pass the --runs-dir of a `fusion-study run`.")
             states = wait_for(args.runs_dir, poll=args.poll) if args.wait else config_states(args.runs_dir)
             print(format_states(states))
-            if any(s['state'] == 'failed' for s in states): return 1
+            if any(s['state'] in ('failed', 'cancelled') for s in states): return 1
+        elif args.command == 'cancel':
+            from fusion_study.runner import cancel_jobs
+            cancel_jobs(args.runs_dir, args.names)
         elif args.command == 'site':
             from fusion_study.site import build_site
             index, problems = build_site(args.runs_dir, args.out, use_quarto=args.use_quarto)

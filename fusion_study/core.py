@@ -14,11 +14,12 @@ import yaml
 # %% auto #0
 __all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'MAX_NAME', 'RANGES', 'GRID_LISTS', 'METHOD_CLASSES', 'ENGINE_NAMES', 'DEVICES',
            'ENCODER_FAMILIES', 'ENCODER_FORMS', 'PAIRS_CSV', 'IMAGE_NPY', 'TEXT_NPY', 'FORMATS', 'BACKBONES',
-           'ADVICE_FILES', 'PARAMS_KEYS', 'YAML_MAX_VALUES', 'MAX_NESTING', 'EXECUTORS', 'EXECUTOR_RANGES',
-           'SLURM_ONLY', 'JOB_ONLY', 'LOCK_FILE', 'REPORT_DIR', 'CRASH_POINTS', 'FusionStudyError', 'Recipe',
-           'RunConfig', 'check_fields', 'quote', 'min_scale', 'check_ranges', 'features_path', 'check_names',
-           'advice_source', 'check_advice_out', 'load_params', 'ExecutorOptions', 'check_executor', 'seed_everything',
-           'get_device', 'cache_dir', 'project_root', 'code_version', 'write_atomic', 'folder_lock', 'crash_point']
+           'ADVICE_FILES', 'PARAMS_KEYS', 'YAML_MAX_VALUES', 'MAX_NESTING', 'EXECUTORS', 'MIN_TIMEOUT',
+           'EXECUTOR_RANGES', 'SLURM_ONLY', 'JOB_ONLY', 'PER_JOB', 'LOCK_FILE', 'REPORT_DIR', 'CRASH_POINTS',
+           'COMMAND_CRASH_POINTS', 'FusionStudyError', 'Recipe', 'RunConfig', 'check_fields', 'quote', 'min_scale',
+           'check_ranges', 'features_path', 'check_names', 'advice_source', 'check_advice_out', 'load_params',
+           'ExecutorOptions', 'check_job', 'check_executor', 'seed_everything', 'get_device', 'cache_dir',
+           'project_root', 'code_version', 'write_atomic', 'folder_lock', 'crash_point']
 
 # %% ../nbs/00_core.ipynb #61a976dd
 class FusionStudyError(Exception):
@@ -36,7 +37,7 @@ class Recipe:
     split_by_image: bool = False                # split by image, so no image is on both sides
 
 # keys that name or select runs; every other key decides what a run computes (its data and recipe)
-RUN_KEYS = ('name', 'notebook', 'methods', 'scales', 'seeds', 'noise', 'rotation', 'engine', 'device', 'inputs')
+RUN_KEYS = ('name', 'notebook', 'methods', 'scales', 'seeds', 'noise', 'rotation', 'engine', 'device', 'inputs', 'job')
 
 @dataclass
 class RunConfig(Recipe):
@@ -64,6 +65,7 @@ class RunConfig(Recipe):
     image_encoder: str = 'clip:ViT-B-32/openai'   # features: image encoder name (see 02b_encoders); captions: the text encoder of the "image" side (caption #0)
     text_encoder: str = 'clip:ViT-B-32/openai'    # features: text encoder name; captions: the encoder of the other captions
     feature_dims: typing.Optional[typing.List[int]] = None  # features: expected (image, text) widths, checked on load
+    job: typing.Optional[dict] = None        # its job's resources under --executor subprocess or slurm (`PER_JOB` keys, e.g. {mem: 32G, gpus_per_job: 1, timeout_min: 600}); over the executor section
     features_file: typing.Optional[str] = None  # file: your paired features (.safetensors, .npz, or a folder of image.npy, text.npy, pairs.csv; 02e_features_file)
 
     def __post_init__(self):
@@ -78,7 +80,9 @@ class RunConfig(Recipe):
         return cls(**d)
 
     def to_dict(self): return asdict(self)
-    def hash(self): return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    def hash(self):
+        "Hash of everything but the job's resources (`job`): a configuration given more memory is the same configuration."
+        return hashlib.sha256(json.dumps({k: v for k, v in self.to_dict().items() if k != 'job'}, sort_keys=True).encode()).hexdigest()[:16]
     def identity(self) -> str:
         "Hash of what decides a run's result (data and recipe), not of which runs the grid asks for: runs of equal identity are interchangeable."
         d = {k: v for k, v in self.to_dict().items() if k not in RUN_KEYS}
@@ -174,6 +178,7 @@ def check_ranges(d:dict, where='configuration'):
     if d.get('source') == 'file' and not d.get('features_file'):
         raise FusionStudyError(f"Configuration {d.get('name')!r} in {where} has source: file but no features_file; set features_file: to your .safetensors, .npz or features folder.")
     if d.get('name') in (d.get('inputs') or []): raise FusionStudyError(f"Configuration {d['name']!r} in {where} lists itself in inputs; remove it.")
+    if d.get('job') is not None: check_job(d['job'], where)
     check_names(d, where)
     if 'scales' in d and 'val_frac' in d:
         low = min_scale(d['val_frac'])
@@ -334,14 +339,31 @@ class ExecutorOptions:
     slurm_partition: typing.Optional[str] = None    # slurm: the partition (None: the cluster's default)
     gpus_per_job: typing.Optional[int] = None       # GPUs of each job (None: slurm none, subprocess every GPU of the machine)
     cpus_per_job: typing.Optional[int] = None       # CPU cores of each job (None: the scheduler's default)
-    timeout_min: int = 240                          # wall-clock limit of each job, minutes
-    max_parallel: typing.Optional[int] = None       # jobs at once (slurm: per array of configurations with the same inputs; subprocess: default one per core)
-    slurm_options: typing.Optional[dict] = None     # slurm: more sbatch options, e.g. {account: X, qos: Y, mem: 32G}
+    timeout_min: int = 240                          # wall-clock limit of each job, minutes; a job out of time resubmits itself and resumes
+    max_parallel: typing.Optional[int] = None       # jobs running at once (slurm: in submission order; subprocess: default one per core)
+    mem: typing.Optional[str] = None                # slurm: memory of each job, as sbatch writes it (16G, 4000M)
+    account: typing.Optional[str] = None            # slurm: the account jobs are charged to
+    slurm_options: typing.Optional[dict] = None     # slurm: more sbatch options, e.g. {qos: high, constraint: a100}
 
+MIN_TIMEOUT = 3          # minutes: Slurm warns a job (USR2) 90 s before its limit, and it needs the time left to resubmit itself
 EXECUTOR_RANGES = {'kind': (lambda v: v in EXECUTORS, f"one of {', '.join(EXECUTORS)}"), 'slurm_partition': (bool, 'a partition name'),
                    'gpus_per_job': (lambda v: v >= 0, 'at least 0'), 'cpus_per_job': (lambda v: v >= 1, 'at least 1'),
-                   'timeout_min': (lambda v: v >= 1, 'at least 1'), 'max_parallel': (lambda v: v >= 1, 'at least 1')}
-SLURM_ONLY, JOB_ONLY = ('slurm_partition', 'slurm_options'), ('gpus_per_job', 'cpus_per_job', 'timeout_min', 'max_parallel')
+                   'timeout_min': (lambda v: v >= MIN_TIMEOUT, f'at least {MIN_TIMEOUT} minutes (a job is warned 90 s before its limit, to resubmit itself)'),
+                   'max_parallel': (lambda v: v >= 1, 'at least 1'),
+                   'mem': (lambda v: bool(re.fullmatch(r'\d+[KMGT]?', str(v))), 'a size such as 16G or 4000M'), 'account': (bool, 'an account name')}
+SLURM_ONLY, JOB_ONLY = ('slurm_partition', 'slurm_options', 'mem', 'account'), ('gpus_per_job', 'cpus_per_job', 'timeout_min', 'max_parallel')
+PER_JOB = ('gpus_per_job', 'cpus_per_job', 'timeout_min', 'mem', 'account', 'slurm_partition', 'slurm_options')   # a configuration's `job` keys
+
+def check_job(job, where) -> dict:
+    "A configuration's `job` resources, checked like the executor section's (only `PER_JOB` keys; each in its range)."
+    if job is None: return {}
+    if not isinstance(job, dict): raise FusionStudyError(f"Key 'job' in {where} must be a mapping such as {{mem: 32G, gpus_per_job: 1}}, got {quote(job)}.")
+    for k, v in job.items():
+        if k not in PER_JOB:
+            near = difflib.get_close_matches(str(k), PER_JOB, n=1)
+            raise FusionStudyError(f"Key {quote(k)} in the job of {where} is not a job resource{f'; did you mean {near[0]!r}' if near else ''}; use {', '.join(PER_JOB)}.")
+        if v is not None and k in EXECUTOR_RANGES and not EXECUTOR_RANGES[k][0](v): raise FusionStudyError(f"Key {k!r} in the job of {where} must be {EXECUTOR_RANGES[k][1]}, got {quote(v)}.")
+    return dict(job)
 
 def check_executor(section, where='the executor section') -> dict:
     "The keys a params file's `executor` section sets (a mapping, or only the kind: `executor: slurm`), each checked; `FusionStudyError` names the first mistake."
@@ -424,13 +446,16 @@ def folder_lock(folder, what:str='run'):
 
 # %% ../nbs/00_core.ipynb #6b328d0f
 REPORT_DIR = 'report'
-CRASH_POINTS = ('row', 'results', 'tables', 'run.json', 'notebook', 'complete')
+CRASH_POINTS = ('row', 'results', 'tables', 'run.json', 'notebook', 'complete')     # a configuration's write boundaries, in the order a run crosses them
+COMMAND_CRASH_POINTS = ('report', 'submitted')     # the report notebook half run; a job submitted but not yet recorded
 
 def crash_point(name:str, path=None):
-    "Die here, like `kill -9`, when `FUSION_STUDY_CRASH_AT` names this point and `path` is inside `FUSION_STUDY_CRASH_DIR` (tests only)."
+    """Die here, like `kill -9`, when `FUSION_STUDY_CRASH_AT` names this point and `path` is inside `FUSION_STUDY_CRASH_DIR` (tests only);
+    with `FUSION_STUDY_CRASH_MODE=raise`, fail with an error instead, as a bug in a notebook would."""
     if os.environ.get('FUSION_STUDY_CRASH_AT') != name: return
     where = os.environ.get('FUSION_STUDY_CRASH_DIR')
-    if where and (path is None or Path(where).resolve() not in Path(path).resolve().parents): return
+    if where and (path is None or not Path(path).resolve().is_relative_to(Path(where).resolve())): return      # `where` itself or under it
+    if os.environ.get('FUSION_STUDY_CRASH_MODE') == 'raise': raise RuntimeError(f"injected failure at {name} (FUSION_STUDY_CRASH_AT, tests only)")
     import signal
     os.kill(int(os.environ.get('FUSION_STUDY_CRASH_PID', os.getpid())), signal.SIGKILL)
     os._exit(137)

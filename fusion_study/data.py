@@ -306,14 +306,15 @@ def synthetic_alignment(cfg:RunConfig) -> float:
         raise FusionStudyError(f"Unknown synthetic backbone {cfg.backbone!r} in configuration {cfg.name!r}; use one of {list(BACKBONES)} or set alignment.")
     return BACKBONES[cfg.backbone]
 
-def check_synthetic(cfg:RunConfig):
-    "Raise `FusionStudyError` if the synthetic data of `cfg` cannot serve its grid; generates nothing."
+def check_synthetic(cfg:RunConfig) -> tuple:
+    "Raise `FusionStudyError` if the synthetic data of `cfg` cannot serve its grid; generates nothing. Returns (image width, text width, tokens)."
     synthetic_alignment(cfg)
     limit = 2 * cfg.n_images * cfg.captions_per_image
     if max(cfg.scales) > limit:
         raise FusionStudyError(f"Scale {max(cfg.scales)} in configuration {cfg.name!r} is more than the data allows ({limit} pairs from {cfg.n_images} images × {cfg.captions_per_image} captions); lower the scale or raise n_images.")
     if cfg.tokens is not None and cfg.dim % cfg.tokens:
         raise FusionStudyError(f"tokens: {cfg.tokens} in configuration {cfg.name!r} does not divide dim: {cfg.dim}; pick a divisor (e.g. 8 for 512).")
+    return cfg.dim, cfg.dim, cfg.tokens
 
 def synthetic_for_config(cfg:RunConfig) -> Features:
     "The synthetic `Features` a configuration with `source: synthetic` names (region tokens when it sets `tokens`)."

@@ -251,7 +251,8 @@ def load_features(cfg:RunConfig) -> Features:
 
 def check_features(cfg:RunConfig):
     """Raise `FusionStudyError` if the features of `cfg` are missing or cannot serve its grid, without reading a tensor:
-    synthetic sizes, or the two cache entries' metadata and tensor shapes (present, matching their key, `feature_dims`, enough captions)."""
+    synthetic sizes, or the two cache entries' metadata and tensor shapes (present, matching their key, `feature_dims`, enough captions).
+    Returns what the methods will be built for: (image width, text width, tokens per item or None)."""
     if cfg.source == 'synthetic': return check_synthetic(cfg)
     if cfg.source == 'captions': return check_captions(cfg)
     if cfg.source == 'file': return check_file(cfg)
@@ -265,6 +266,7 @@ def check_features(cfg:RunConfig):
     captions = sum(i in images for i in meta['text']['ids'])    # captions of decoded images: what `assemble` keeps
     if max(cfg.scales) > 2 * captions:
         raise FusionStudyError(f"Scale {max(cfg.scales)} in configuration {cfg.name!r} is more than the data allows ({2 * captions} pairs from {captions} captions); lower the scale.")
+    return meta['image']['dim'], meta['text']['dim'], None
 
 # %% ../nbs/02c_extract.ipynb #a7022987
 FIT_RULE = 'captions of the training images whose text is not also a validation caption'
@@ -378,3 +380,4 @@ def check_captions(cfg:RunConfig):
     owners = plan.data.captions.table.image.iloc[other]
     n_val = int(owners.isin(set(plan.val_images)).sum())
     _check_caption_scales(cfg, len(other) - n_val, n_val)
+    return meta['image']['dim'], meta['text']['dim'], None

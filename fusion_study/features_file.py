@@ -148,3 +148,4 @@ def check_file(cfg:RunConfig):
     f = file_for_config(cfg)
     if max(cfg.scales) > f.max_pairs:
         raise FusionStudyError(f"Scale {max(cfg.scales)} in configuration {cfg.name!r} is more than {cfg.features_file} allows ({f.max_pairs} pairs from its {len(f.text)} texts); lower the scale.")
+    return *f.dims, f.meta.get('tokens')

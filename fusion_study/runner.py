@@ -11,12 +11,12 @@ from .core import (FusionStudyError, RunConfig, load_params, project_root, folde
                                ExecutorOptions, EXECUTOR_RANGES, SLURM_ONLY, JOB_ONLY, check_executor, REPORT_DIR as REPORT)
 
 # %% auto #0
-__all__ = ['CONFIG_HEADING', 'LIBRARY_DIRECTIVES', 'KERNEL_LOG', 'JOBS_DIR', 'ACTIVE', 'SLURM_QUEUED', 'SLURM_RUNNING', 'HOLDER',
-           'LOCAL_FILESYSTEMS', 'nbs_dir', 'notebook_path', 'order_by_inputs', 'check_plan', 'cell_directives',
-           'own_part', 'run_view', 'NotebookFailed', 'SharedKernel', 'shared_kernel', 'run_report', 'ConfigFailed',
-           'config_lock', 'lock_holder', 'run_one_config', 'run_params', 'executor_options', 'slurm_states',
-           'job_state', 'config_states', 'format_states', 'wait_for', 'filesystem_of', 'make_executor',
-           'run_report_job', 'submit_params']
+__all__ = ['CONFIG_HEADING', 'LIBRARY_DIRECTIVES', 'KERNEL_LOG', 'JOBS_DIR', 'ACTIVE', 'STATES', 'SLURM_QUEUED', 'SLURM_RUNNING',
+           'SLURM_ENDED', 'HOLDER', 'LOCAL_FILESYSTEMS', 'nbs_dir', 'notebook_path', 'order_by_inputs', 'check_plan',
+           'cell_directives', 'own_part', 'run_view', 'NotebookFailed', 'SharedKernel', 'shared_kernel', 'run_report',
+           'ConfigFailed', 'config_lock', 'lock_holder', 'run_one_config', 'run_params', 'executor_options', 'job_name',
+           'slurm_states', 'job_state', 'config_states', 'format_states', 'wait_for', 'filesystem_of', 'ConfigJob',
+           'job_options', 'make_executor', 'sbatch_script', 'run_report_job', 'submit_params', 'cancel_jobs']
 
 # %% ../nbs/10_runner.ipynb #a57c62b1
 def nbs_dir() -> Path:
@@ -227,12 +227,27 @@ def _failure(e) -> str:
     if isinstance(e, pm.PapermillExecutionError): return f"{e.ename}: {_first_line(e)}"
     import nbclient.exceptions as nbx
     first = (str(e).strip().splitlines() or [''])[0][:160]
+    if isinstance(e, nbx.DeadKernelError) and _terminated: return "its job was stopped (SIGTERM: cancelled, pre-empted or out of time); run it again to resume"
     return f"its kernel died ({first}; out of memory?)" if isinstance(e, nbx.DeadKernelError) else f"it stopped ({type(e).__name__}: {first})"
+
+_terminated = False          # set in a job when it is sent SIGTERM (scancel, pre-emption, the time limit): its kernel dies of the same signal
+
+def _crash_in_report(nb_out:Path):
+    "Tests only (`FUSION_STUDY_CRASH_AT=report`): kill the command once the report notebook is half run — a cell finished, another still pending."
+    import threading
+    def watch():
+        while True:
+            try: cells = [c.get('metadata', {}).get('papermill', {}).get('status') for c in json.loads(nb_out.read_text())['cells']]
+            except (OSError, ValueError, KeyError): cells = []
+            if 'completed' in cells and 'pending' in cells: crash_point('report', nb_out)
+            time.sleep(0.05)
+    threading.Thread(target=watch, daemon=True).start()
 
 def run_report(runs_dir='runs', log=print) -> Path:
     "Execute the report notebook on `runs_dir` into `<runs_dir>/report/report.ipynb`; return its path."
     runs = Path(runs_dir); out = runs/REPORT; out.mkdir(parents=True, exist_ok=True)
     nb_out = out/f'{REPORT}.ipynb'
+    if os.environ.get('FUSION_STUDY_CRASH_AT') == 'report': nb_out.unlink(missing_ok=True); _crash_in_report(nb_out)
     try: _execute(notebook_path(REPORT), nb_out, dict(runs_dir=str(runs.resolve())), out)
     except NotebookFailed as e:
         raise FusionStudyError(f"The report notebook failed ({e}); open {nb_out} to see where, fix it and run `fusion-study site` again.") from None
@@ -379,9 +394,18 @@ def executor_options(params=None, **flags) -> ExecutorOptions:
 # %% ../nbs/10_runner.ipynb #aaa0dc3c
 JOBS_DIR = '.jobs'                        # <runs>/.jobs/: params copies, one record per configuration (its latest job), submitit's job folders
 ACTIVE = ('queued', 'running')
+STATES = ('complete', 'running', 'queued', 'failed', 'cancelled', 'incomplete')
 SLURM_QUEUED = {'PENDING', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED', 'RESV_DEL_HOLD', 'CONFIGURING'}
 SLURM_RUNNING = {'RUNNING', 'COMPLETING', 'STAGE_OUT', 'SIGNALING', 'RESIZING', 'SUSPENDED'}
+SLURM_ENDED = {'CANCELLED': 'cancelled (scancel or fusion-study cancel)', 'TIMEOUT': 'out of time: raise timeout_min, or run it again to resume',
+               'OUT_OF_MEMORY': 'out of memory: give its job more (job: {mem: …})', 'PREEMPTED': 'pre-empted: run it again to resume',
+               'NODE_FAIL': 'its node failed: run it again to resume', 'BOOT_FAIL': 'its node did not boot: run it again',
+               'DEADLINE': 'past its deadline: run it again'}      # Slurm's word for how a job ended, over what its processes left
 HOLDER = re.compile(r'\(pid (\d+) on (.+?), since')
+
+def job_name(name:str, token:str) -> str:
+    "The Slurm job name of configuration `name` in the submission `token`: squeue tells configurations apart, and a job is found by it if its record was never written."
+    return f'fusion-study:{name}:{token}'
 
 def _records(runs:Path) -> dict:
     "name → the record of its latest job (`<runs>/.jobs/<name>.json`), in the order of its params file."
@@ -411,23 +435,37 @@ def _held(folder) -> str|None:
     m = HOLDER.search(h or '')
     return h if m and _alive(m.group(2), m.group(1)) else None
 
-def slurm_states(ids) -> dict:
-    "job id → (state, reason): `squeue` for every job Slurm still shows (array tasks one by one), then `sacct` for the others, when the cluster keeps accounting."
-    import getpass, subprocess
-    ids, out = set(ids), {}
-    def call(cmd):
-        try: r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.SubprocessError): return ''
-        return r.stdout if r.returncode == 0 else ''
-    if not ids: return out
-    for line in call(['squeue', '-h', '-r', '-t', 'all', '-u', getpass.getuser(), '-o', '%i|%T|%r']).splitlines():
-        jid, state, reason = (line.split('|') + ['', ''])[:3]
-        if jid.strip() in ids: out[jid.strip()] = (state.strip(), '' if reason.strip() == 'None' else reason.strip())
-    if rest := ids - set(out):
-        for line in call(['sacct', '-n', '-P', '-X', '-o', 'JobID,State', '-j', ','.join(sorted(rest))]).splitlines():
-            jid, state = (line.split('|') + [''])[:2]
-            if jid in rest and state: out[jid] = (state.split()[0], '')
-    return out
+# %% ../nbs/10_runner.ipynb #77f51321
+def _slurm(cmd) -> str:
+    "The output of a Slurm command ('' when it fails or is missing)."
+    import subprocess
+    try: r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError): return ''
+    return r.stdout if r.returncode == 0 else ''
+
+def slurm_states(ids, names=()) -> dict:
+    """job id → (state, reason) for `ids`, and name → job id for the job `names` (the newest job of each): `squeue` for every job Slurm still shows
+    (array tasks one by one), then `sacct` for the others, when the cluster keeps accounting."""
+    import getpass
+    ids, names, out, found = set(ids), set(names), {}, {}
+    if not ids and not names: return out
+    for line in _slurm(['squeue', '-h', '-r', '-t', 'all', '-u', getpass.getuser(), '-o', '%i|%T|%r|%j']).splitlines():
+        jid, state, reason, name = [x.strip() for x in (line.split('|') + ['', '', ''])[:4]]
+        if jid in ids or name in names: out[jid] = (state, '' if reason == 'None' else reason)
+        if name in names and int(jid.split('_')[0]) >= int(found.get(name, '0').split('_')[0]): found[name] = jid
+    rest, lost = ids - set(out), names - set(found)
+    if rest or lost:
+        sel = (['-j', ','.join(sorted(rest))] if rest else []) + (['--name', ','.join(sorted(lost)), '-S', 'now-30days'] if lost and not rest else [])
+        for line in _slurm(['sacct', '-n', '-P', '-X', '-o', 'JobID,State,JobName', *sel]).splitlines():
+            jid, state, name = (line.split('|') + ['', ''])[:3]
+            if state and (jid in rest or name in lost):
+                out[jid] = (state.split()[0], '')
+                if name in lost: found[name] = jid
+        if lost and rest:                                     # sacct takes either ids or names with a start time: names in a second call
+            for line in _slurm(['sacct', '-n', '-P', '-X', '-o', 'JobID,State,JobName', '--name', ','.join(sorted(lost)), '-S', 'now-30days']).splitlines():
+                jid, state, name = (line.split('|') + ['', ''])[:3]
+                if state and name in lost: out[jid] = (state.split()[0], ''); found[name] = jid
+    return {**out, **{('name', n): j for n, j in found.items()}}
 
 def _error_line(tb:str) -> str:
     "A job's error in one line: its traceback's last line, without our exceptions' class names."
@@ -435,8 +473,15 @@ def _error_line(tb:str) -> str:
     m = re.match(r"[\w.]*(?:FusionStudyError|ConfigFailed): (?:Configuration '[\w-]+' failed: )?(.*)", line)
     return m.group(1) if m else line
 
+def _adopted(rec:dict, slurm:dict) -> dict:
+    "`rec`, with the id of its job found by name when the command that submitted it was killed before it recorded the id."
+    if rec.get('job_id') or rec.get('kind') != 'slurm' or not rec.get('job_name') or _alive(rec.get('host'), rec.get('pid')): return rec
+    jid = slurm.get(('name', rec['job_name']))
+    return {**rec, 'job_id': jid, 'adopted': True} if jid else rec
+
 def job_state(rec:dict, slurm:dict, held:bool=False) -> tuple[str, str]:
-    "('queued'|'running'|'ok'|'failed', detail) of the job `rec` names: its result in submitit's folder, else Slurm's word (`slurm`), else its process."
+    """('queued'|'running'|'ok'|'failed'|'cancelled', detail) of the job `rec` names: how Slurm says it ended (`slurm`, `SLURM_ENDED`) when
+    it was stopped from outside, else its result in submitit's folder, else Slurm's state, else its process."""
     if rec.get('note'): return 'failed', rec['note']
     jid = rec.get('job_id')
     if not jid:
@@ -447,29 +492,52 @@ def job_state(rec:dict, slurm:dict, held:bool=False) -> tuple[str, str]:
         try: outcome, value = pickle_load(paths.result_pickle)
         except Exception: return None                                   # none yet (written through a temporary file and a rename)
         return ('ok', str(value)) if outcome == 'success' else ('failed', _error_line(value))
-    if r := result(): return r
     if rec.get('kind') == 'slurm':
         state, reason = slurm.get(jid, ('UNKNOWN', ''))
         if state in SLURM_QUEUED: return 'queued', f'Slurm: {reason}' if reason else ''
         if state in SLURM_RUNNING: return 'running', ''
-        if r := result(): return r
         if 'Dependency' in reason: return 'failed', 'not run: one of its inputs failed'
+        if state in SLURM_ENDED: return ('cancelled' if state == 'CANCELLED' else 'failed'), f"{SLURM_ENDED[state]} (Slurm: {state})"
+        r = result()
+        if rec.get('cancelled') and not (r and r[0] == 'ok'): return 'cancelled', 'cancelled by fusion-study cancel'
+        if r: return r
         return 'failed', f"its job ended without a result (Slurm: {state}{', ' + reason if reason else ''}; killed, pre-empted or out of time?); its log is {paths.stderr}"
-    if _alive(rec.get('host'), jid): return ('running' if held else 'queued'), ''
-    if r := result(): return r
+    r = result()
+    if r and (r[0] == 'ok' or not rec.get('cancelled')): return r
+    if not r and _alive(rec.get('host'), jid): return ('running' if held else 'queued'), ''
+    if rec.get('cancelled'): return 'cancelled', 'cancelled by fusion-study cancel'
+    if r := r or result(): return r
     return 'failed', f"its job ended without a result (killed or out of time?); its log is {paths.stderr}"
 
 # %% ../nbs/10_runner.ipynb #2b4e9876
-def config_states(runs_dir) -> list[dict]:
+def _report_state(rec:dict, slurm:dict, nb:Path) -> tuple[str, str]:
+    """The report job's (state, detail): complete only when its job succeeded and left a notebook run to its end — or when the notebook was
+    rebuilt to its end after the job ended (`fusion-study site`); a job that failed, was cancelled or died half way is not a report."""
+    import nbformat
+    from fusion_study.site import notebook_unfinished, notebook_error
+    job, detail = job_state(rec, slurm)
+    if job in ACTIVE: return job, detail
+    try: done = nbformat.read(nb, as_version=4)
+    except Exception: done = None
+    why = 'its notebook is missing or damaged' if done is None else notebook_unfinished(done) or notebook_error(done)
+    if why is None and nb.stat().st_mtime > rec.get('submitted', 0): return 'complete', str(nb)
+    if job == 'ok': return 'failed', f"{why or 'its notebook is older than its job'}; rebuild it with fusion-study site"
+    return job, detail
+
+def config_states(runs_dir, slurm:dict=None) -> list[dict]:
     """Every configuration of `runs_dir` — each one a job was submitted for, each folder with a run — as dict(name, state, job, detail): state
-    queued, running, complete, failed (detail: its first error line) or incomplete (no job; detail: why); then the report, when a job rebuilds it."""
+    queued, running, complete, failed (detail: its first error line), cancelled or incomplete (no job; detail: why); then the report, when a job rebuilds it.
+    A job whose record lost its id (the submitting command was killed) is found by its name (`job_name`); `slurm`: Slurm's states, when already read."""
     from fusion_study.study import incomplete_reason
     runs = Path(runs_dir)
     if not runs.is_dir(): return []
     recs = _records(runs)
     folders = [d.name for d in sorted(runs.iterdir()) if d.is_dir() and not d.name.startswith('.') and d.name != REPORT
                and ((d/'run.json').exists() or any(d.glob('*.ipynb')))]
-    slurm = slurm_states([r['job_id'] for r in recs.values() if r.get('kind') == 'slurm' and r.get('job_id')])
+    if slurm is None:
+        mine = [r for r in recs.values() if r.get('kind') == 'slurm']
+        slurm = slurm_states([r['job_id'] for r in mine if r.get('job_id')], [r['job_name'] for r in mine if not r.get('job_id') and r.get('job_name')])
+    recs = {n: _adopted(r, slurm) for n, r in recs.items()}
     params, out = {}, []
     for name in dict.fromkeys([*(n for n in recs if n != REPORT), *folders]):
         rec, d, cfg = recs.get(name), runs/name, None
@@ -482,15 +550,12 @@ def config_states(runs_dir) -> list[dict]:
         if job in ACTIVE: state = job
         elif held: state, detail = 'running', held
         elif why is None: state, detail = 'complete', ''
-        elif job == 'failed': state = 'failed'
+        elif job in ('failed', 'cancelled'): state = job
         else: state, detail = 'incomplete', why
-        out.append(dict(name=name, state=state, job=rec.get('job_id') if rec else None, detail=detail))
+        out.append(dict(name=name, state=state, job=rec.get('job_id') if rec else None, detail=detail, adopted=bool(rec and rec.get('adopted'))))
     if rec := recs.get(REPORT):
-        job, detail = job_state(rec, slurm)
-        nb = runs/REPORT/f'{REPORT}.ipynb'
-        newer = nb.exists() and nb.stat().st_mtime > rec.get('submitted', 0)
-        state = job if job in ACTIVE else 'complete' if job == 'ok' or newer else 'failed'
-        out.append(dict(name=REPORT, state=state, job=rec.get('job_id'), detail=str(nb) if state == 'complete' else detail))
+        state, detail = _report_state(rec, slurm, runs/REPORT/f'{REPORT}.ipynb')
+        out.append(dict(name=REPORT, state=state, job=rec.get('job_id'), detail=detail, adopted=bool(rec.get('adopted'))))
     return out
 
 def format_states(states:list) -> str:
@@ -498,7 +563,7 @@ def format_states(states:list) -> str:
     if not states: return 'nothing has run in this runs folder yet'
     rows = [('configuration', 'state', 'job', 'detail')] + [(s['name'], s['state'], s['job'] or '-', s['detail']) for s in states]
     w = [max(len(r[i]) for r in rows) for i in range(3)]
-    counts = {k: sum(s['state'] == k for s in states) for k in ('complete', 'running', 'queued', 'failed', 'incomplete')}
+    counts = {k: sum(s['state'] == k for s in states) for k in STATES}
     return '\n'.join([*(f"{a:<{w[0]}}  {b:<{w[1]}}  {c:<{w[2]}}  {d}".rstrip() for a, b, c, d in rows),
                       ', '.join(f'{n} {k}' for k, n in counts.items() if n)])
 
@@ -539,28 +604,59 @@ def _machine_gpus() -> int:
     try: return sum(l.startswith('GPU ') for l in subprocess.run(['nvidia-smi', '-L'], capture_output=True, text=True, timeout=30).stdout.splitlines())
     except (OSError, subprocess.SubprocessError): return 0
 
-def make_executor(folder:Path, opts:ExecutorOptions, report:bool=False):
-    "A submitit executor with job folders `<folder>/<job id>/`: Slurm's (kind slurm), or submitit's local one (real subprocesses, the same submission path)."
+class ConfigJob:
+    """The job of one configuration: `run_one_config` in a process of its own. Checkpointable (submitit): warned 90 s before its time limit,
+    or pre-empted, it resubmits itself — and the new job resumes from the finished runs on disk."""
+    def __call__(self, params_file, name:str, runs_dir) -> str:
+        import signal
+        previous = signal.getsignal(signal.SIGTERM)
+        def stopped(signum, frame):
+            global _terminated
+            _terminated = True
+            if callable(previous): previous(signum, frame)
+        signal.signal(signal.SIGTERM, stopped)
+        return run_one_config(params_file, name, runs_dir)
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+        return DelayedSubmission(self, *args, **kwargs)
+
+def job_options(opts:ExecutorOptions, cfg:RunConfig=None) -> ExecutorOptions:
+    "`opts` with the resources of configuration `cfg` (its `job` key) over them; its `slurm_options` are added to the executor's."
+    job = dict((cfg.job if cfg is not None else None) or {})
+    if opts.kind != 'slurm': job = {k: v for k, v in job.items() if k not in SLURM_ONLY}      # memory, account, partition: Slurm's
+    if job.get('slurm_options') is not None: job['slurm_options'] = {**(opts.slurm_options or {}), **job['slurm_options']}
+    return dataclasses.replace(opts, **job)
+
+def make_executor(folder:Path, opts:ExecutorOptions, name:str='fusion-study', report:bool=False, after:list=()):
+    """A submitit executor with job folders `<folder>/<job id>/` for one job called `name`: Slurm's (kind slurm, `after`: its dependencies such as
+    'afterok:12:13'), or submitit's local one (real subprocesses, the same submission path)."""
     import submitit
     slurm = opts.kind == 'slurm'
     ex = submitit.AutoExecutor(folder=Path(folder)/'%j', cluster='slurm' if slurm else 'local')
     gpus = 0 if report else opts.gpus_per_job if opts.gpus_per_job is not None else 0 if slurm else _machine_gpus()
-    p = dict(name='fusion-study-report' if report else 'fusion-study', timeout_min=min(opts.timeout_min, 60) if report else opts.timeout_min)
+    p = dict(name=name, timeout_min=min(opts.timeout_min, 60) if report else opts.timeout_min)
     if gpus or not slurm: p['gpus_per_node'] = gpus                     # local: CUDA_VISIBLE_DEVICES of the job
     if opts.cpus_per_job and not report: p['cpus_per_task'] = opts.cpus_per_job
     if slurm:
-        p.update(slurm_array_parallelism=opts.max_parallel or 256, slurm_additional_parameters=dict(opts.slurm_options or {}))
+        extra = {**(opts.slurm_options or {}), **({'mem': opts.mem} if opts.mem and not report else {}), **({'account': opts.account} if opts.account else {})}
+        if after: extra.update({'dependency': ','.join(after), 'kill-on-invalid-dep': 'yes'})
+        p.update(slurm_additional_parameters=extra)
         if opts.slurm_partition: p['slurm_partition'] = opts.slurm_partition
     ex.update_parameters(**p)
     return ex
 
+def sbatch_script(ex) -> str:
+    "The sbatch script `ex` (a Slurm executor of `make_executor`) would submit: what a dry run prints."
+    inner = ex._executor                                                  # submitit writes the script with these two, at submission
+    return inner._make_submission_file_text(inner._submitit_command_str, 'dry-run')
+
 def _submit(ex, fn, *args):
-    "`ex.map_array(fn, *args)`; what the scheduler refuses is one sentence."
-    try: return ex.map_array(fn, *args)
+    "`ex.submit(fn, *args)`; what the scheduler refuses is one sentence."
+    try: return ex.submit(fn, *args)
     except Exception as e:
         lines = [l for l in str(e).splitlines() if l.strip()]
         why = next((l.strip() for l in reversed(lines) if 'error' in l.lower()), lines[-1].strip() if lines else type(e).__name__)
-        raise FusionStudyError(f"The scheduler refused the jobs ({why}); check the executor's options (partition, GPUs, CPUs, time, slurm_options).") from None
+        raise FusionStudyError(f"The scheduler refused the job ({why}); check the executor's options (partition, GPUs, CPUs, memory, time, slurm_options) and the configurations' job resources.") from None
 
 def _stages(cfgs:list) -> list[list]:
     "`cfgs` (ordered by inputs) in stages: a configuration comes one stage after the last of its inputs among `cfgs`."
@@ -569,28 +665,25 @@ def _stages(cfgs:list) -> list[list]:
     return [[c for c in cfgs if depth[c.name] == k] for k in range(max(depth.values(), default=-1) + 1)]
 
 # %% ../nbs/10_runner.ipynb #c8c5c518
-def _submit_slurm(todo:list, ids:dict, runs:Path, opts:ExecutorOptions, sub:Path, snap:Path, log):
-    "Submit `todo`: configurations with the same dependencies (`afterok` of their inputs' jobs, `ids`) as one array; record each job."
-    ex, pending = make_executor(sub, opts), list(todo)
-    while pending:
-        waiting = {c.name for c in pending}
-        ready = [c for c in pending if not waiting & set(c.inputs)]
-        groups = {}
-        for c in ready: groups.setdefault(tuple(sorted({ids[n] for n in c.inputs if n in ids})), []).append(c)
-        for deps, group in groups.items():
-            extra = dict(opts.slurm_options or {})
-            if deps: extra.update({'dependency': 'afterok:' + ':'.join(deps), 'kill-on-invalid-dep': 'yes'})
-            ex.update_parameters(slurm_additional_parameters=extra)
-            jobs = _submit(ex, run_one_config, [str(snap)] * len(group), [c.name for c in group], [str(runs.absolute())] * len(group))
-            for c, j in zip(group, jobs):
-                ids[c.name] = j.job_id; _write_record(runs, c.name, job_id=j.job_id)
-                after = [n for n in c.inputs if n in ids and n != c.name]
-                log(f"{c.name}: submitted as Slurm job {j.job_id}" + (f" (after {', '.join(after)})" if deps else ''))
-        pending = [c for c in pending if c not in ready]
+def _submit_slurm(todo:list, ids:dict, runs:Path, opts:ExecutorOptions, sub:Path, snap:Path, token:str, log, dry:bool=False) -> list:
+    """Submit `todo` (ordered by inputs) as one Slurm job each, named `job_name`, with its resources, after its inputs' jobs (`afterok` of `ids`)
+    and — with `max_parallel` — after the job that many places before it (`afterany`); record each job. `dry`: submit nothing, return the scripts."""
+    scripts, mine = [], []
+    for c in todo:
+        deps = [ids[n] for n in c.inputs if n in ids]
+        after = ['afterok:' + ':'.join(deps)] if deps else []
+        if opts.max_parallel and len(mine) >= opts.max_parallel and mine[-opts.max_parallel] not in deps: after.append(f'afterany:{mine[-opts.max_parallel]}')
+        ex = make_executor(sub, job_options(opts, c), job_name(c.name, token), after=after)
+        if dry: scripts.append((c.name, sbatch_script(ex))); ids[c.name] = f'<job of {c.name}>'; mine.append(ids[c.name]); continue
+        j = _submit(ex, ConfigJob(), str(snap), c.name, str(runs.absolute()))
+        crash_point('submitted', runs/c.name)                      # tests: killed between sbatch and the record
+        ids[c.name] = j.job_id; mine.append(j.job_id); _write_record(runs, c.name, job_id=j.job_id)
+        log(f"{c.name}: submitted as Slurm job {j.job_id}" + (f" (after {', '.join(n for n in c.inputs if n in ids)})" if deps else ''))
+    return scripts
 
-def _run_local_jobs(todo:list, runs:Path, opts:ExecutorOptions, sub:Path, snap:Path, log, poll:float) -> dict:
+def _run_local_jobs(todo:list, runs:Path, opts:ExecutorOptions, sub:Path, snap:Path, token:str, log, poll:float) -> dict:
     "Run `todo` as submitit local jobs, stage after stage, at most `max_parallel` at once; return {name: why} of the ones that failed."
-    ex, k, failed = make_executor(sub, opts), opts.max_parallel or os.cpu_count() or 1, {}
+    k, failed = opts.max_parallel or os.cpu_count() or 1, {}
     for stage in _stages(todo):
         ready = []
         for c in stage:
@@ -599,9 +692,10 @@ def _run_local_jobs(todo:list, runs:Path, opts:ExecutorOptions, sub:Path, snap:P
                 log(f"{c.name}: {note}"); _write_record(runs, c.name, note=note)
             else: ready.append(c)
         for i in range(0, len(ready), k):
-            chunk = ready[i:i + k]
-            jobs = _submit(ex, run_one_config, [str(snap)] * len(chunk), [c.name for c in chunk], [str(runs.absolute())] * len(chunk))
-            for c, j in zip(chunk, jobs): _write_record(runs, c.name, job_id=j.job_id); log(f"{c.name}: started as local job {j.job_id} (log: {j.paths.stdout})")
+            chunk, jobs = ready[i:i + k], []
+            for c in chunk:
+                j = _submit(make_executor(sub, job_options(opts, c), job_name(c.name, token)), ConfigJob(), str(snap), c.name, str(runs.absolute()))
+                jobs.append(j); _write_record(runs, c.name, job_id=j.job_id); log(f"{c.name}: started as local job {j.job_id} (log: {j.paths.stdout})")
             while not all(j.done() for j in jobs): time.sleep(min(poll, 1.0))
             recs = _records(runs)
             for c in chunk:
@@ -616,66 +710,145 @@ def run_report_job(runs_dir) -> str:
     with folder_lock(runs, 'run (report job)'): return str(run_report(runs))
 
 # %% ../nbs/10_runner.ipynb #88f6f79f
-def submit_params(params, runs_dir='runs', executor:ExecutorOptions=None, force:bool=False, wait:bool=False, log=print, poll:float=10.0) -> dict:
-    """Run the configurations of `params` that are neither complete nor queued or running as jobs of `run_one_config` (`executor`: kind slurm or
-    subprocess), then the report; return {name: 'submitted'|'skipped'|'queued'|'running'|state at the end}. Without `wait`, Slurm jobs are left
-    to run (a final job rebuilds the report); with it — and always for subprocess — this waits, rebuilds the report here and raises if any failed."""
+def _cancel_old_report(runs:Path, log):
+    "Cancel the report job of an earlier submission while it is queued or running: it would build a report while the new jobs run."
+    rec = _records(runs).get(REPORT)
+    if not rec or rec.get('kind') != 'slurm' or not rec.get('job_id'): return
+    if job_state(rec, slurm_states([rec['job_id']]))[0] in ACTIVE:
+        _slurm(['scancel', rec['job_id']]); log(f"report: the earlier report job {rec['job_id']} cancelled; a new one follows every job")
+
+def _submit_report(runs:Path, ids:dict, opts:ExecutorOptions, sub:Path, token:str, log):
+    "Submit the report job, after every configuration's job (`afterany`), and record it."
+    _cancel_old_report(runs, log)
+    ex = make_executor(sub, opts, job_name(REPORT, token), report=True, after=['afterany:' + ':'.join(ids.values())])
+    write_atomic(runs/JOBS_DIR/f'{REPORT}.json', json.dumps(dict(name=REPORT, kind='slurm', job_id=None, job_name=job_name(REPORT, token), folder=str(sub/'%j'),
+                 host=socket.gethostname(), pid=os.getpid(), submitted=time.time()), indent=1))
+    job = _submit(ex, run_report_job, str(runs.absolute()))
+    _write_record(runs, REPORT, job_id=job.job_id)
+    log(f"report: submitted as Slurm job {job.job_id}, after all of them")
+
+def _plan(cfgs:list, runs:Path, slurm:bool, force:bool, log, record:bool=True) -> tuple[list, dict, dict]:
+    "What a submission does: (configurations to submit, {name: job id} of those still queued or running, {name: status}); refuses what it must not replace."
+    from fusion_study.study import incomplete_reason
+    states, recs = {s['name']: s for s in config_states(runs)}, _records(runs)
+    todo, ids, status = [], {}, {}
+    for cfg in order_by_inputs(cfgs):
+        st, rec = states.get(cfg.name), recs.get(cfg.name, {})
+        if st and st['state'] in ACTIVE:
+            what = f"{st['state']} as job {st['job']}" if st['job'] else f"{st['state']} ({st['detail']})"
+            if force or not (slurm and st['job'] and rec.get('kind') == 'slurm') or rec.get('config_hash') != cfg.hash():
+                changed = ' with another version of its configuration' if rec.get('config_hash', cfg.hash()) != cfg.hash() else ''
+                cancel = f" or cancel it (fusion-study cancel {cfg.name} --runs-dir {runs})" if st['job'] else ''
+                raise FusionStudyError(f"Configuration {cfg.name!r} is {what}{changed}; wait for it to end{cancel}, then run again.")
+            if st.get('adopted') and record: _write_record(runs, cfg.name, job_id=st['job']); what += ' (found by its job name: the command that submitted it was killed)'
+            log(f"{cfg.name}: {what}, not submitted again"); ids[cfg.name] = st['job']; status[cfg.name] = st['state']; continue
+        if incomplete_reason(runs/cfg.name, cfg) is None and not force:
+            log(f"{cfg.name}: complete, skipped (results in {runs/cfg.name})"); status[cfg.name] = 'skipped'; continue
+        todo.append(cfg)
+    return todo, ids, status
+
+def _dry_run(cfgs:list, todo:list, ids:dict, runs:Path, opts:ExecutorOptions, log) -> dict:
+    "Print what a submission would do — for Slurm, each sbatch script — and submit nothing."
+    slurm = opts.kind == 'slurm'
+    for c in todo:
+        o = job_options(opts, c)
+        log(f"{c.name}: would run as a {opts.kind} job ({o.timeout_min} min, {o.cpus_per_job or 'default'} CPUs, {o.gpus_per_job or 0} GPUs"
+            + (f", {o.mem} memory" if slurm and o.mem else '') + ')')
+    if slurm and todo:
+        sub = runs.absolute()/JOBS_DIR/'<submission>'
+        for name, script in _submit_slurm(todo, dict(ids), runs, opts, sub, runs.absolute()/JOBS_DIR/'params'/'<params copy>.yaml', '<token>', log, dry=True):
+            log(f"----- sbatch script of {name}\n{script.rstrip()}")
+    log(f"dry run: {len(todo)} of {len(cfgs)} configurations would be submitted; nothing was submitted or written")
+    return {c.name: 'would run' for c in todo}
+
+def submit_params(params, runs_dir='runs', executor:ExecutorOptions=None, force:bool=False, wait:bool=False, log=print, poll:float=10.0, dry_run:bool=False) -> dict:
+    """Run the configurations of `params` that are neither complete nor queued or running as jobs of `ConfigJob` (`executor`: kind slurm or
+    subprocess), then the report; return {name: 'submitted'|'skipped'|'queued'|'running'|state at the end}. Slurm jobs are left to run, a final
+    job rebuilding the report; `wait` waits for them all (and rebuilds the report here if its job did not). Subprocess jobs are always waited for,
+    the report rebuilt here; it raises if any failed. `dry_run`: print what would be submitted (Slurm: the sbatch scripts) and write nothing."""
     import hashlib, uuid
     opts = executor or ExecutorOptions(kind='slurm')
     slurm, cfgs, runs = opts.kind == 'slurm', load_params(params), Path(runs_dir)
     check_plan(cfgs, runs, params)
-    if slurm and not (shutil.which('sbatch') and shutil.which('srun')):
+    if slurm and not dry_run and not (shutil.which('sbatch') and shutil.which('srun')):
         raise FusionStudyError(f"--executor slurm needs Slurm's sbatch and srun, and {socket.gethostname()} has neither on PATH; run it on the cluster's login node, or use --executor subprocess.")
     try: import submitit
     except ImportError: raise FusionStudyError(f"--executor {opts.kind} needs submitit; install it with `pip install submitit`.") from None
-    from fusion_study.study import preflight, incomplete_reason
-    for cfg in cfgs: preflight(dataclasses.replace(cfg, device='cpu') if slurm else cfg); notebook_path(cfg.notebook)   # a node checks its own device
+    if runs.is_dir() and not dry_run:
+        with folder_lock(runs, 'run'): pass                          # a busy runs folder refuses at once, before the preflight's seconds
+    from fusion_study.study import preflight
+    for cfg in cfgs: preflight(dataclasses.replace(cfg, device='cpu') if slurm else cfg); notebook_path(cfg.notebook)   # every one before the first job; a node checks its own device
+    if dry_run:
+        todo, ids, _ = _plan(cfgs, runs, slurm, force, log, record=False) if runs.is_dir() else (order_by_inputs(cfgs), {}, {})
+        return _dry_run(cfgs, todo, ids, runs, opts, log)
     _make_runs_dir(runs)
     if os.environ.get('FUSION_STUDY_CRASH_AT'): os.environ.setdefault('FUSION_STUDY_CRASH_DIR', str(runs.resolve()))   # tests: each job kills itself
     if slurm and (fs := filesystem_of(runs)) in LOCAL_FILESYSTEMS:
         log(f"note: the runs folder {runs} is on a local {fs} filesystem of {socket.gethostname()}: only jobs on this machine can use it. On a cluster, "
             "put it, this checkout and $FUSION_STUDY_CACHE on a filesystem every node mounts at the same path (NFS, Lustre, GPFS, BeeGFS, CephFS).")
     with folder_lock(runs, 'run'):
-        states, recs = {s['name']: s for s in config_states(runs)}, _records(runs)
+        todo, ids, status = _plan(cfgs, runs, slurm, force, log)
         data = Path(params).read_bytes()
         snap = (runs/JOBS_DIR/'params'/f"{hashlib.sha256(data).hexdigest()[:16]}.yaml").absolute()
         if not snap.exists(): write_atomic(snap, data)                # named by its content: never another file's
-        todo, ids, status = [], {}, {}
-        for cfg in order_by_inputs(cfgs):
-            st, rec = states.get(cfg.name), recs.get(cfg.name, {})
-            if st and st['state'] in ACTIVE:
-                what = f"{st['state']} as job {st['job']}" if st['job'] else f"{st['state']} ({st['detail']})"
-                if force or not (slurm and st['job'] and rec.get('kind') == 'slurm') or rec.get('config_hash') != cfg.hash():
-                    changed = ' with another version of its configuration' if rec.get('config_hash', cfg.hash()) != cfg.hash() else ''
-                    cancel = f" or cancel it (scancel {st['job']})" if slurm and st['job'] else ''
-                    raise FusionStudyError(f"Configuration {cfg.name!r} is {what}{changed}; wait for it to end{cancel}, then run again.")
-                log(f"{cfg.name}: {what}, not submitted again"); ids[cfg.name] = st['job']; status[cfg.name] = st['state']; continue
-            if incomplete_reason(runs/cfg.name, cfg) is None and not force:
-                log(f"{cfg.name}: complete, skipped (results in {runs/cfg.name})"); status[cfg.name] = 'skipped'; continue
-            if force and (runs/cfg.name).exists(): _clear_outputs(runs/cfg.name, cfg)
-            todo.append(cfg)
-        sub = runs.absolute()/JOBS_DIR/f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        token = uuid.uuid4().hex[:6]
+        sub = runs.absolute()/JOBS_DIR/f"{time.strftime('%Y%m%d-%H%M%S')}-{token}"
         order = {c.name: i for i, c in enumerate(cfgs)}
         for c in todo:
-            write_atomic(runs/JOBS_DIR/f'{c.name}.json', json.dumps(dict(name=c.name, kind=opts.kind, job_id=None, folder=str(sub/'%j'), params=str(snap),
-                         config_hash=c.hash(), inputs=c.inputs, order=order[c.name], host=socket.gethostname(), pid=os.getpid(), submitted=time.time()), indent=1))
+            if force and (runs/c.name).exists(): _clear_outputs(runs/c.name, c)
+            write_atomic(runs/JOBS_DIR/f'{c.name}.json', json.dumps(dict(name=c.name, kind=opts.kind, job_id=None, job_name=job_name(c.name, token), folder=str(sub/'%j'),
+                         params=str(snap), config_hash=c.hash(), inputs=c.inputs, order=order[c.name], host=socket.gethostname(), pid=os.getpid(), submitted=time.time()), indent=1))
             status[c.name] = 'submitted'
-        if not slurm: failed = _run_local_jobs(todo, runs, opts, sub, snap, log, poll)
+        if not slurm:
+            failed = _run_local_jobs(todo, runs, opts, sub, snap, token, log, poll)
+            run_report(runs, log)
         else:
-            if todo: _submit_slurm(todo, ids, runs, opts, sub, snap, log)
-            if not wait:
-                if not ids: run_report(runs, log); return status
-                rex = make_executor(sub, opts, report=True)
-                rex.update_parameters(slurm_additional_parameters={**(opts.slurm_options or {}), 'dependency': 'afterany:' + ':'.join(ids.values())})
-                job, = _submit(rex, run_report_job, [str(runs.absolute())])
-                write_atomic(runs/JOBS_DIR/f'{REPORT}.json', json.dumps(dict(name=REPORT, kind='slurm', job_id=job.job_id, folder=str(sub/'%j'),
-                             host=socket.gethostname(), pid=os.getpid(), submitted=time.time()), indent=1))
-                log(f"report: submitted as Slurm job {job.job_id}, after all of them")
-                return status
-            final = {s['name']: s for s in wait_for(runs, log, poll)}
-            failed = {n: final[n]['detail'] for n in status if n in final and final[n]['state'] == 'failed'}
-        run_report(runs, log)
+            if todo: _submit_slurm(todo, ids, runs, opts, sub, snap, token, log)
+            if not ids: run_report(runs, log); return status
+            _submit_report(runs, ids, opts, sub, token, log)
+    if slurm:
+        if not wait: return status
+        final = {s['name']: s for s in wait_for(runs, log, poll)}      # without the runs folder's lock: the report job takes it
+        failed = {n: final[n]['detail'] for n in status if n in final and final[n]['state'] in ('failed', 'cancelled')}
+        if final.get(REPORT, {}).get('state') != 'complete':
+            log(f"report: its job did not leave a report ({final.get(REPORT, {}).get('detail', 'no record')}); rebuilding it here")
+            with folder_lock(runs, 'run'): run_report(runs, log)
     if failed:
         raise FusionStudyError(f"{len(failed)} of {len(cfgs)} configurations failed: {'; '.join(f'{n} ({w})' for n, w in failed.items())}. "
                                "Finished results are kept; fix the cause and run the same command again: it runs only what is not complete.")
     return status
+
+# %% ../nbs/10_runner.ipynb #51e62fa6
+def _signal_tree(pid:int, sig):
+    "Send `sig` to process `pid` of this machine and every process under it (a local job: its controller, the task, the task's kernel)."
+    import signal
+    tree, ps = {int(pid)}, {}
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try: ps[int(stat.parent.name)] = int(stat.read_text().rsplit(')', 1)[1].split()[1])
+        except (OSError, IndexError, ValueError): pass
+    while (more := {c for c, parent in ps.items() if parent in tree} - tree): tree |= more
+    for p in tree:
+        try: os.kill(p, sig)
+        except (ProcessLookupError, PermissionError): pass
+
+def cancel_jobs(runs_dir='runs', names=(), log=print) -> list:
+    """Cancel the queued and running jobs of `runs_dir` — of the configurations `names`, or all of them and the report job — with `scancel`
+    (Slurm) or SIGTERM (local jobs); each record says so. Finished runs are kept: running the params file again resumes. Returns the names cancelled."""
+    import signal
+    runs = Path(runs_dir)
+    if not runs.is_dir(): raise FusionStudyError(f"No runs folder {str(runs)!r}; give the --runs-dir the jobs were submitted with.")
+    states, recs = config_states(runs), _records(runs)
+    if unknown := [n for n in names if n not in {s['name'] for s in states}]:
+        raise FusionStudyError(f"No configuration {unknown[0]!r} in {runs}; it has {[s['name'] for s in states]} (fusion-study status --runs-dir {runs}).")
+    active = [s for s in states if s['state'] in ACTIVE and (not names or s['name'] in names)]
+    if not active: log(f"nothing to cancel: no job of {', '.join(names) if names else runs} is queued or running"); return []
+    done = []
+    for s in active:
+        rec = recs.get(s['name'], {})
+        if not s['job']: log(f"{s['name']}: not cancelled: it has no job yet ({s['detail']}); stop the command that plans it (pid {rec.get('pid')})"); continue
+        if rec.get('kind') == 'slurm': _slurm(['scancel', str(s['job'])])
+        else: _signal_tree(int(s['job']), signal.SIGTERM)
+        _write_record(runs, s['name'], job_id=s['job'], cancelled=True); done.append(s['name'])
+        log(f"{s['name']}: job {s['job']} cancelled")
+    log(f"{len(done)} cancelled; finished runs are kept: run the params file again to resume")
+    return done

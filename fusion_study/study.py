@@ -22,20 +22,29 @@ from .results import (paired_differences, usable, is_diverged, INT_COLUMNS, RUN_
 from .train import config_specs, train_runs, ENGINES
 
 # %% auto #0
-__all__ = ['RECIPE_COLUMNS', 'STUDY_TABLES', 'preflight', 'vega_bundle', 'inline_chart_html', 'use_inline_charts', 'run_keys',
-           'results_problems', 'valid_rows', 'previous_results', 'file_digest', 'mark_complete', 'incomplete_reason',
-           'is_complete', 'run_config', 'summarise', 'table1', 'paired_tests', 'fig1', 'fig2', 'run_study', 'RESULTS',
-           'RUN_INFO', 'COMPLETE', 'ROWS']
+__all__ = ['RECIPE_COLUMNS', 'STUDY_TABLES', 'check_methods', 'preflight', 'vega_bundle', 'inline_chart_html',
+           'use_inline_charts', 'run_keys', 'results_problems', 'valid_rows', 'previous_results', 'file_digest',
+           'mark_complete', 'incomplete_reason', 'is_complete', 'run_config', 'summarise', 'table1', 'paired_tests',
+           'fig1', 'fig2', 'run_study', 'RESULTS', 'RUN_INFO', 'COMPLETE', 'ROWS']
 
 # %% ../nbs/05_study.ipynb #f226577d
+def check_methods(cfg:RunConfig, d_v:int, d_t:int, tokens:int=None):
+    "Build each method of `cfg` for features `d_v`, `d_t` wide on PyTorch's meta device (no memory, no arithmetic): a width a method cannot take is refused now, not in a job after the queue's wait."
+    import torch
+    from fusion_study.fusion import make_model, methods_for
+    with torch.device('meta'):
+        for m in cfg.methods:
+            try: make_model(m, d_v, d_t, methods=methods_for(tokens))
+            except FusionStudyError as e: raise FusionStudyError(f"Method {m!r} of configuration {cfg.name!r} cannot take its {d_v}-d image and {d_t}-d text features: {e}") from None
+
 def preflight(cfg:RunConfig):
     """Raise `FusionStudyError` for the first thing in `cfg` that would fail later, cheapest first: its keys, types and ranges
-    (`core`, no torch: also the names of its methods, engine, device and encoders), the device itself, then its features (`extract.check_features`:
-    synthetic sizes, or the cache entries' metadata — no tensor is read)."""
+    (`core`, no torch: also the names of its methods, engine, device and encoders), the device itself, its features (`extract.check_features`:
+    synthetic sizes, or the cache entries' metadata — no tensor is read), then each method built for the features' widths (`check_methods`)."""
     where, d = f"configuration {cfg.name!r}", cfg.to_dict()
     check_fields(RunConfig, d, where); check_ranges(d, where)
     get_device(cfg.device)
-    check_features(cfg)
+    check_methods(cfg, *check_features(cfg))
 
 # %% ../nbs/05_study.ipynb #432028c6
 @functools.lru_cache(maxsize=1)

@@ -10,8 +10,12 @@ from conftest import ROOT, digest
 from fusion_study.runner import filesystem_of, LOCAL_FILESYSTEMS
 
 SMOKE = yaml.safe_load((ROOT/'params'/'smoke.yaml').read_text())
-BROKEN = {'name': 'broken', 'dim': 12, 'methods': ['concat', 'cross', 'cross_tokens'], 'scales': [64], 'seeds': [1, 2]}    # fails in its notebook: 12-d features in 8 tokens
+BROKEN = {'name': 'broken', 'scales': [64], 'seeds': [1, 2]}             # fails in its notebook, after its first run (`BREAK`), as a bug would
+TWELVE = {'name': 'twelve', 'dim': 12, 'methods': ['concat', 'cross', 'cross_tokens'], 'scales': [64], 'seeds': [1]}   # 12-d features in 8 tokens: refused by the preflight
 AFTER = {'name': 'after_broken', 'scales': [64], 'seeds': [1, 2], 'inputs': ['broken']}
+def BREAK(runs) -> dict:
+    "The environment that makes configuration `broken` of `runs` fail inside its notebook (a RuntimeError after its first run): `core.crash_point`."
+    return {'FUSION_STUDY_CRASH_AT': 'row', 'FUSION_STUDY_CRASH_MODE': 'raise', 'FUSION_STUDY_CRASH_DIR': str(Path(runs).resolve()/'broken')}
 VICTIM = {'name': 'victim', 'n_images': 400, 'scales': [512], 'seeds': [1, 2, 3], 'engine': 'loop'}   # killed after its first run (loop: one at a time)
 
 def fs(*args, env=None, timeout=900):
@@ -50,7 +54,10 @@ def one_sentence(r, *words):
     ([], {'kind': 'slurm', 'gpus_per_jbo': 1}, ["'gpus_per_jbo'", "did you mean 'gpus_per_job'", "'executor' section"]),
     ([], {'kind': 'sge'}, ["'kind'", 'one of local, subprocess, slurm']),
     ([], {'slurm_partition': 'gpu'}, ["'slurm_partition'", 'only to kind: slurm']),
-    ([], {'kind': 'slurm', 'timeout_min': 0}, ["'timeout_min'", 'at least 1']),
+    ([], {'kind': 'slurm', 'timeout_min': 0}, ["'timeout_min'", 'at least 3 minutes']),
+    (['--executor', 'slurm', '--timeout-min', '2'], None, ['--timeout-min must be at least 3 minutes', 'warned 90 s before']),
+    (['--executor', 'subprocess', '--mem', '16G'], None, ['--mem applies only to --executor slurm']),
+    ([], {'kind': 'slurm', 'mem': 'lots'}, ["'mem'", 'a size such as 16G']),
 ])
 def test_executor_mistakes_are_one_sentence_before_anything_starts(tmp_path, args, section, words):
     params = write(tmp_path/'p.yaml', SMOKE['configs'], **({'executor': section} if section else {}))
@@ -87,7 +94,7 @@ def local_jobs(tmp_path_factory):
     start, killed = time.time(), None
     with open(d/'out.txt', 'w') as out, open(d/'err.txt', 'w') as err:
         p = subprocess.Popen(['fusion-study', 'run', str(params), '--runs-dir', str(runs), '--poll', '1'], cwd=ROOT, stdout=out, stderr=err,
-                             env={**os.environ, 'PYTHONUNBUFFERED': '1'}, start_new_session=True)
+                             env={**os.environ, 'PYTHONUNBUFFERED': '1', **BREAK(runs)}, start_new_session=True)
         try:
             while p.poll() is None and time.time() - start < 900:
                 if killed is None and list((runs/'victim'/'rows').rglob('*.json')):
@@ -102,7 +109,7 @@ def local_jobs(tmp_path_factory):
 
 def test_the_smoke_params_run_end_to_end_as_local_jobs(local_jobs):
     d, params, runs, r, seconds = local_jobs
-    one_sentence(r, f"3 of {len(SMOKE['configs']) + 3} configurations failed", 'broken (FusionStudyError: Feature widths 12 and 12 must be divisible',
+    one_sentence(r, f"3 of {len(SMOKE['configs']) + 3} configurations failed", 'broken (RuntimeError: injected failure at row',
                  "after_broken (not run: its input 'broken' failed)", 'victim (its job ended without a result')
     print(f'smoke + 3 as local jobs: {seconds:.0f}s')
     records = {p.stem: json.loads(p.read_text()) for p in (runs/'.jobs').glob('*.json')}
@@ -130,7 +137,7 @@ def test_status_reads_each_configuration_from_the_runs_folder(local_jobs):
     assert r.returncode == 1, r.stdout + r.stderr                          # a configuration failed
     s = states(r)
     assert {n: s[n][0] for n in s} == {**{c['name']: 'complete' for c in SMOKE['configs']}, 'broken': 'failed', 'after_broken': 'failed', 'victim': 'failed'}
-    assert s['broken'][2].startswith('FusionStudyError: Feature widths 12 and 12 must be divisible by tokens=8')      # its first error line
+    assert s['broken'][2].startswith('RuntimeError: injected failure at row')      # its first error line
     assert s['after_broken'][2] == "not run: its input 'broken' failed" and s['broken'][1].isdigit()
     assert s['victim'][2].startswith('its job ended without a result')
     assert r.stdout.strip().splitlines()[-1] == f"{len(SMOKE['configs'])} complete, 3 failed"
@@ -138,7 +145,7 @@ def test_status_reads_each_configuration_from_the_runs_folder(local_jobs):
 def test_a_rerun_runs_only_what_is_not_complete_and_the_killed_job_resumes(local_jobs):
     d, params, runs, _, _ = local_jobs
     before = {k: v for k, v in digest(runs).items() if k.startswith(tuple(c['name'] + '/' for c in SMOKE['configs'])) and not k.endswith('.lock')}
-    fixed = write(d/'fixed.yaml', [*SMOKE['configs'], {**BROKEN, 'dim': 16}, VICTIM], executor={'kind': 'subprocess', 'max_parallel': 2})
+    fixed = write(d/'fixed.yaml', [*SMOKE['configs'], BROKEN, VICTIM], executor={'kind': 'subprocess', 'max_parallel': 2})
     again = fs('run', fixed, '--runs-dir', runs, '--poll', 1)
     assert again.returncode == 0, again.stdout + again.stderr
     for c in SMOKE['configs']: assert f"{c['name']}: complete, skipped" in again.stdout and f"{c['name']}: started" not in again.stdout
@@ -210,10 +217,10 @@ def slurm(tmp_path_factory):
 def test_slurm_runs_the_configurations_with_dependencies_and_a_final_report_job(slurm, tmp_path):
     env, d = slurm
     tiny = {'n_images': 60, 'scales': [32, 64], 'seeds': [1, 2], 'epochs': 1, 'device': 'cpu'}
-    params = write(tmp_path/'p.yaml', [{'name': 'tiny'}, {'name': 'noisy', 'notebook': 'degradation', 'scales': [64], 'noise': [0.0, 0.5], 'inputs': ['tiny']},
+    params = write(tmp_path/'p.yaml', [{'name': 'tiny', 'job': {'timeout_min': 7}}, {'name': 'noisy', 'notebook': 'degradation', 'scales': [64], 'noise': [0.0, 0.5], 'inputs': ['tiny']},
                                        {**BROKEN, 'scales': [32]}, {**AFTER, 'scales': [32]}], defaults=tiny)
     runs = tmp_path/'runs'
-    r = fs('run', params, '--runs-dir', runs, '--executor', 'slurm', '--timeout-min', 30, env=env)
+    r = fs('run', params, '--runs-dir', runs, '--executor', 'slurm', '--timeout-min', 30, env={**env, **BREAK(runs)})
     assert r.returncode == 0, r.stdout + r.stderr
     if filesystem_of(runs) in LOCAL_FILESYSTEMS: assert f'is on a local {filesystem_of(runs)} filesystem' in r.stdout      # said: not shared
     ids = {l.split(':')[0]: l.split('Slurm job ')[1].split()[0] for l in r.stdout.splitlines() if 'submitted as Slurm job' in l}
@@ -222,12 +229,15 @@ def test_slurm_runs_the_configurations_with_dependencies_and_a_final_report_job(
     sbatch = {p.read_text() for p in sub.rglob('*_submission.sh')}
     assert any(f"--dependency=afterok:{ids['tiny']}" in s and '--kill-on-invalid-dep=yes' in s for s in sbatch)      # inputs: afterok
     assert any('--dependency=afterany:' in s and all(ids[n] in s for n in ('tiny', 'noisy', 'broken', 'after_broken')) for s in sbatch)
+    assert any('--job-name=fusion-study:tiny:' in s and '--time=7\n' in s for s in sbatch) and all('--signal=USR2@90' in s for s in sbatch)   # its own time
+    names = {q['name'].split(':')[1] for q in squeue(env).values() if q['name'].startswith('fusion-study:') and q['name'].endswith(':' + token_of(runs))}
+    assert names == {'tiny', 'noisy', 'broken', 'after_broken', 'report'}                          # squeue tells them apart
     w = fs('status', '--runs-dir', runs, '--wait', '--poll', 1, env=env, timeout=600)
     print(r.stdout, w.stdout, sep='\n')
     assert w.returncode == 1, w.stdout + w.stderr
     s = states(w)
     assert {n: s[n][0] for n in s} == {'tiny': 'complete', 'noisy': 'complete', 'broken': 'failed', 'after_broken': 'failed', 'report': 'complete'}, w.stdout
-    assert s['broken'][2].startswith('FusionStudyError: Feature widths 12 and 12') and s['after_broken'][2] == 'not run: one of its inputs failed'
+    assert s['broken'][2].startswith('RuntimeError: injected failure at row') and s['after_broken'][2] == 'not run: one of its inputs failed'
     assert s['tiny'][1] == ids['tiny'] and (runs/'report'/'report.ipynb').exists()
     assert set(pd.read_csv(runs/'noisy'/'results.csv').query('noise == 0').config) == {'tiny'}        # it read its input
 
@@ -241,3 +251,121 @@ def test_one_shared_kernel_gives_the_results_of_a_kernel_per_configuration(local
         a, b = (pd.read_csv(r/c['name']/'results.csv').sort_values(key).reset_index(drop=True) for r in (shared, jobs))
         pd.testing.assert_frame_equal(a[key + ['accuracy', 'f1', 'precision', 'recall']], b[key + ['accuracy', 'f1', 'precision', 'recall']])
     assert (shared/'kernel.log').exists() and not (shared/'smoke_aligned'/'kernel.log').exists() and (jobs/'smoke_aligned'/'kernel.log').exists()
+
+# ------------------------------------------------------------------------------------------------ job records after interruptions, against Slurm's own word
+TINY = {'n_images': 60, 'scales': [32], 'seeds': [1], 'epochs': 1, 'device': 'cpu'}
+SLOW = {'n_images': 400, 'scales': [512], 'seeds': [1, 2, 3], 'epochs': 2, 'engine': 'loop'}    # runs one at a time, a few seconds each
+SLURM_WORDS = {'queued': {'PENDING', 'REQUEUED', 'CONFIGURING'}, 'running': {'RUNNING', 'COMPLETING'}, 'complete': {'COMPLETED'}, 'cancelled': {'CANCELLED'},
+               'failed': {'FAILED', 'TIMEOUT', 'OUT_OF_MEMORY', 'NODE_FAIL', 'CANCELLED'}}        # failed: CANCELLED when an input failed
+
+def squeue(env) -> dict:
+    "Every job Slurm shows (ended ones too, for MinJobAge): id → dict(state, name, reason)."
+    out = subprocess.run(['squeue', '-h', '-r', '-t', 'all', '-o', '%i|%T|%j|%r'], env=env, capture_output=True, text=True).stdout
+    return {l.split('|')[0]: dict(zip(('state', 'name', 'reason'), l.split('|')[1:])) for l in out.splitlines() if l.strip()}
+
+def token_of(runs) -> str:
+    "The submission token of the newest job record of `runs`."
+    recs = [json.loads(p.read_text()) for p in (Path(runs)/'.jobs').glob('*.json')]
+    return max(recs, key=lambda r: r.get('submitted', 0))['job_name'].split(':')[-1]
+
+def agrees(runs, env) -> dict:
+    """`fusion-study status` against squeue: every job status names is the newest job of that configuration's name in Slurm, in a state Slurm's
+    word allows (read before and after status, so a job changing state between the two still agrees); returns status's rows."""
+    before = squeue(env); r = fs('status', '--runs-dir', runs, env=env); after = squeue(env)
+    rows, tokens = states(r), {json.loads(p.read_text()).get('job_name', '::').split(':')[-1] for p in (Path(runs)/'.jobs').glob('*.json')}
+    newest = {}
+    for jid, q in after.items():
+        parts = q['name'].split(':')
+        if len(parts) == 3 and parts[0] == 'fusion-study' and parts[2] in tokens: newest[parts[1]] = max(newest.get(parts[1], jid), jid, key=int)
+    for name, (state, job, detail) in rows.items():
+        if name not in newest: assert job == '-' or job not in after, (name, job, r.stdout); continue
+        assert job == newest[name], (name, job, newest, r.stdout)
+        words = {q[job]['state'] for q in (before, after) if job in q}
+        assert words & SLURM_WORDS[state], (name, state, words, r.stdout)
+    return rows
+
+def wait_until(cond, what, limit=300):
+    t = time.time()
+    while not cond():
+        assert time.time() - t < limit, f'{what}: not within {limit} s'
+        time.sleep(0.3)
+
+def test_slurm_records_after_a_killed_submission_a_resubmission_and_a_failed_report_job(slurm, tmp_path):
+    env, _ = slurm
+    runs = tmp_path/'runs'
+    two = write(tmp_path/'two.yaml', [{'name': 'a'}, {'name': 'b'}], defaults=TINY)
+    # killed between sbatch and writing the job id: the next commands find the job by its name, and submit no duplicate
+    killed = fs('run', two, '--runs-dir', runs, '--executor', 'slurm', env={**env, 'FUSION_STUDY_CRASH_AT': 'submitted'})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert json.loads((runs/'.jobs'/'a.json').read_text())['job_id'] is None
+    rows = agrees(runs, env)
+    assert rows['a'][1] != '-' and rows['b'][0] == 'failed' and 'never submitted' in rows['b'][2], rows
+    again = fs('run', two, '--runs-dir', runs, '--executor', 'slurm', env=env)
+    assert again.returncode == 0 and 'found by its job name' in again.stdout and 'b: submitted as Slurm job' in again.stdout, again.stdout + again.stderr
+    first_report = json.loads((runs/'.jobs'/'report.json').read_text())['job_id']
+    # a resubmission cancels the earlier report job; this one's report job is killed half way through the report notebook
+    three = write(tmp_path/'three.yaml', [{'name': 'a'}, {'name': 'b'}, {'name': 'c'}], defaults=TINY)
+    more = fs('run', three, '--runs-dir', runs, '--executor', 'slurm', env={**env, 'FUSION_STUDY_CRASH_AT': 'report'})
+    assert more.returncode == 0 and f'the earlier report job {first_report} cancelled' in more.stdout and 'c: submitted' in more.stdout, more.stdout + more.stderr
+    assert 'a: submitted' not in more.stdout and 'b: submitted' not in more.stdout
+    fs('status', '--runs-dir', runs, '--wait', '--poll', 1, env=env, timeout=600)
+    rows = agrees(runs, env)
+    assert {n: rows[n][0] for n in rows} == {'a': 'complete', 'b': 'complete', 'c': 'complete', 'report': 'failed'}, rows
+    assert squeue(env)[first_report]['state'] == 'CANCELLED'
+    per_name = [q['name'].split(':')[1] for q in squeue(env).values() if q['name'].startswith('fusion-study:') and q['name'].split(':')[1] in ('a', 'b', 'c')]
+    assert sorted(per_name) == ['a', 'b', 'c']                                                     # one job each: no duplicate
+    assert 'did not run to the end' in json.dumps(json.loads((runs/'.jobs'/'report.json').read_text())) or rows['report'][2]
+
+def test_slurm_a_timed_out_job_resubmits_itself_and_resumes_and_a_killed_wait_leaves_its_report(slurm, tmp_path):
+    env, _ = slurm
+    runs = tmp_path/'runs'
+    params = write(tmp_path/'slow.yaml', [{'name': 'slow', **SLOW}], defaults=TINY)
+    driver = subprocess.Popen(['fusion-study', 'run', str(params), '--runs-dir', str(runs), '--executor', 'slurm', '--timeout-min', '5', '--wait', '--poll', '1'],
+                              cwd=ROOT, env={**env, 'PYTHONUNBUFFERED': '1'}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: (runs/'.jobs'/'report.json').exists() and json.loads((runs/'.jobs'/'report.json').read_text()).get('job_id'), 'the report job')
+    finally: os.killpg(driver.pid, signal.SIGKILL); driver.wait()                               # the --wait driver dies; the jobs go on
+    job = json.loads((runs/'.jobs'/'slow.json').read_text())['job_id']
+    wait_until(lambda: list((runs/'slow'/'rows').rglob('*.json')), 'the first finished run')
+    subprocess.run(['scancel', '--signal=USR2', job], env=env, check=True)                       # what Slurm sends 90 s before the limit
+    wait_until(lambda: squeue(env).get(job, {}).get('state') in ('PENDING', 'REQUEUED', 'CONFIGURING'), 'the requeue', limit=120)
+    w = fs('status', '--runs-dir', runs, '--wait', '--poll', 1, env=env, timeout=600)
+    rows = agrees(runs, env)
+    assert {n: rows[n][0] for n in rows} == {'slow': 'complete', 'report': 'complete'}, w.stdout
+    info = json.loads((runs/'slow'/'run.json').read_text())
+    assert info['resumed_runs'] >= 1 and info['trained_runs'] + info['resumed_runs'] == info['runs'], info    # the resubmitted job resumed
+    log = ''.join(p.read_text(errors='replace') for p in runs.rglob(f'{job}_0_log.err'))
+    assert 'timed-out' in log and 'Requeued' in log, log[-2000:]
+    assert (runs/'report'/'report.ipynb').exists()
+
+def test_slurm_cancelled_jobs_are_said_cancelled_and_a_bad_configuration_submits_nothing(slurm, tmp_path):
+    env, _ = slurm
+    runs = tmp_path/'runs'
+    jobs_before = set(squeue(env))
+    bad = fs('run', write(tmp_path/'bad.yaml', [{'name': 'fine'}, TWELVE], defaults=TINY), '--runs-dir', runs, '--executor', 'slurm', env=env)
+    one_sentence(bad, "'cross_tokens' of configuration 'twelve'", 'divisible by tokens=8')       # before the first sbatch
+    assert set(squeue(env)) == jobs_before and not (runs/'.jobs').exists()
+    params = write(tmp_path/'two.yaml', [{'name': 'one', **SLOW}, {'name': 'two', **SLOW}], defaults=TINY)
+    r = fs('run', params, '--runs-dir', runs, '--executor', 'slurm', env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_until(lambda: all(list((runs/n/'rows').rglob('*.json')) for n in ('one', 'two')), 'both running')
+    one = json.loads((runs/'.jobs'/'one.json').read_text())['job_id']
+    subprocess.run(['scancel', one], env=env, check=True)                                         # by hand
+    c = fs('cancel', '--runs-dir', runs, env=env)                                                   # the rest: two and the report job
+    assert c.returncode == 0 and 'two: job' in c.stdout and 'report: job' in c.stdout, c.stdout + c.stderr
+    wait_until(lambda: all(squeue(env)[j]['state'] == 'CANCELLED' for j in (one, json.loads((runs/'.jobs'/'two.json').read_text())['job_id'])), 'cancelled')
+    rows = agrees(runs, env)
+    assert {n: rows[n][0] for n in rows} == {'one': 'cancelled', 'two': 'cancelled', 'report': 'cancelled'}, rows
+    assert all('cancelled' in rows[n][2] and 'memory' not in rows[n][2] for n in rows), rows
+    assert list((runs/'one'/'rows').rglob('*.json'))                                               # finished runs kept
+    assert fs('cancel', '--runs-dir', runs, env=env).stdout.startswith('nothing to cancel')
+
+def test_a_dry_run_prints_each_sbatch_script_and_writes_nothing(tmp_path):
+    params = write(tmp_path/'p.yaml', [{'name': 'small'}, {'name': 'big', 'job': {'mem': '64G', 'timeout_min': 600}, 'inputs': ['small']}, {'name': 'other'}], defaults=TINY)
+    r = fs('run', params, '--runs-dir', tmp_path/'runs', '--executor', 'slurm', '--mem', '8G', '--max-parallel', '1', '--dry-run')
+    assert r.returncode == 0, r.stdout + r.stderr
+    small, big, other = [r.stdout.split(f'----- sbatch script of {n}\n')[1].split('-----')[0] for n in ('small', 'big', 'other')]
+    assert "--job-name='fusion-study:small:<token>'" in small and '--mem=8G' in small and '--time=240' in small and '--dependency' not in small
+    assert "fusion-study:big:" in big and '--mem=64G' in big and '--time=600' in big and "--dependency='afterok:<job of small>'" in big   # its input
+    assert "--dependency='afterany:<job of big>'" in other                                          # --max-parallel 1: one after another
+    assert 'nothing was submitted or written' in r.stdout and not (tmp_path/'runs').exists()
