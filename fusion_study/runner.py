@@ -496,7 +496,7 @@ def job_state(rec:dict, slurm:dict, held:bool=False) -> tuple[str, str]:
         state, reason = slurm.get(jid, ('UNKNOWN', ''))
         if state in SLURM_QUEUED: return 'queued', f'Slurm: {reason}' if reason else ''
         if state in SLURM_RUNNING: return 'running', ''
-        if 'Dependency' in reason: return 'failed', 'not run: one of its inputs failed'
+        if 'DependencyNeverSatisfied' in reason: return 'failed', 'not run: one of its inputs failed'      # cancelled by Slurm (--kill-on-invalid-dep)
         if state in SLURM_ENDED: return ('cancelled' if state == 'CANCELLED' else 'failed'), f"{SLURM_ENDED[state]} (Slurm: {state})"
         r = result()
         if rec.get('cancelled') and not (r and r[0] == 'ok'): return 'cancelled', 'cancelled by fusion-study cancel'
