@@ -14,9 +14,10 @@ from .core import (FusionStudyError, RunConfig, load_params, project_root, folde
 __all__ = ['CONFIG_HEADING', 'LIBRARY_DIRECTIVES', 'KERNEL_LOG', 'JOBS_DIR', 'ACTIVE', 'STATES', 'SLURM_QUEUED', 'SLURM_RUNNING',
            'SLURM_ENDED', 'HOLDER', 'LOCAL_FILESYSTEMS', 'nbs_dir', 'notebook_path', 'order_by_inputs', 'check_plan',
            'cell_directives', 'own_part', 'run_view', 'NotebookFailed', 'SharedKernel', 'shared_kernel', 'run_report',
-           'ConfigFailed', 'config_lock', 'lock_holder', 'run_one_config', 'run_params', 'executor_options', 'job_name',
-           'slurm_states', 'job_state', 'config_states', 'format_states', 'wait_for', 'filesystem_of', 'ConfigJob',
-           'job_options', 'make_executor', 'sbatch_script', 'run_report_job', 'submit_params', 'cancel_jobs']
+           'read_notebook', 'notebook_unfinished', 'notebook_error', 'ConfigFailed', 'config_lock', 'lock_holder',
+           'run_one_config', 'run_params', 'executor_options', 'job_name', 'slurm_states', 'job_state', 'config_states',
+           'format_states', 'wait_for', 'filesystem_of', 'ConfigJob', 'job_options', 'make_executor', 'sbatch_script',
+           'run_report_job', 'submit_params', 'cancel_jobs']
 
 # %% ../nbs/10_runner.ipynb #a57c62b1
 def nbs_dir() -> Path:
@@ -253,6 +254,26 @@ def run_report(runs_dir='runs', log=print) -> Path:
         raise FusionStudyError(f"The report notebook failed ({e}); open {nb_out} to see where, fix it and run `fusion-study site` again.") from None
     log(f"report: rebuilt {nb_out} from every configuration in {runs}")
     return nb_out
+
+# %% ../nbs/10_runner.ipynb #b50af9f5
+def read_notebook(path):
+    "The notebook at `path`, or None when it is missing or not a readable notebook (damaged, not JSON; a kill in the middle of papermill's save)."
+    import nbformat
+    try: return nbformat.read(path, as_version=4)
+    except Exception: return None
+
+def notebook_unfinished(nb) -> str|None:
+    "Why an executed notebook did not run to its end (papermill left a cell pending or running: the run was killed), or None."
+    states = [c.get('metadata', {}).get('papermill', {}).get('status') for c in nb.cells if c.cell_type == 'code']
+    stop = next((i for i, s in enumerate(states) if s in ('pending', 'running')), None)
+    return None if stop is None else f"its notebook did not run to the end (stopped at code cell {stop + 1} of {len(states)}: the run was interrupted)"
+
+def notebook_error(nb) -> str|None:
+    "The first error a notebook's outputs hold ('Name: message'), or None."
+    for c in nb.cells:
+        for o in c.get('outputs', []):
+            if o.get('output_type') == 'error': return f"{o.get('ename', 'Error')}: {(o.get('evalue') or '').strip().splitlines()[0] if o.get('evalue') else ''}".rstrip(': ')
+    return None
 
 # %% ../nbs/10_runner.ipynb #047a5655
 def _clear_outputs(out:Path, cfg:RunConfig):
@@ -513,12 +534,9 @@ def job_state(rec:dict, slurm:dict, held:bool=False) -> tuple[str, str]:
 def _report_state(rec:dict, slurm:dict, nb:Path) -> tuple[str, str]:
     """The report job's (state, detail): complete only when its job succeeded and left a notebook run to its end — or when the notebook was
     rebuilt to its end after the job ended (`fusion-study site`); a job that failed, was cancelled or died half way is not a report."""
-    import nbformat
-    from fusion_study.site import notebook_unfinished, notebook_error
     job, detail = job_state(rec, slurm)
     if job in ACTIVE: return job, detail
-    try: done = nbformat.read(nb, as_version=4)
-    except Exception: done = None
+    done = read_notebook(nb)
     why = 'its notebook is missing or damaged' if done is None else notebook_unfinished(done) or notebook_error(done)
     if why is None and nb.stat().st_mtime > rec.get('submitted', 0): return 'complete', str(nb)
     if job == 'ok': return 'failed', f"{why or 'its notebook is older than its job'}; rebuild it with fusion-study site"

@@ -17,9 +17,8 @@ from .core import FusionStudyError, REPORT_DIR, project_root, folder_lock
 __all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'REPORT_TITLE', 'PAGE_TITLES', 'DROPPED_TAGS', 'NUMBER_LIKE', 'PAGE_CSS',
            'EXTERNAL_SCRIPT', 'SITE_MARK', 'site_pages', 'navbar', 'ensure_report', 'report_stale', 'report_view',
            'encoder_words', 'feature_words', 'page_title', 'tab_title', 'path_names', 'injected_parameters', 'scrub',
-           'published', 'fmt_p', 'fmt_count', 'fmt_nstar', 'fmt_number', 'result_table', 'read_notebook',
-           'notebook_unfinished', 'notebook_error', 'banner', 'page_problem', 'quarto_notebook', 'stage_quarto',
-           'check_site_out', 'site_manifest', 'build_site']
+           'published', 'fmt_p', 'fmt_count', 'fmt_nstar', 'fmt_number', 'result_table', 'banner', 'page_problem',
+           'quarto_notebook', 'stage_quarto', 'check_site_out', 'site_manifest', 'build_site']
 
 # %% ../nbs/11_site.ipynb #d7f59a97
 NAV_ORDER = ['report', 'study', 'alignment', 'degradation', 'analysis', 'theory']
@@ -79,6 +78,7 @@ def report_view(nb:nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 # %% ../nbs/11_site.ipynb #cdee0ef7
 from .runner import CONFIG_HEADING, LIBRARY_DIRECTIVES, own_part, cell_directives as _directives    # where a configuration's part starts; nbdev's directives
+from .runner import read_notebook, notebook_unfinished, notebook_error     # what papermill left: the runner's words
 REPORT_TITLE = 'fusion_study — concat or cross-attention?'
 PAGE_TITLES = {'study': 'Table 1 — {features}', 'degradation': 'Table 2 — noise on {features}',
                'analysis': 'Fig. 4 and Table 3 — {features}', 'theory': 'Table 4 and Fig. 6 — sample complexity from {inputs}'}
@@ -255,24 +255,6 @@ body .jp-OutputArea-output.jp-RenderedHTMLCommon th, body .jp-OutputArea-output.
 # %% ../nbs/11_site.ipynb #29856bd4
 EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>')
 SITE_MARK = '.fusion-study-site'
-
-def read_notebook(path) -> nbformat.NotebookNode|None:
-    "The notebook at `path`, or None when it is missing or not a readable notebook (damaged, not JSON)."
-    try: return nbformat.read(path, as_version=4)
-    except Exception: return None
-
-def notebook_unfinished(nb:nbformat.NotebookNode) -> str|None:
-    "Why an executed notebook did not run to its end (papermill left a cell pending or running: the run was killed), or None."
-    states = [c.get('metadata', {}).get('papermill', {}).get('status') for c in nb.cells if c.cell_type == 'code']
-    stop = next((i for i, s in enumerate(states) if s in ('pending', 'running')), None)
-    return None if stop is None else f"its notebook did not run to the end (stopped at code cell {stop + 1} of {len(states)}: the run was interrupted)"
-
-def notebook_error(nb:nbformat.NotebookNode) -> str|None:
-    "The first error a notebook's outputs hold ('Name: message'), or None."
-    for c in nb.cells:
-        for o in c.get('outputs', []):
-            if o.get('output_type') == 'error': return f"{o.get('ename', 'Error')}: {(o.get('evalue') or '').strip().splitlines()[0] if o.get('evalue') else ''}".rstrip(': ')
-    return None
 
 def banner(text:str) -> str:
     return ('<div class="fusion-failed" role="alert" style="background:#c0392b;color:#fff;padding:.8em 1em;font-family:sans-serif;font-size:15px">'
