@@ -770,13 +770,14 @@ def _dry_run(cfgs:list, todo:list, ids:dict, runs:Path, opts:ExecutorOptions, lo
     slurm = opts.kind == 'slurm'
     for c in todo:
         o = job_options(opts, c)
+        if opts.kind == 'local': log(f"{c.name}: would run in this process"); continue
         log(f"{c.name}: would run as a {opts.kind} job ({o.timeout_min} min, {o.cpus_per_job or 'default'} CPUs, {o.gpus_per_job or 0} GPUs"
             + (f", {o.mem} memory" if slurm and o.mem else '') + ')')
     if slurm and todo:
         sub = runs.absolute()/JOBS_DIR/'<submission>'
         for name, script in _submit_slurm(todo, dict(ids), runs, opts, sub, runs.absolute()/JOBS_DIR/'params'/'<params copy>.yaml', '<token>', log, dry=True):
             log(f"----- sbatch script of {name}\n{script.rstrip()}")
-    log(f"dry run: {len(todo)} of {len(cfgs)} configurations would be submitted; nothing was submitted or written")
+    log(f"dry run: {len(todo)} of {len(cfgs)} configurations would {'run' if opts.kind == 'local' else 'be submitted'}; nothing was submitted or written")
     return {c.name: 'would run' for c in todo}
 
 def submit_params(params, runs_dir='runs', executor:ExecutorOptions=None, force:bool=False, wait:bool=False, log=print, poll:float=10.0, dry_run:bool=False) -> dict:
