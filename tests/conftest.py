@@ -1,13 +1,13 @@
-import hashlib, shutil, subprocess
+import hashlib, os, shutil, subprocess
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_TEXT = ROOT.parent / 'shared' / 'data' / 'flickr8k_text'
 
-def cli(*args, cwd=ROOT):
-    "Run the installed `fusion-study` command; return the CompletedProcess."
-    return subprocess.run(['fusion-study', *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=900)
+def cli(*args, cwd=ROOT, env=None):
+    "Run the installed `fusion-study` command (`env`: variables added to this one's); return the CompletedProcess."
+    return subprocess.run(['fusion-study', *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
 
 def digest(folder) -> dict:
     "sha256 of every file under `folder`, to prove nothing changed."

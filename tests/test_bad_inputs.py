@@ -174,7 +174,8 @@ def _rows(runs) -> dict:
 @pytest.fixture(scope='module')
 def killed_in_turn(clean, tmp_path_factory):
     """One runs folder killed (like `kill -9`) at each write boundary in turn — `CRASH_POINTS`, in the order a run crosses them — each
-    command resuming what the one before left; after every kill the site is built; then one command runs to the end. What each step left
+    command resuming what the one before left; after every kill the site is built; then one command runs to the end, and one more is killed
+    inside the report notebook before the last site is built. What each step left
     is kept per boundary for the tests below (one command per boundary instead of a fresh folder and two commands each)."""
     params, _, _ = clean
     d = tmp_path_factory.mktemp('killed'); runs, seen = d/'runs', {}
@@ -186,17 +187,18 @@ def killed_in_turn(clean, tmp_path_factory):
         seen[point] = dict(killed=killed, site=site, page=page.read_text() if page.exists() else '', rows_before=before, rows=_rows(runs),
                            complete=(runs/'tiny'/'complete.json').exists(),
                            info=json.loads((runs/'tiny'/'run.json').read_text()) if (runs/'tiny'/'run.json').exists() else None)
+    again = run_cli('run', params, '--runs-dir', runs)
     from fusion_study.site import notebook_unfinished, read_notebook
     killed = run_cli('run', params, '--runs-dir', runs, env={'FUSION_STUDY_CRASH_AT': 'report'})       # every configuration complete: killed in the report
     nb = read_notebook(runs/'report'/'report.ipynb')                                              # half run, or cut in the middle of papermill's save
-    left = 'its notebook is damaged' if nb is None else notebook_unfinished(nb)
-    seen['report'] = dict(killed=killed, left=left, site=site_here('--runs-dir', runs, '--out', d/'site_report', '--no-quarto'),
-                          home=(d/'site_report'/'runs'/'report'/'report.html').read_text() if (d/'site_report'/'runs'/'report'/'report.html').exists() else '')
-    again = run_cli('run', params, '--runs-dir', runs)
-    return runs, seen, again, site_here('--runs-dir', runs, '--out', d/'site', '--no-quarto')
+    site = site_here('--runs-dir', runs, '--out', d/'site', '--no-quarto')                        # the last site: built on what that kill left
+    page = d/'site'/'runs'/'report'/'report.html'
+    seen['report'] = dict(killed=killed, left='its notebook is damaged' if nb is None else notebook_unfinished(nb), site=site,
+                          home=page.read_text() if page.exists() else '')
+    return runs, seen, again, site
 
 def test_a_kill_inside_the_report_notebook_is_never_published_as_the_report(killed_in_turn):
-    "A live kill once the report notebook has started (a cell run, the rest pending): `site` rebuilds the report instead of publishing the half."
+    "A live kill once the report notebook has started (a cell run, the rest pending), after the runs are complete: `site` rebuilds the report instead of publishing the half."
     s = killed_in_turn[1]['report']
     assert s['killed'].returncode == -signal.SIGKILL and 'tiny: complete, skipped' in s['killed'].stdout, s['killed'].stdout + s['killed'].stderr
     assert s['left'] and ('did not run to the end' in s['left'] or 'damaged' in s['left']), s['left']       # what the kill left

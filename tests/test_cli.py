@@ -61,14 +61,14 @@ def test_failed_configuration_keeps_finished_results(smoke_runs, tmp_path):
     runs = tmp_path/'runs'; shutil.copytree(smoke_runs[0], runs)      # a copy: the other tests keep a clean runs folder
     before = {k: v for k, v in digest(runs).items() if not k.startswith('report')}
     smoke = yaml.safe_load((ROOT/'params'/'smoke.yaml').read_text())
-    bad = {'defaults': smoke['defaults'], 'configs': [smoke['configs'][0], {'name': 'broken', 'dim': 12, 'methods': ['cross_tokens']},
-                                                     {'name': 'reads_broken', 'notebook': 'theory', 'inputs': ['broken']}]}
+    bad = {'defaults': smoke['defaults'], 'configs': [smoke['configs'][0], {'name': 'broken'}, {'name': 'reads_broken', 'notebook': 'theory', 'inputs': ['broken']}]}
     (tmp_path/'bad.yaml').write_text(yaml.safe_dump(bad))
-    r = cli('run', tmp_path/'bad.yaml', '--runs-dir', runs)                   # fails inside its notebook: 12-d features in 8 tokens
+    fail = {'FUSION_STUDY_CRASH_AT': 'row', 'FUSION_STUDY_CRASH_MODE': 'raise', 'FUSION_STUDY_CRASH_DIR': str((runs/'broken').resolve())}   # `core.crash_point`
+    r = cli('run', tmp_path/'bad.yaml', '--runs-dir', runs, env=fail)           # fails inside its notebook after its first run, as a bug would
     assert r.returncode == 2
-    assert 'broken' in r.stderr and 'divisible' in r.stderr and 'Traceback' not in r.stderr
+    assert 'broken' in r.stderr and 'RuntimeError: injected failure at row' in r.stderr and 'Traceback' not in r.stderr
     assert "reads_broken: not run, its input 'broken' failed" in r.stdout and not (runs/'reads_broken').exists()
-    assert (runs/'broken'/'study.ipynb').exists() and 'FusionStudyError' in (runs/'broken'/'study.ipynb').read_text()
+    assert (runs/'broken'/'study.ipynb').exists() and 'RuntimeError' in (runs/'broken'/'study.ipynb').read_text()
     assert not (runs/'broken'/'run.json').exists()
     after = digest(runs)
     assert {k: v for k, v in after.items() if not k.startswith(('broken', 'report', '.lock'))} == {k: v for k, v in before.items() if k != '.lock'}
