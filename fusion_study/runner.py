@@ -532,8 +532,8 @@ def job_state(rec:dict, slurm:dict, held:bool=False) -> tuple[str, str]:
 
 # %% ../nbs/10_runner.ipynb #2b4e9876
 def _report_state(rec:dict, slurm:dict, nb:Path) -> tuple[str, str]:
-    """The report job's (state, detail): complete only when its job succeeded and left a notebook run to its end — or when the notebook was
-    rebuilt to its end after the job ended (`fusion-study site`); a job that failed, was cancelled or died half way is not a report."""
+    """The report job's (state, detail): complete only when its notebook ran to its end without an error after the job was submitted (by the
+    job, or since by `fusion-study site`); otherwise the job's own state — a job that failed, was cancelled or died half way left no report."""
     job, detail = job_state(rec, slurm)
     if job in ACTIVE: return job, detail
     done = read_notebook(nb)
