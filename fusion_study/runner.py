@@ -495,8 +495,9 @@ def _error_line(tb:str) -> str:
     return m.group(1) if m else line
 
 def _adopted(rec:dict, slurm:dict) -> dict:
-    "`rec`, with the id of its job found by name when the command that submitted it was killed before it recorded the id."
-    if rec.get('job_id') or rec.get('kind') != 'slurm' or not rec.get('job_name') or _alive(rec.get('host'), rec.get('pid')): return rec
+    """`rec`, with the id of its job found by name when the command that submitted it was killed before it recorded the id. The name holds the
+    submission's token, so a job of that name is this record's job, whichever machine submitted it."""
+    if rec.get('job_id') or rec.get('kind') != 'slurm' or not rec.get('job_name'): return rec
     jid = slurm.get(('name', rec['job_name']))
     return {**rec, 'job_id': jid, 'adopted': True} if jid else rec
 
