@@ -475,17 +475,12 @@ def slurm_states(ids, names=()) -> dict:
         if jid in ids or name in names: out[jid] = (state, '' if reason == 'None' else reason)
         if name in names and int(jid.split('_')[0]) >= int(found.get(name, '0').split('_')[0]): found[name] = jid
     rest, lost = ids - set(out), names - set(found)
-    if rest or lost:
-        sel = (['-j', ','.join(sorted(rest))] if rest else []) + (['--name', ','.join(sorted(lost)), '-S', 'now-30days'] if lost and not rest else [])
+    for sel in ([['-j', ','.join(sorted(rest))]] if rest else []) + ([['--name', ','.join(sorted(lost)), '-S', 'now-30days']] if lost else []):
         for line in _slurm(['sacct', '-n', '-P', '-X', '-o', 'JobID,State,JobName', *sel]).splitlines():
             jid, state, name = (line.split('|') + ['', ''])[:3]
             if state and (jid in rest or name in lost):
                 out[jid] = (state.split()[0], '')
                 if name in lost: found[name] = jid
-        if lost and rest:                                     # sacct takes either ids or names with a start time: names in a second call
-            for line in _slurm(['sacct', '-n', '-P', '-X', '-o', 'JobID,State,JobName', '--name', ','.join(sorted(lost)), '-S', 'now-30days']).splitlines():
-                jid, state, name = (line.split('|') + ['', ''])[:3]
-                if state and name in lost: out[jid] = (state.split()[0], ''); found[name] = jid
     return {**out, **{('name', n): j for n, j in found.items()}}
 
 def _error_line(tb:str) -> str:
@@ -525,10 +520,10 @@ def job_state(rec:dict, slurm:dict, held:bool=False) -> tuple[str, str]:
         if r: return r
         return 'failed', f"its job ended without a result (Slurm: {state}{', ' + reason if reason else ''}; killed, pre-empted or out of time?); its log is {paths.stderr}"
     r = result()
-    if r and (r[0] == 'ok' or not rec.get('cancelled')): return r
-    if not r and _alive(rec.get('host'), jid): return ('running' if held else 'queued'), ''
-    if rec.get('cancelled'): return 'cancelled', 'cancelled by fusion-study cancel'
-    if r := r or result(): return r
+    if r is None and _alive(rec.get('host'), jid): return ('running' if held else 'queued'), ''
+    r = r or result()                                                   # its process ended: it may have written its result meanwhile
+    if rec.get('cancelled') and not (r and r[0] == 'ok'): return 'cancelled', 'cancelled by fusion-study cancel'
+    if r: return r
     return 'failed', f"its job ended without a result (killed or out of time?); its log is {paths.stderr}"
 
 # %% ../nbs/10_runner.ipynb #2b4e9876

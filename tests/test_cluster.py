@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT, digest
-from fusion_study.runner import filesystem_of, LOCAL_FILESYSTEMS
+from fusion_study.runner import filesystem_of, LOCAL_FILESYSTEMS, _signal_tree
 
 SMOKE = yaml.safe_load((ROOT/'params'/'smoke.yaml').read_text())
 BROKEN = {'name': 'broken', 'scales': [64], 'seeds': [1, 2]}             # fails in its notebook, after its first run (`BREAK`), as a bug would
@@ -76,14 +76,7 @@ def test_slurm_without_slurm_says_so(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------ the smoke params through submitit's local executor
 def _kill_job(pid:int):
     "SIGKILL a local job — its controller, the task and the task's kernel — as a pre-emption or `scancel` of a job would."
-    tree, ps = {pid}, {}
-    for stat in Path('/proc').glob('[0-9]*/stat'):
-        try: ps[int(stat.parent.name)] = int(stat.read_text().rsplit(')', 1)[1].split()[1])
-        except (OSError, IndexError, ValueError): pass
-    while (more := {c for c, parent in ps.items() if parent in tree} - tree): tree |= more
-    for p in tree:
-        try: os.kill(p, signal.SIGKILL)
-        except ProcessLookupError: pass
+    _signal_tree(pid, signal.SIGKILL)
 
 @pytest.fixture(scope='module')
 def local_jobs(tmp_path_factory):
