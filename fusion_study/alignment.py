@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from .core import FusionStudyError, RunConfig
-from .data import Features, add_noise, misalign
+from .data import Features, add_noise, misalign, token_sets, pool_tokens
 
 # %% auto #0
 __all__ = ['KNN_K', 'COSINE_MEASURES', 'sample_images', 'one_caption_each', 'zero_shot_auc', 'retrieval', 'linear_cka',
@@ -103,12 +103,15 @@ def measure_alignment(feats:Features, n:int=1000, seed:int=0, k:int=KNN_K) -> di
 
 # %% ../nbs/02d_alignment.ipynb #8e5db691
 def alignment_table(cfg:RunConfig, feats:Features, n:int=1000, seed:int=0) -> pd.DataFrame:
-    "The measured alignment of `cfg`'s features at each noise × rotation level of its grid (text permuted where it asks): the rows of alignment.csv."
+    "The measured alignment of `cfg`'s features at each noise × rotation level of its grid (text permuted where it asks): the rows of alignment.csv. Token sets are measured on their pooled summaries."
     imgs, caps, owner = sample_images(feats, n, seed)
     v0, t0, rows = feats.image[imgs], feats.text[caps], []
+    k_v, k_t = token_sets(feats)
+    pool = (lambda x, k: x) if k_v is None else pool_tokens
     for sigma in cfg.noise:
         for theta in cfg.rotation:
-            v, t = add_noise(v0, sigma, seed), add_noise(misalign(t0, theta, cfg.permute), sigma, seed + 10_000)
+            v, t = add_noise(v0, sigma, seed, k_v), add_noise(misalign(t0, theta, cfg.permute, tokens=k_t), sigma, seed + 10_000, k_t)
+            v, t = pool(v, k_v), pool(t, k_t)
             rows.append(dict(config=cfg.name, source=cfg.source, backbone=cfg.backbone,
                              alignment=cfg.alignment if cfg.alignment is not None else float('nan'), identity=cfg.identity(),
                              noise=sigma, rotation=theta, permute=cfg.permute, seed=seed, **alignment_metrics(v, t, owner, seed=seed)))

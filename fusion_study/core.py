@@ -12,8 +12,8 @@ import numpy as np
 import yaml
 
 # %% auto #0
-__all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'MAX_NAME', 'RANGES', 'GRID_LISTS', 'METHOD_CLASSES', 'ENGINE_NAMES', 'DEVICES',
-           'ENCODER_FAMILIES', 'ENCODER_FORMS', 'PAIRS_CSV', 'IMAGE_NPY', 'TEXT_NPY', 'FORMATS', 'BACKBONES',
+__all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'MAX_NAME', 'TOKEN_TASKS', 'RANGES', 'GRID_LISTS', 'METHOD_CLASSES', 'ENGINE_NAMES',
+           'DEVICES', 'ENCODER_FAMILIES', 'ENCODER_FORMS', 'PAIRS_CSV', 'IMAGE_NPY', 'TEXT_NPY', 'FORMATS', 'BACKBONES',
            'ADVICE_FILES', 'PARAMS_KEYS', 'YAML_MAX_VALUES', 'MAX_NESTING', 'EXECUTORS', 'MIN_TIMEOUT',
            'EXECUTOR_RANGES', 'SLURM_ONLY', 'JOB_ONLY', 'PER_JOB', 'LOCK_FILE', 'REPORT_DIR', 'CRASH_POINTS',
            'COMMAND_CRASH_POINTS', 'FusionStudyError', 'Recipe', 'RunConfig', 'check_fields', 'quote', 'min_scale',
@@ -51,7 +51,8 @@ class RunConfig(Recipe):
     captions_per_image: int = 5
     dim: int = 512                           # synthetic: feature width of both modalities
     data_seed: int = 0                       # synthetic: seed of the generator (the "dataset")
-    tokens: typing.Optional[int] = None      # synthetic: K region tokens per image, a caption describes one (None = pooled vectors)
+    tokens: typing.Optional[int] = None      # synthetic: K region tokens per image, a caption describes one (None = pooled vectors); with token_task, K image tokens at most (default 16)
+    token_task: typing.Optional[str] = None  # synthetic: a token-set control with a known answer, 'pointer', 'invariant' or 'pooled' (TOKEN_TASKS, 01_data); dim is then each token's width
     methods: typing.List[str] = field(default_factory=lambda: ['concat', 'cross'])
     scales: typing.List[int] = field(default_factory=lambda: [2048, 4096, 8192, 16384])
     seeds: typing.List[int] = field(default_factory=lambda: [42, 123, 456])
@@ -130,6 +131,8 @@ def quote(v, n:int=40) -> str:
 def _finite(v): return isinstance(v, (int, float)) and math.isfinite(v)
 
 # key → (test of one value (each item of a list), what the value must be)
+TOKEN_TASKS = ('pointer', 'invariant', 'pooled')     # 01_data: attention must win on the first two, must not on the last
+
 RANGES = {
     'name': (lambda v: _slug(v) and len(v) <= MAX_NAME, f"a name of at most {MAX_NAME} letters, digits, '-' and '_' (it becomes a folder name)"),
     'notebook': (_slug, "a notebook name such as study, degradation, analysis or theory"),
@@ -148,6 +151,7 @@ RANGES = {
     'noise': (lambda v: _finite(v) and v >= 0, 'a finite σ of at least 0'),
     'rotation': (lambda v: _finite(v) and 0 <= v <= math.pi / 2 + 1e-9, 'an angle θ in radians between 0 and π/2 (1.5708)'),
     'tokens': (lambda v: v is None or v >= 2, 'at least 2 region tokens (or null for pooled features)'),
+    'token_task': (lambda v: v is None or v in TOKEN_TASKS, f"one of the token-set controls {', '.join(TOKEN_TASKS)} (or null)"),
     'inputs': (_slug, 'the name of another configuration'),
     'feature_dims': (lambda v: v >= 1, 'a width of at least 1'),
 }
@@ -188,7 +192,8 @@ def check_ranges(d:dict, where='configuration'):
 # %% ../nbs/00_core.ipynb #c0ffee02
 METHOD_CLASSES = {'concat': 'ConcatFusion', 'cross': 'CrossAttentionFusion', 'cross_tokens': 'CrossAttentionTokens', 'cosine': 'CosineMatch',
                   'cosine_proj': 'CosineProjected', 'match_mlp': 'MatchMLP', 'bilinear': 'Bilinear', 'concat_matched': 'ConcatMatched',
-                  'eq3': 'Eq3Attention', 'gated': 'GatedFusion'}          # a method's name → its class in fusion_study.fusion
+                  'eq3': 'Eq3Attention', 'gated': 'GatedFusion',
+                  'attend': 'AttendCompare', 'xattn': 'CrossTransformer'}          # a method's name → its class in fusion_study.fusion
 ENGINE_NAMES = ('auto', 'loop', 'batched')
 DEVICES = re.compile(r'auto|cpu|cuda(:[0-9]+)?|mps')
 ENCODER_FAMILIES = ('clip', 'torchvision', 'hf', 'st', 'tfidf-svd')

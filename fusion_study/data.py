@@ -12,14 +12,15 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .core import FusionStudyError, RunConfig, BACKBONES
+from .core import FusionStudyError, RunConfig, BACKBONES, TOKEN_TASKS
 
 # %% auto #0
-__all__ = ['KNOB_R', 'KNOB_S', 'MISALIGN_SEED', 'Captions', 'parse_flickr8k_token', 'parse_kaggle_captions', 'load_captions',
-           'drop_missing_images', 'nonfinite_row', 'Features', 'knob_weight', 'synthetic_features',
-           'synthetic_token_features', 'Pairs', 'build_pairs', 'split_pairs', 'add_noise', 'rotation_generator',
-           'rotate_features', 'permute_features', 'misalign', 'synthetic_alignment', 'check_synthetic',
-           'synthetic_for_config', 'BACKBONES']
+__all__ = ['KNOB_R', 'KNOB_S', 'TOKEN_NOISE', 'ATTENTION_WINS', 'TOKEN_TASK_WORDS', 'CONTROL_TOKENS', 'MISALIGN_SEED', 'Captions',
+           'parse_flickr8k_token', 'parse_kaggle_captions', 'load_captions', 'drop_missing_images', 'nonfinite_row',
+           'Features', 'knob_weight', 'synthetic_features', 'synthetic_token_features', 'token_view', 'token_mask',
+           'pool_tokens', 'token_sets', 'token_controls', 'Pairs', 'build_pairs', 'split_pairs', 'add_noise',
+           'rotation_generator', 'rotate_features', 'permute_features', 'misalign', 'synthetic_alignment',
+           'check_synthetic', 'synthetic_for_config', 'BACKBONES']
 
 # %% ../nbs/01_data.ipynb #6f6b879d
 def _read_text(path:Path) -> str:
@@ -208,6 +209,82 @@ def synthetic_token_features(n_images:int=8091, captions_per_image:int=5, dim:in
                     meta=dict(source='synthetic', alignment=alignment, knob_weight=w, tokens=tokens, seed=seed, latent_dim=latent_dim,
                               caption_noise=caption_noise, feature_noise=feature_noise, gap=gap, cone=cone))
 
+# %% ../nbs/01_data.ipynb #6886653e
+def token_view(x:torch.Tensor, k:int) -> torch.Tensor:
+    "Flat token sets (…, K·d) seen as (…, K, d)."
+    return x.view(*x.shape[:-1], k, x.shape[-1] // k)
+
+def token_mask(x:torch.Tensor, k:int) -> torch.Tensor:
+    "(…, K) bool: which of the K tokens of flat token sets `x` are real (a padding token is the zero vector)."
+    return token_view(x, k).abs().amax(-1) > 0
+
+def pool_tokens(x:torch.Tensor, k:int) -> torch.Tensor:
+    "The pooled summary of flat token sets: the mean of the real tokens, L2-normalised (padding adds zero, so it is the normalised sum)."
+    return F.normalize(token_view(x, k).sum(-2), dim=-1)
+
+def token_sets(feats:Features) -> tuple:
+    "(K_v, K_t) for token-set features, else (None, None): per-token noise and rotation, and pooling, need the counts."
+    k = feats.meta.get('tokens')
+    return tuple(int(x) for x in k) if isinstance(k, (list, tuple)) else (None, None)
+
+def _flat(x): return x.flatten(-2).float()
+
+def _set_sizes(n, k, g, pairs=False):
+    "Each item's number of real tokens: k/2 … k (even when the tokens come in pairs)."
+    if pairs: return 2 * torch.randint(max(1, k // 4), k // 2 + 1, (n,), generator=g)
+    return torch.randint(max(1, k // 2), k + 1, (n,), generator=g)
+
+def _captions(claim, k_t, d, g):
+    "Caption token sets (N, K_t, d): the claim in a random slot among 1 … K_t real ones, filler words in the others."
+    n = len(claim)
+    vocab = F.normalize(torch.randn(4, d, generator=g), dim=-1)
+    size = torch.randint(1, k_t + 1, (n,), generator=g)
+    slot = (torch.rand(n, generator=g) * size).long()
+    text = vocab[torch.randint(4, (n, k_t), generator=g)] * (torch.arange(k_t) < size[:, None])[..., None]
+    text[torch.arange(n), slot] = claim
+    return text
+
+TOKEN_NOISE = {'pointer': 1.0, 'invariant': 1.0, 'pooled': 3.0}
+ATTENTION_WINS = {'pointer': True, 'invariant': True, 'pooled': False}    # the known answer: must attention beat every pooled method?
+TOKEN_TASK_WORDS = {
+    'pointer': "Each image is a set of tokens [position key; value]; a caption names one position and states its value, and matches only if that token's value agrees. Pooling dilutes the named value among all the others.",
+    'invariant': "Each image's tokens come in pairs (c ± x)/√2, so every image has the same pooled summary; a caption is a noisy copy of one of its tokens. No pooled method can beat chance.",
+    'pooled': "Every token of an image is its signal plus independent noise, and a caption is another noisy copy of the signal: the mean of the tokens is the best evidence, and there is nothing for attention to select (the negative control)."}
+CONTROL_TOKENS = (16, 3)        # a configuration's default (K_v, K_t); `tokens` sets K_v     # the claim's noise (and the pooled task's token noise)
+
+def token_controls(task:str, n_images:int=8091, captions_per_image:int=5, dim:int=64, k_v:int=16, k_t:int=3,
+                   noise:float=None, seed:int=0) -> Features:
+    "Token-set features for one of the controls `TOKEN_TASKS` (see above), flat with zero padding; `meta['tokens']` = (k_v, k_t)."
+    if task not in TOKEN_TASKS: raise FusionStudyError(f"Unknown token task {task!r}; choose from {list(TOKEN_TASKS)}.")
+    if k_v < 4 or k_t < 1 or dim < 4 or (task == 'pointer' and dim % 2):
+        raise FusionStudyError(f"token_controls needs at least 4 image tokens, 1 text token and a token width of at least 4 (even for pointer), got {k_v}, {k_t}, {dim}.")
+    g = torch.Generator().manual_seed(seed)
+    randn, unit, sigma = (lambda *s: torch.randn(*s, generator=g)), _unit, TOKEN_NOISE[task] if noise is None else noise
+    caption_image = torch.arange(n_images).repeat_interleave(captions_per_image)
+    size = _set_sizes(n_images, k_v, g, pairs=task == 'invariant')
+    real = torch.arange(k_v) < size[:, None]                                   # (n, k_v)
+    named = (torch.rand(len(caption_image), generator=g) * size[caption_image]).long()   # the token each caption names
+    if task == 'pointer':
+        h = dim // 2
+        keys, values = unit(randn(k_v, h)), unit(randn(n_images, k_v, h))
+        image = torch.cat([keys.expand(n_images, k_v, h), values], -1) / 2**0.5
+        stated = unit(values[caption_image, named] + sigma / h**0.5 * randn(len(caption_image), h))
+        claim = torch.cat([keys[named], stated], -1) / 2**0.5
+    elif task == 'invariant':
+        c = unit(randn(dim))
+        x = randn(n_images, k_v // 2, dim); x = unit(x - (x @ c)[..., None] * c)    # x ⟂ c
+        image = torch.stack([c + x, c - x], 2).flatten(1, 2) / 2**0.5             # pairs (c ± x)/√2: every mean is c/√2
+        claim = unit(image[caption_image, named] + sigma / dim**0.5 * randn(len(caption_image), dim))
+    else:
+        z = unit(randn(n_images, dim))
+        image = unit(z[:, None] + sigma / dim**0.5 * randn(n_images, k_v, dim))
+        claim = unit(z[caption_image] + sigma / dim**0.5 * randn(len(caption_image), dim))
+    image = image * real[..., None]
+    text = _captions(claim, k_t, dim, g)
+    ids = [f"item_{i:05d}" for i in range(n_images)]
+    return Features(ids, _flat(image), _flat(text), caption_image,
+                    meta=dict(source='synthetic', token_task=task, tokens=(k_v, k_t), token_dim=dim, claim_noise=sigma, seed=seed, alignment=1.0))
+
 # %% ../nbs/01_data.ipynb #42ebb303
 @dataclass
 class Pairs:
@@ -261,11 +338,13 @@ def split_pairs(caption_image:torch.Tensor, n:int, seed:int, val_frac:float=0.2,
     return pairs[~is_val], pairs[is_val]
 
 # %% ../nbs/01_data.ipynb #7b46805f
-def add_noise(x:torch.Tensor, sigma:float, seed:int) -> torch.Tensor:
-    "Eq. 4: add N(0, σ²) noise to each coordinate and re-normalise to unit length."
+def add_noise(x:torch.Tensor, sigma:float, seed:int, tokens:int=None) -> torch.Tensor:
+    "Eq. 4: add N(0, σ²) noise to each coordinate and re-normalise to unit length; for flat token sets of `tokens` tokens, to each real token (padding stays zero)."
     if sigma == 0: return x
     g = torch.Generator().manual_seed(seed)
-    return _unit(x + sigma * torch.randn(x.shape, generator=g).to(x))
+    noise = sigma * torch.randn(x.shape, generator=g).to(x)
+    if tokens is None: return _unit(x + noise)
+    return _unit(token_view(x + noise, tokens) * token_mask(x, tokens)[..., None]).flatten(-2)
 
 # %% ../nbs/01_data.ipynb #d0d71852
 MISALIGN_SEED = 0
@@ -291,8 +370,9 @@ def permute_features(x:torch.Tensor, seed:int=MISALIGN_SEED) -> torch.Tensor:
     "The coordinates of `x` in a fixed random order (a seeded permutation)."
     return x[..., torch.randperm(x.shape[-1], generator=torch.Generator().manual_seed(seed))]
 
-def misalign(x:torch.Tensor, rotation:float=0.0, permute:bool=False, seed:int=MISALIGN_SEED) -> torch.Tensor:
-    "`x` rotated by `rotation` radians, then its coordinates permuted when `permute`: the text-side misalignment of a run."
+def misalign(x:torch.Tensor, rotation:float=0.0, permute:bool=False, seed:int=MISALIGN_SEED, tokens:int=None) -> torch.Tensor:
+    "`x` rotated by `rotation` radians, then its coordinates permuted when `permute`: the text-side misalignment of a run (of each token, for flat token sets of `tokens`)."
+    if tokens is not None: return misalign(token_view(x, tokens), rotation, permute, seed).flatten(-2)
     x = rotate_features(x, rotation, seed)
     return permute_features(x, seed) if permute else x
 
@@ -312,12 +392,20 @@ def check_synthetic(cfg:RunConfig) -> tuple:
     limit = 2 * cfg.n_images * cfg.captions_per_image
     if max(cfg.scales) > limit:
         raise FusionStudyError(f"Scale {max(cfg.scales)} in configuration {cfg.name!r} is more than the data allows ({limit} pairs from {cfg.n_images} images × {cfg.captions_per_image} captions); lower the scale or raise n_images.")
+    if cfg.token_task is not None:
+        k_v = cfg.tokens or CONTROL_TOKENS[0]
+        if k_v < 4 or cfg.dim < 4 or (cfg.token_task == 'pointer' and cfg.dim % 2):
+            raise FusionStudyError(f"token_task: {cfg.token_task} in configuration {cfg.name!r} needs tokens ≥ 4 and a token width dim ≥ 4 (even for pointer), got tokens {k_v}, dim {cfg.dim}; e.g. tokens: 16, dim: 64.")
+        return k_v * cfg.dim, CONTROL_TOKENS[1] * cfg.dim, (k_v, CONTROL_TOKENS[1])
     if cfg.tokens is not None and cfg.dim % cfg.tokens:
         raise FusionStudyError(f"tokens: {cfg.tokens} in configuration {cfg.name!r} does not divide dim: {cfg.dim}; pick a divisor (e.g. 8 for 512).")
     return cfg.dim, cfg.dim, cfg.tokens
 
 def synthetic_for_config(cfg:RunConfig) -> Features:
-    "The synthetic `Features` a configuration with `source: synthetic` names (region tokens when it sets `tokens`)."
+    "The synthetic `Features` a configuration with `source: synthetic` names (a token-set control with `token_task`, region tokens with `tokens`)."
+    if cfg.token_task is not None:
+        k_v, k_t = check_synthetic(cfg)[2]
+        return token_controls(cfg.token_task, cfg.n_images, cfg.captions_per_image, cfg.dim, k_v, k_t, seed=cfg.data_seed)
     if cfg.tokens is not None:
         return synthetic_token_features(cfg.n_images, cfg.captions_per_image, cfg.dim, cfg.tokens, alignment=synthetic_alignment(cfg), seed=cfg.data_seed)
     return synthetic_features(cfg.n_images, cfg.captions_per_image, cfg.dim, alignment=synthetic_alignment(cfg), seed=cfg.data_seed)

@@ -10,13 +10,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import FusionStudyError, METHOD_CLASSES
+from .data import token_view, token_mask, pool_tokens
 from .paper import architecture
 
 # %% auto #0
-__all__ = ['HIDDEN', 'DROPOUT', 'HEADS', 'HEAD_HIDDEN', 'COSINE_STEP', 'METHODS', 'Head', 'dropout_masks', 'ConcatFusion',
-           'CrossAttention', 'CrossAttentionFusion', 'CrossAttentionTokens', 'CosineHead', 'CosineMatch',
-           'CosineProjected', 'MatchMLP', 'bilinear_rank', 'Bilinear', 'cross_live_params', 'matched_width',
-           'ConcatMatched', 'Eq3Attention', 'GatedFusion', 'method_class', 'make_model', 'n_params', 'methods_for']
+__all__ = ['HIDDEN', 'DROPOUT', 'HEADS', 'HEAD_HIDDEN', 'COSINE_STEP', 'METHODS', 'TOKEN_METHODS', 'Head', 'dropout_masks',
+           'ConcatFusion', 'CrossAttention', 'CrossAttentionFusion', 'CrossAttentionTokens', 'CosineHead',
+           'CosineMatch', 'CosineProjected', 'MatchMLP', 'bilinear_rank', 'Bilinear', 'cross_live_params',
+           'matched_width', 'ConcatMatched', 'Eq3Attention', 'GatedFusion', 'AttendCompare', 'CrossLayer',
+           'CrossTransformer', 'method_class', 'make_model', 'n_params', 'methods_for']
 
 # %% ../nbs/03_fusion.ipynb #71bcd4de
 HIDDEN, DROPOUT, HEADS = (architecture()[k] for k in ('head_hidden', 'dropout', 'cross_heads'))   # Sec. 4.3
@@ -60,17 +62,18 @@ class CrossAttention(nn.Module):
 
     def _split(self, x): return x.view(len(x), -1, self.heads, x.shape[-1] // self.heads).transpose(1, 2)   # (B, H, T, d_h)
 
-    def weights(self, x_q, x_kv):
-        "The attention weights softmax(QKᵀ/√d_h), (B, heads, Tq, Tk)."
+    def weights(self, x_q, x_kv, mask=None):
+        "The attention weights softmax(QKᵀ/√d_h), (B, heads, Tq, Tk); keys where `mask` (B, Tk) is False get none."
         q, k = self._split(self.q(x_q)), self._split(self.k(x_kv))
-        return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        return torch.softmax(s if mask is None else s.masked_fill(~mask[:, None, None, :], -1e4), dim=-1)
 
-    def forward(self, x_q, x_kv):
+    def forward(self, x_q, x_kv, mask=None):
         "Returns the attended values (B, Tq, d) and the weights (B, heads, Tq, Tk)."
         B, Tq, d = x_q.shape
         if x_kv.shape[1] == 1:          # one key: its softmax weight is exactly 1 (shown below), so Q and K cannot matter
             return self.o(self.v(x_kv)).expand(B, Tq, d), x_q.new_ones(B, self.heads, Tq, 1)
-        w = self.weights(x_q, x_kv)
+        w = self.weights(x_q, x_kv, mask)
         return self.o((w @ self._split(self.v(x_kv))).transpose(1, 2).reshape(B, Tq, d)), w
 
 # %% ../nbs/03_fusion.ipynb #5ecae9d2
@@ -202,6 +205,74 @@ class GatedFusion(nn.Module):
         z = torch.sigmoid(self.gate(torch.cat([v, t], -1)))
         return self.head(z * torch.tanh(self.proj_v(v)) + (1 - z) * torch.tanh(self.proj_t(t)), drop)
 
+# %% ../nbs/03_fusion.ipynb #6b103cd0
+def _tokens(x, k:int): return token_view(x, k) if x.dim() == 2 else x        # (B, K, d); a pooled vector is K = 1
+
+def _mean_max(c, m):
+    "[mean; max] of token vectors `c` (B, K, d) over the real tokens `m` (B, K); c ≥ 0 (after a ReLU), so a zeroed padding never wins a max."
+    w = m[..., None].to(c.dtype)
+    return torch.cat([(c * w).sum(1) / w.sum(1).clamp_min(1), (c * w).amax(1)], -1)
+
+class AttendCompare(nn.Module):
+    "Attend – compare – aggregate (decomposable attention, ESIM): text tokens soft-aligned to image tokens, compared by [a; ã; a − ã; a ⊙ ã], mean and max over text tokens, the head."
+    k_v = k_t = 1                                  # tokens per row; `methods_for` binds the features' counts
+    def __init__(self, d_v:int=512, d_t:int=512, d:int=HIDDEN):
+        super().__init__()
+        w_v, w_t = d_v // self.k_v, d_t // self.k_t
+        self.proj_v = nn.Linear(w_v, d)
+        self.proj_t = self.proj_v if w_v == w_t else nn.Linear(w_t, d)    # one F for both sides when widths allow, as Parikh et al.'s
+        self.norm = nn.LayerNorm(d)                   # unit-scale tokens: a·b/√d starts as d^½ × their cosine, so attention is sharp from the first step
+        self.compare, self.fuse, self.head = nn.Linear(4 * d, d), nn.Linear(2 * d, d), Head(d)
+
+    def align(self, v, t):
+        "Text tokens a (B, K_t, d), their soft-aligned image summaries ã, the weights (B, K_t, K_v)."
+        a, b = self.norm(self.proj_t(_tokens(t, self.k_t))), self.norm(self.proj_v(_tokens(v, self.k_v)))
+        s = (a @ b.transpose(1, 2) / math.sqrt(a.shape[-1])).masked_fill(~token_mask(v, self.k_v)[:, None, :], -1e4)
+        w = torch.softmax(s, -1)
+        return a, w @ b, w
+
+    def forward(self, v, t, drop=None):
+        a, a_, _ = self.align(v, t)
+        c = F.relu(self.compare(torch.cat([a, a_, a - a_, a * a_], -1)))
+        return self.head(self.fuse(_mean_max(c, token_mask(t, self.k_t))), drop)
+
+# %% ../nbs/03_fusion.ipynb #d52eec12
+class CrossLayer(nn.Module):
+    "One pre-LN layer of ALBEF's multimodal encoder: self-attention over the text, cross-attention to the image tokens, a feed-forward network; each residual."
+    def __init__(self, d:int=HIDDEN, heads:int=HEADS):
+        super().__init__()
+        self.ln_self, self.ln_cross, self.ln_kv, self.ln_ffn = (nn.LayerNorm(d) for _ in range(4))
+        self.self_attn, self.cross = CrossAttention(d, heads), CrossAttention(d, heads)
+        with torch.no_grad(): self.cross.k.weight.copy_(self.cross.q.weight)   # QᵀK starts as WᵀW, a similarity: matching tokens attend from the first step
+        self.ffn = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+    def forward(self, x, x_mask, kv, kv_mask):
+        h = self.ln_self(x)
+        x = x + self.self_attn(h, h, x_mask)[0]
+        x = x + self.cross(self.ln_cross(x), self.ln_kv(kv), kv_mask)[0]
+        return x + self.ffn(self.ln_ffn(x))
+
+class CrossTransformer(nn.Module):
+    "ALBEF / BLIP's matching head: a learned [CLS] and the text tokens query the image tokens through `layers` pre-LN `CrossLayer`s; [CLS] → the head."
+    k_v = k_t = 1
+    layers = 2
+    def __init__(self, d_v:int=512, d_t:int=512, d:int=HIDDEN, heads:int=HEADS):
+        super().__init__()
+        w_v, w_t = d_v // self.k_v, d_t // self.k_t
+        self.proj_v = nn.Linear(w_v, d)
+        self.proj_t = self.proj_v if w_v == w_t else nn.Linear(w_t, d)
+        self.pos_v, self.pos_t = nn.Parameter(0.02 * torch.randn(self.k_v, d)), nn.Parameter(0.02 * torch.randn(self.k_t + 1, d))
+        self.cls = nn.Parameter(0.02 * torch.randn(d))
+        self.blocks = nn.ModuleList(CrossLayer(d, heads) for _ in range(self.layers))
+        self.norm, self.head = nn.LayerNorm(d), Head(d)
+
+    def forward(self, v, t, drop=None):
+        kv = self.proj_v(_tokens(v, self.k_v)) + self.pos_v
+        x = torch.cat([self.cls.expand(len(t), 1, -1), self.proj_t(_tokens(t, self.k_t))], 1) + self.pos_t
+        m_t = torch.cat([torch.ones_like(x[:, :1, 0], dtype=torch.bool), token_mask(t, self.k_t)], 1)
+        m_v = token_mask(v, self.k_v)
+        for block in self.blocks: x = block(x, m_t, kv, m_v)
+        return self.head(self.norm(x[:, 0]), drop)
+
 # %% ../nbs/03_fusion.ipynb #bc95c3f3
 METHODS = {name: globals()[cls] for name, cls in METHOD_CLASSES.items()}      # the names live in core, so a params file is checked without torch
 
@@ -223,6 +294,22 @@ def _tokens_class(tokens:int):
     return type(f'CrossAttentionTokens{tokens}', (CrossAttentionTokens,), {'__init__': lambda self, d_v=512, d_t=512: CrossAttentionTokens.__init__(self, d_v, d_t, tokens=tokens),
                                                                           '__doc__': f"`CrossAttentionTokens` over {tokens} tokens."})
 
-def methods_for(tokens:int=None) -> dict:
-    "The registry for features of `tokens` tokens per item: `cross_tokens` cut into that many (one class per K, so costs are profiled once); `METHODS` itself when None or 8."
-    return METHODS if tokens in (None, 8) else {**METHODS, 'cross_tokens': _tokens_class(int(tokens))}
+TOKEN_METHODS = ('attend', 'xattn')              # the methods that see token sets; every other one sees them pooled
+
+@functools.lru_cache(maxsize=None)
+def _set_class(cls, k_v:int, k_t:int):
+    "`cls` for flat token sets of k_v image and k_t text tokens: bound to the counts if it reads tokens, else fed `pool_tokens`."
+    if cls in (METHODS[m] for m in TOKEN_METHODS):
+        return type(f'{cls.__name__}{k_v}x{k_t}', (cls,), {'k_v': k_v, 'k_t': k_t, '__doc__': f"`{cls.__name__}` over {k_v} image and {k_t} text tokens."})
+    def __init__(self, d_v=512, d_t=512): cls.__init__(self, d_v // k_v, d_t // k_t)
+    def forward(self, v, t, drop=None): return cls.forward(self, pool_tokens(v, k_v), pool_tokens(t, k_t), drop)
+    return type(f'Pooled{cls.__name__}{k_v}x{k_t}', (cls,), {'__init__': __init__, 'forward': forward, 'k_v': k_v, 'k_t': k_t,
+                                                           '__doc__': f"`{cls.__name__}` on the pooled summaries of {k_v} image and {k_t} text tokens."})
+
+def methods_for(tokens=None) -> dict:
+    """The registry for features with `tokens`: None (pooled vectors) gives `METHODS`; an int K (region tokens, one K for both sides)
+    gives `cross_tokens` cut into K (one class per K, so costs are profiled once); a pair (K_v, K_t) (token sets, `01_data`) binds every method to the counts."""
+    if tokens in (None, 8): return METHODS
+    if isinstance(tokens, int): return {**METHODS, 'cross_tokens': _tokens_class(int(tokens))}
+    k_v, k_t = (int(k) for k in tokens)
+    return {name: _set_class(cls, k_v, k_t) for name, cls in METHODS.items()}

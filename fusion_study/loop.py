@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_sc
 
 from .core import Recipe, RunConfig
 from .stats import pack_correct
-from .data import Features, Pairs, split_pairs, add_noise, misalign
+from .data import Features, Pairs, split_pairs, add_noise, misalign, token_sets
 from .fusion import make_model, n_params, dropout_masks
 
 # %% auto #0
@@ -52,14 +52,15 @@ def classification_metrics(y_true, y_pred) -> dict:
 
 # %% ../nbs/04a_loop.ipynb #74de25c2
 @functools.lru_cache(maxsize=2)
-def _misaligned(text:torch.Tensor, rotation:float, permute:bool) -> torch.Tensor:
+def _misaligned(text:torch.Tensor, rotation:float, permute:bool, tokens:int=None) -> torch.Tensor:
     "The misaligned text table, computed once per level (tensors hash by identity) and shared by the runs that use it."
-    return misalign(text, rotation, permute)
+    return misalign(text, rotation, permute, tokens=tokens)
 
 def run_data(feats:Features, spec:RunSpec, device) -> tuple:
     "(image features, text features, train pairs, val pairs) of one run, on `device`: text misaligned (rotation, permutation), then noise on both."
-    t = _misaligned(feats.text, spec.rotation, spec.permute) if spec.rotation or spec.permute else feats.text
-    v, t = add_noise(feats.image, spec.noise, spec.seed), add_noise(t, spec.noise, spec.seed + 10_000)
+    k_v, k_t = token_sets(feats)
+    t = _misaligned(feats.text, spec.rotation, spec.permute, k_t) if spec.rotation or spec.permute else feats.text
+    v, t = add_noise(feats.image, spec.noise, spec.seed, k_v), add_noise(t, spec.noise, spec.seed + 10_000, k_t)
     train, val = split_pairs(feats.caption_image, spec.scale, spec.seed, spec.val_frac, spec.split_by_image, feats.val_images)
     to = lambda p: Pairs(p.image.to(device), p.text.to(device), p.label.to(device))
     return v.to(device), t.to(device), to(train), to(val)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .core import REPORT_DIR
+from .core import REPORT_DIR, TOKEN_TASKS
 from .paper import CLAIMS, CLAIM_NEEDS, REF, TABLE1, TABLE2 as PAPER_TABLE2, TABLE2_ADVANTAGE, TABLE2_SCALE, TABLE4, STATED, claims_table, table1_gaps, self_checks
-from .results import (RESULTS, RUN_INFO, ALIGNMENT_CSV, TABLE1_CSV, PAIRED_TESTS_CSV, TABLE2_CSV, COST_CSV, CROSSOVER_CSV, CLAIMS_CSV, METRICS,
+from .results import (RESULTS, RUN_INFO, ALIGNMENT_CSV, TABLE1_CSV, PAIRED_TESTS_CSV, TABLE2_CSV, COST_CSV, CROSSOVER_CSV, CLAIMS_CSV, CONTROLS_CSV, METRICS,
                                   schema, paired_differences, usable, read_table as read_file)
 from .stats import VERDICTS, t_interval, paired_interval, judge, combine, inconclusive, verdict_kind, summary_interval, CHANCE_MARGIN
 from .study import incomplete_reason
@@ -21,11 +21,12 @@ from .encoders import seen_flickr
 # %% auto #0
 __all__ = ['PAPER', 'PAPER_REF', 'paper_table', 'READS', 'EVIDENCE', 'VERDICT_COLOURS', 'collect_runs', 'read_table',
            'backbone_kind', 'is_real', 'evidence', 'is_clip', 'source_label', 'short_label', 'of_kind', 'is_instrument',
-           'paper_studies', 'pts', 'untestable', 'direction', 'table1_claims', 'table2_claims', 'table3_claims',
-           'theory_claims', 'claims', 'styled', 'page_links', 'page_link', 'configurations', 'table1_side_by_side',
-           'feature_label', 'findings', 'table1_cells', 'table2_cells', 'table4_wording', 'disagreements', 'gap_chart',
-           'set_label', 'feature_sets', 'method_gaps', 'who_wins', 'who_wins_table', 'complete_sets',
-           'baselines_sentence', 'follows_alignment', 'alignment_sentence', 'alignment_chart', 'VERDICTS']
+           'is_control', 'paper_studies', 'pts', 'untestable', 'direction', 'table1_claims', 'table2_claims',
+           'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'page_link', 'configurations',
+           'table1_side_by_side', 'control_findings', 'feature_label', 'findings', 'table1_cells', 'table2_cells',
+           'table4_wording', 'disagreements', 'gap_chart', 'set_label', 'feature_sets', 'method_gaps', 'who_wins',
+           'who_wins_table', 'complete_sets', 'baselines_sentence', 'follows_alignment', 'alignment_sentence',
+           'alignment_chart', 'VERDICTS']
 
 # %% ../nbs/09_report.ipynb #eec8fae4
 PAPER, PAPER_REF = CLAIMS, REF                 # the claims the report judges and the reference, from fusion_study.paper
@@ -104,12 +105,16 @@ def of_kind(runs:dict, notebook:str, complete:bool=True) -> list:
 # %% ../nbs/09_report.ipynb #0fe754d9
 def is_instrument(cfg:dict) -> bool:
     "A configuration of the alignment instrument — the synthetic knob set by hand, permuted text, region tokens or only rotated features — rather than one of the paper's feature sets."
-    return (cfg.get('alignment') is not None or bool(cfg.get('permute')) or cfg.get('tokens') is not None
+    return not is_control(cfg) and (cfg.get('alignment') is not None or bool(cfg.get('permute')) or cfg.get('tokens') is not None
             or 0 not in [float(x) for x in cfg.get('rotation', [0.0])])                   # only rotated features: no θ = 0 run to set beside Table 1
+
+def is_control(cfg:dict) -> bool:
+    "A token-set control (`token_task`, 01_data): a test of the attention methods with a known answer, neither the paper's features nor the alignment instrument's."
+    return cfg.get('token_task') is not None
 
 def paper_studies(runs:dict) -> list:
     "The finished study configurations that stand for the paper's Table 1 (its two kinds of features, synthetic or real); the instrument's are read by `method_gaps`."
-    return [r for r in of_kind(runs, 'study') if not is_instrument(r['config'])]
+    return [r for r in of_kind(runs, 'study') if not is_instrument(r['config']) and not is_control(r['config'])]
 
 # %% ../nbs/09_report.ipynb #363ff880
 def pts(x) -> str:
@@ -332,6 +337,23 @@ def table1_side_by_side(run:dict) -> pd.DataFrame:
                          "paper: concat − cross": [paper(s, lambda s: f"{_paper_gap(s):+.1f} (Table 1; text: {P['low']:g}–{P['high']:g})") for s in acc.index],
                          'paired t (p)': [f"{t:.2f} ({p:.2g})" for t, p in zip(g.t, g.t_p)], 'Wilcoxon p': g.wilcoxon_p.map('{:.2g}'.format).values})
 
+# %% ../nbs/09_report.ipynb #99f2c4ca
+def control_findings(runs:dict) -> list[str]:
+    "One sentence on the token-set controls: per attention method, where it beat every pooled method (its smallest lead, with interval), and whether that is the known answer."
+    parts = [t for r in of_kind(runs, 'study') if is_control(r['config']) and (t := read_table(r, CONTROLS_CSV)) is not None and len(t)]
+    if not parts: return []
+    t = pd.concat(parts, ignore_index=True)
+    t = t[(t.noise == 0) & (t.scale == t.groupby('task').scale.transform('max'))]      # each control at its largest size
+    said = []
+    for m, g in t.groupby('method', sort=False):
+        low = g.loc[g.groupby('task').mean_diff.idxmin()].set_index('task')          # per task: the pooled method it led least
+        tasks = [k for k in TOKEN_TASKS if k in low.index]
+        each = '; '.join(f"{k} {low.mean_diff[k]:+.1f} [{low.ci_lo[k]:+.1f}, {low.ci_hi[k]:+.1f}]" for k in tasks)
+        ok = int(low.as_expected.sum())
+        said.append(f"**{m}** {'beat every pooled method on ' + ' and '.join(k for k in tasks if low.beats_all[k]) if low.beats_all.any() else 'beat the pooled methods on no control'} "
+                    f"(its smallest lead in points, 95% interval: {each}) — the known answer on {ok} of {len(tasks)}")
+    return [f"On the token-set controls (synthetic; attention must beat every pooled method on pointer and invariant and must not on pooled), " + '; '.join(said) + '.']
+
 # %% ../nbs/09_report.ipynb #0d77f3c3
 def feature_label(run:dict) -> str:
     "The features of a configuration in a few plain words: 'synthetic aligned features', 'real features (clip:ViT-B-32/openai)'."
@@ -406,7 +428,7 @@ def findings(runs:dict, verdicts:pd.DataFrame=None) -> list[str]:
     seen = next((s for r in studies if evidence(r['config']) == 'text–text' and (s := seen_flickr(r['config'].get('image_encoder'), r['config'].get('text_encoder')))), None)
     honest = (honest.rstrip('.') + (f". {seen[0].upper() + seen[1:]}" if seen else '') + '.') if honest or seen else '.'
     out.append(advice + honest)
-    return out
+    return out + control_findings(runs)
 
 # %% ../nbs/09_report.ipynb #5eb7bce5
 def _pm(m, s, scale=1.0) -> str:
@@ -506,6 +528,7 @@ def _set_runs(runs:dict):
     "(alignment rows, result rows) of every finished study or degradation configuration, joined on the noise × rotation level, one feature-set id each."
     A, R = [], []
     for r in [*of_kind(runs, 'study'), *of_kind(runs, 'degradation')]:
+        if is_control(r['config']): continue                          # a control measures token structure, not alignment
         a, res = read_table(r, ALIGNMENT_CSV), read_table(r, RESULTS)
         res = usable(res) if res is not None else None
         if a is None or res is None: continue

@@ -21,16 +21,18 @@ __all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'REPORT_TITLE', 'PAGE_TITLES', 'DROPPED_
            'quarto_notebook', 'stage_quarto', 'check_site_out', 'site_manifest', 'build_site']
 
 # %% ../nbs/11_site.ipynb #d7f59a97
-NAV_ORDER = ['report', 'study', 'alignment', 'degradation', 'analysis', 'theory']
+NAV_ORDER = ['report', 'study', 'alignment', 'controls', 'degradation', 'analysis', 'theory']
 
 def site_pages(runs_dir) -> list[dict]:
     "Every page of the site: kind (navbar group: the notebook, 'alignment' for the instrument's studies), label, name and config (its run.json configuration, else the one papermill gave its notebook), the executed notebook, its page path relative to the site root and why its configuration is not complete (None when it is)."
-    from fusion_study.report import collect_runs, is_instrument
+    from fusion_study.report import collect_runs, is_instrument, is_control
     runs_dir = Path(runs_dir)
     pages = [dict(kind='report', label='report', name=REPORT_DIR, config=None, nb=p, href=f'runs/{REPORT_DIR}/{p.stem}.html', why=None)
              for p in sorted((runs_dir/REPORT_DIR).glob('*.ipynb'))]
     for r in collect_runs(runs_dir).values():
-        kind = 'alignment' if r['notebook'] == 'study' and r['config'] and is_instrument(r['config']) else r['notebook']   # the instrument's studies: their own group
+        kind = r['notebook']
+        if kind == 'study' and r['config'] and is_instrument(r['config']): kind = 'alignment'      # the instrument's studies: their own group
+        if kind == 'study' and r['config'] and is_control(r['config']): kind = 'controls'         # so are the token-set controls
         notebooks = r['notebooks'] or [r['dir']/f"{r['notebook']}.ipynb"]          # a record whose notebook was deleted: a page that says so
         pages += [dict(kind=kind, label=r['name'] + ('' if r['complete'] and p.exists() else ' (not complete)'), name=r['name'],
                        config=r['config'] or injected_parameters(read_notebook(p) or nbformat.v4.new_notebook()).get('config'),   # a run that stopped early has no run.json
@@ -95,6 +97,7 @@ def feature_words(cfg:dict) -> str:
     "The features a configuration trains on, in a few words: 'synthetic aligned features', 'Flickr8k CLIP ViT-B-32 features'."
     c = cfg or {}
     if c.get('source', 'synthetic') == 'synthetic':
+        if c.get('token_task'): return f"the {c['token_task']} token-set control ({c.get('tokens') or 16} image tokens of width {c.get('dim', 512)})"
         a = c.get('alignment')
         words = f"synthetic features of alignment {a:g}" if a is not None else f"synthetic {c.get('backbone', 'aligned')} features"
         if c.get('tokens'): words += f", {c['tokens']} region tokens per image"
@@ -108,8 +111,10 @@ def page_title(page:dict) -> str:
     if page['kind'] == 'report': return REPORT_TITLE
     cfg = page.get('config')
     if not cfg: return f"{page['kind']} — configuration {page['name']}"
-    from fusion_study.report import is_instrument          # the knob, permuted or region-token features
-    pattern = 'Is it alignment? — {features}' if is_instrument(cfg) and cfg.get('notebook', 'study') == 'study' else PAGE_TITLES.get(cfg.get('notebook', page['kind']), '{notebook} — configuration {name}')
+    from fusion_study.report import is_instrument, is_control          # the knob, permuted or region-token features; the token-set controls
+    study = cfg.get('notebook', 'study') == 'study'
+    pattern = ('Is it alignment? — {features}' if is_instrument(cfg) and study else 'Can attention win? — {features}' if is_control(cfg) and study
+               else PAGE_TITLES.get(cfg.get('notebook', page['kind']), '{notebook} — configuration {name}'))
     return pattern.format(features=feature_words(cfg), inputs=', '.join(cfg.get('inputs') or []) or 'no inputs', notebook=page['kind'], name=page['name'])
 
 def tab_title(page:dict) -> str:
