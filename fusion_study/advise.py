@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from .core import FusionStudyError, code_version, min_scale, write_atomic, ADVICE_FILES, advice_source, check_advice_out
-from .data import Features, synthetic_features, BACKBONES
+from .data import Features, synthetic_features, BACKBONES, token_sets, item_widths
 from .features_file import read_features, file_digest
 from .alignment import measure_alignment
 from .fusion import make_model, n_params, methods_for
@@ -39,9 +39,9 @@ __all__ = ['BUDGETS', 'SMALLEST', 'MIN_SCALES', 'ALIGNED_AUC', 'UNALIGNED_AUC', 
 
 # %% ../nbs/13_advise.ipynb #421bb6b0
 BUDGETS = {
-    'fast': dict(seeds=(42, 123, 456), n_scales=5, largest=8192, n_boot=200, methods=('cosine', 'concat', 'cross', 'match_mlp', 'bilinear')),
+    'fast': dict(seeds=(42, 123, 456), n_scales=5, largest=8192, n_boot=200, methods=('cosine', 'concat', 'cross', 'match_mlp', 'bilinear'), tokens=('attend',)),
     'full': dict(seeds=(42, 123, 456, 789, 1011), n_scales=6, largest=32768, n_boot=1000,
-                 methods=('cosine', 'concat', 'cross', 'match_mlp', 'bilinear', 'concat_matched', 'gated')),
+                 methods=('cosine', 'concat', 'cross', 'match_mlp', 'bilinear', 'concat_matched', 'gated'), tokens=('attend', 'xattn')),
 }
 SMALLEST = 256                 # the smallest scale trained: below it 20% validation pairs (51) make accuracies too coarse to fit
 MIN_SCALES = 3                 # a learning curve needs three sizes at least
@@ -61,9 +61,10 @@ def _budget(budget:str) -> dict:
     return BUDGETS[budget]
 
 def advice_methods(feats:Features, budget:str='fast') -> list[str]:
-    "The methods the budget trains on `feats`: `cosine` only for equal widths, `cross_tokens` only for token-level features."
-    ms = [m for m in _budget(budget)['methods'] if m != 'cosine' or feats.dims[0] == feats.dims[1]]
-    return ms + ['cross_tokens'] * bool(feats.meta.get('tokens'))
+    "The methods the budget trains on `feats`: `cosine` only for equal widths (of a token, for token sets), the budget's attention methods only for token sets (`xattn` is 5× `attend`'s time: the full budget's)."
+    b, (w_v, w_t) = _budget(budget), item_widths(feats)
+    ms = [m for m in b['methods'] if m != 'cosine' or w_v == w_t]
+    return ms + list(b['tokens']) * (token_sets(feats)[0] is not None)
 
 # %% ../nbs/13_advise.ipynb #95067ffc
 ALIGNED_AUC, UNALIGNED_AUC = 0.9, 0.6
@@ -242,7 +243,8 @@ def paper_claim(alignment:str, n_target:int, concat_minus_cross:dict|None) -> di
 WORDS = {'concat': 'concatenation (concat)', 'cross': 'cross-attention (cross)', 'cross_tokens': 'cross-attention over tokens (cross_tokens)',
          'cosine': 'the zero-shot cosine (cosine: 2 parameters, nothing else trained)', 'match_mlp': 'the matching head (match_mlp)',
          'bilinear': 'low-rank bilinear fusion (bilinear)', 'concat_matched': "concatenation at cross-attention's size (concat_matched)",
-         'gated': 'the gated unit (gated)', 'eq3': "the paper's literal Eq. 3 (eq3)", 'cosine_proj': 'cosine after random projections (cosine_proj)'}
+         'gated': 'the gated unit (gated)', 'eq3': "the paper's literal Eq. 3 (eq3)", 'cosine_proj': 'cosine after random projections (cosine_proj)',
+         'attend': 'attend–compare–aggregate attention over tokens (attend)', 'xattn': 'a cross-attention transformer layer over tokens (xattn)'}
 
 def _pct(x): return f"{100 * x:.1f}%"
 def _pts(d): return f"{100 * d['mean']:+.1f} points [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
@@ -409,7 +411,7 @@ def advise(features, budget:str='fast', out='advice', progress:bool=True, scales
     table, draws = predict(ok, n_target, n_boot, progress=progress)
     costs = {m: inference_cost(m, feats.dims, registry) for m in methods}
     decision, _ = decide_at(ok, table, draws, costs, n_target)
-    paper = paper_claim(alignment_class(al['zero_shot_auc']) if feats.dims[0] == feats.dims[1] else 'unaligned', n_target, decision.get('concat_minus_cross'))
+    paper = paper_claim(alignment_class(al['zero_shot_auc']) if len(set(item_widths(feats))) == 1 else 'unaligned', n_target, decision.get('concat_minus_cross'))
     clock['fitting'] = time.perf_counter() - t; t = time.perf_counter()
     a = dict(features=about, budget=budget, methods=methods, scales=scales, seeds=seeds, n_boot=n_boot, n_target=n_target, alignment=al, diverged=len(results) - len(ok),
              predictions=table.to_dict('records'), costs=costs, decision=decision, paper=paper, code_version=code_version(), seconds=clock)

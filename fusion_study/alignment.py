@@ -16,7 +16,7 @@ from .data import Features, add_noise, misalign, token_sets, pool_tokens
 
 # %% auto #0
 __all__ = ['KNN_K', 'COSINE_MEASURES', 'sample_images', 'one_caption_each', 'zero_shot_auc', 'retrieval', 'linear_cka',
-           'mutual_knn', 'alignment_metrics', 'measure_alignment', 'alignment_table']
+           'mutual_knn', 'alignment_metrics', 'pooled', 'measure_alignment', 'alignment_table']
 
 # %% ../nbs/02d_alignment.ipynb #64d60fba
 def sample_images(feats:Features, n:int=1000, seed:int=0) -> tuple:
@@ -96,10 +96,15 @@ def alignment_metrics(v:torch.Tensor, t:torch.Tensor, owner:torch.Tensor, k:int=
     return dict(n_images=len(v), n_captions=len(t), zero_shot_auc=auc, **retrieval(sim, owner), **geometry,
                 modality_gap=(v.mean(0) - t.mean(0)).norm().item(), matched_cosine=matched, random_pair_cosine=other)
 
+def pooled(feats:Features, v, t) -> tuple:
+    "Rows `v`, `t` of `feats` as the pooled methods see them: themselves, or for token sets their `pool_tokens` summaries."
+    k_v, k_t = token_sets(feats)
+    return (v, t) if k_v is None else (pool_tokens(v, k_v), pool_tokens(t, k_t))
+
 def measure_alignment(feats:Features, n:int=1000, seed:int=0, k:int=KNN_K) -> dict:
-    "The measured alignment of a feature set on `n` random images and all their captions (Flickr8k's test split is 1,000 images)."
+    "The measured alignment of a feature set on `n` random images and all their captions (Flickr8k's test split is 1,000 images); token sets on their pooled summaries."
     imgs, caps, owner = sample_images(feats, n, seed)
-    return alignment_metrics(feats.image[imgs], feats.text[caps], owner, k, seed)
+    return alignment_metrics(*pooled(feats, feats.image[imgs], feats.text[caps]), owner, k, seed)
 
 # %% ../nbs/02d_alignment.ipynb #8e5db691
 def alignment_table(cfg:RunConfig, feats:Features, n:int=1000, seed:int=0) -> pd.DataFrame:
@@ -107,11 +112,10 @@ def alignment_table(cfg:RunConfig, feats:Features, n:int=1000, seed:int=0) -> pd
     imgs, caps, owner = sample_images(feats, n, seed)
     v0, t0, rows = feats.image[imgs], feats.text[caps], []
     k_v, k_t = token_sets(feats)
-    pool = (lambda x, k: x) if k_v is None else pool_tokens
     for sigma in cfg.noise:
         for theta in cfg.rotation:
             v, t = add_noise(v0, sigma, seed, k_v), add_noise(misalign(t0, theta, cfg.permute, tokens=k_t), sigma, seed + 10_000, k_t)
-            v, t = pool(v, k_v), pool(t, k_t)
+            v, t = pooled(feats, v, t)
             rows.append(dict(config=cfg.name, source=cfg.source, backbone=cfg.backbone,
                              alignment=cfg.alignment if cfg.alignment is not None else float('nan'), identity=cfg.identity(),
                              noise=sigma, rotation=theta, permute=cfg.permute, seed=seed, **alignment_metrics(v, t, owner, seed=seed)))

@@ -196,8 +196,8 @@ METHOD_CLASSES = {'concat': 'ConcatFusion', 'cross': 'CrossAttentionFusion', 'cr
                   'attend': 'AttendCompare', 'xattn': 'CrossTransformer'}          # a method's name → its class in fusion_study.fusion
 ENGINE_NAMES = ('auto', 'loop', 'batched')
 DEVICES = re.compile(r'auto|cpu|cuda(:[0-9]+)?|mps')
-ENCODER_FAMILIES = ('clip', 'torchvision', 'hf', 'st', 'tfidf-svd')
-ENCODER_FORMS = "clip:<model>/<pretrained>, torchvision:<classifier>/<weights>, hf:<model id>, st:<package or folder> or tfidf-svd:<width>"
+ENCODER_FAMILIES = ('clip', 'torchvision', 'hf', 'st', 'st-tokens', 'tfidf-svd')
+ENCODER_FORMS = "clip:<model>/<pretrained>, torchvision:<classifier>/<weights>, hf:<model id>, st:<package or folder>, st-tokens:<package or folder> (its token states) or tfidf-svd:<width>"
 PAIRS_CSV, IMAGE_NPY, TEXT_NPY = 'pairs.csv', 'image.npy', 'text.npy'   # a features folder: pairs.csv has a column text_owner, one row per text row
 FORMATS = "a .safetensors or .npz file with arrays image, text and text_owner, or a folder (or its pairs.csv) holding image.npy, text.npy and pairs.csv (column text_owner)"
 

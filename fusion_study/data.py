@@ -18,8 +18,8 @@ from .core import FusionStudyError, RunConfig, BACKBONES, TOKEN_TASKS
 __all__ = ['KNOB_R', 'KNOB_S', 'TOKEN_NOISE', 'ATTENTION_WINS', 'TOKEN_TASK_WORDS', 'CONTROL_TOKENS', 'MISALIGN_SEED', 'Captions',
            'parse_flickr8k_token', 'parse_kaggle_captions', 'load_captions', 'drop_missing_images', 'nonfinite_row',
            'Features', 'knob_weight', 'synthetic_features', 'synthetic_token_features', 'token_view', 'token_mask',
-           'pool_tokens', 'token_sets', 'token_controls', 'Pairs', 'build_pairs', 'split_pairs', 'add_noise',
-           'rotation_generator', 'rotate_features', 'permute_features', 'misalign', 'synthetic_alignment',
+           'pool_tokens', 'token_sets', 'item_widths', 'token_controls', 'Pairs', 'build_pairs', 'split_pairs',
+           'add_noise', 'rotation_generator', 'rotate_features', 'permute_features', 'misalign', 'synthetic_alignment',
            'check_synthetic', 'synthetic_for_config', 'BACKBONES']
 
 # %% ../nbs/01_data.ipynb #6f6b879d
@@ -209,7 +209,7 @@ def synthetic_token_features(n_images:int=8091, captions_per_image:int=5, dim:in
                     meta=dict(source='synthetic', alignment=alignment, knob_weight=w, tokens=tokens, seed=seed, latent_dim=latent_dim,
                               caption_noise=caption_noise, feature_noise=feature_noise, gap=gap, cone=cone))
 
-# %% ../nbs/01_data.ipynb #6886653e
+# %% ../nbs/01_data.ipynb #c71ff798
 def token_view(x:torch.Tensor, k:int) -> torch.Tensor:
     "Flat token sets (…, K·d) seen as (…, K, d)."
     return x.view(*x.shape[:-1], k, x.shape[-1] // k)
@@ -226,6 +226,11 @@ def token_sets(feats:Features) -> tuple:
     "(K_v, K_t) for token-set features, else (None, None): per-token noise and rotation, and pooling, need the counts."
     k = feats.meta.get('tokens')
     return tuple(int(x) for x in k) if isinstance(k, (list, tuple)) else (None, None)
+
+def item_widths(feats:Features) -> tuple:
+    "The widths a pooled method compares: `dims`, or for token sets the width of one token on each side."
+    k_v, k_t = token_sets(feats)
+    return feats.dims if k_v is None else (feats.dims[0] // k_v, feats.dims[1] // k_t)
 
 def _flat(x): return x.flatten(-2).float()
 

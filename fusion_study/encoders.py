@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .core import FusionStudyError, write_atomic
+from .core import FusionStudyError, write_atomic, ENCODER_FORMS
 
 # %% auto #0
 __all__ = ['CLIP_DEFAULT', 'RESNET18', 'MINILM', 'TEXT_EXTRA', 'FITTED_FAMILIES', 'HF_MAX_LENGTH', 'FLICKR_SEEN', 'ST_TYPES',
-           'POOLING_MODES', 'TFIDF', 'EncoderSpec', 'parse_encoder', 'seen_flickr', 'error_line', 'Encoder',
-           'load_encoder', 'st_folder', 'tiny_clip_config']
+           'POOLING_MODES', 'TFIDF', 'ST_TOKENS', 'EncoderSpec', 'parse_encoder', 'seen_flickr', 'error_line',
+           'Encoder', 'load_encoder', 'st_folder', 'token_states', 'tiny_clip_config']
 
 # %% ../nbs/02b_encoders.ipynb #1c90f0f2
 CLIP_DEFAULT = 'clip:ViT-B-32/openai'
@@ -31,13 +31,15 @@ _OPENAI_PP = dict(mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.2
 class EncoderSpec:
     "A parsed, checked encoder name; nothing loaded."
     name: str
-    family: str                 # 'clip', 'torchvision', 'hf', 'st', 'tfidf-svd'
+    family: str                 # 'clip', 'torchvision', 'hf', 'st', 'st-tokens', 'tfidf-svd'
     model: str
     weights: str | None         # None = random weights
     modality: str               # 'image' or 'text'
     preprocessing: str          # JSON description of transforms / tokenizer / pooling
     @property
     def fitted(self) -> bool: return self.family in FITTED_FAMILIES     # fitted on training texts when loaded (`load_encoder(fit_texts=)`)
+    @property
+    def tokens(self) -> int|None: return json.loads(self.preprocessing).get('tokens')   # K: its rows are token sets of K tokens (`st-tokens`), else None
     def key(self) -> dict: return dict(encoder=self.name, family=self.family, model=self.model, weights=self.weights,
                                        modality=self.modality, preprocessing=json.loads(self.preprocessing))
 
@@ -93,11 +95,12 @@ def parse_encoder(name:str, modality:str) -> EncoderSpec:
         model, _, tag = rest.partition('@')
         weights = None if tag and _none(tag) else (tag or 'pretrained')
         pp = dict(tokenizer=model, max_length=HF_MAX_LENGTH, pool='mean of last_hidden_state over attention_mask')
-    elif family in ('st', 'tfidf-svd') and sep and rest:
+    elif family in ('st', 'st-tokens', 'tfidf-svd') and sep and rest:
         if modality != 'text': raise FusionStudyError(f"Encoder {name!r} is a text encoder; use clip: or torchvision: for images (or source: captions, whose two sides are both text).")
-        model, weights, pp = (_st_spec if family == 'st' else _tfidf_spec)(name, rest)
+        model, weights, pp = (_tfidf_spec if family == 'tfidf-svd' else _st_spec)(name, rest)
+        if family == 'st-tokens': pp = {**pp, 'pooling': 'none: the token states', 'normalize': 'each token', 'tokens': ST_TOKENS}
     else:
-        raise FusionStudyError(f"Unknown encoder name {name!r}; use clip:<model>/<pretrained>, torchvision:<classifier>/<weights>, hf:<model id>, st:<package or folder> or tfidf-svd:<width>, e.g. {CLIP_DEFAULT}, {RESNET18} or {MINILM}.")
+        raise FusionStudyError(f"Unknown encoder name {name!r}; use {ENCODER_FORMS}, e.g. {CLIP_DEFAULT}, {RESNET18} or {MINILM}.")
     return EncoderSpec(name, family, model, weights, modality, json.dumps(pp, sort_keys=True))
 
 # %% ../nbs/02b_encoders.ipynb #aad8af9e
@@ -215,7 +218,7 @@ def load_encoder(spec, device='cpu', fit_texts=None) -> Encoder:
     "Load the encoder `spec` (an `EncoderSpec`) on `device` (a fitted one, `spec.fitted`, is fitted on `fit_texts`); its output width is probed once."
     device = torch.device(device) if not isinstance(device, torch.device) else device
     if spec.fitted: enc = _load_tfidf(spec, device, fit_texts)
-    else: enc = dict(clip=_load_clip, torchvision=_load_torchvision, hf=_load_hf, st=_load_st)[spec.family](spec, device)
+    else: enc = dict(clip=_load_clip, torchvision=_load_torchvision, hf=_load_hf, st=_load_st, **{'st-tokens': _load_st})[spec.family](spec, device)
     probe = enc.prepare(['a photo .']) if spec.modality == 'text' else enc.prepare(Image.new('RGB', (64, 64))).unsqueeze(0)
     return dataclasses.replace(enc, dim=int(enc(probe).shape[-1]))
 
@@ -273,6 +276,13 @@ def _tfidf_spec(name, rest):
     if width < 1: raise FusionStudyError(f"Encoder {name!r} needs a positive width, e.g. tfidf-svd:384.")
     return 'tfidf-svd', 'fitted on the training texts', dict(tfidf=TFIDF, svd=dict(n_components=width, algorithm='randomized', n_iter=7, random_state=0))
 
+ST_TOKENS = 32          # `st-tokens`: the first 32 word pieces of each text (with [CLS] and [SEP]); Flickr8k's captions are rarely longer
+
+def token_states(h, mask, k:int) -> torch.Tensor:
+    "Flat token sets (B, k·d) of hidden states `h` (B, L ≤ k, d): each real token L2-normalised, padding (mask 0, and past L) the zero vector (`data.token_mask`)."
+    x = torch.nn.functional.normalize(h.float(), dim=-1) * mask[..., None].to(torch.float32)
+    return torch.nn.functional.pad(x, (0, 0, 0, k - x.shape[1])).flatten(1)
+
 def _pool(h, mask, mode):
     m = mask.unsqueeze(-1).to(h.dtype)
     if mode == 'cls_token': return h[:, 0]
@@ -293,10 +303,13 @@ def _load_st(spec, device):
     try: tok, model = AutoTokenizer.from_pretrained(folder, local_files_only=True), AutoModel.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as e: raise FusionStudyError(f"Sentence encoder {spec.name} could not be loaded from {folder} ({error_line(e)}); reinstall it with: {TEXT_EXTRA}") from None
     model = model.eval().to(device)
+    K = pp.get('tokens')
     def embed(batch):
-        x = _pool(model(**batch).last_hidden_state, batch['attention_mask'], pp['pooling'])
+        h = model(**batch).last_hidden_state
+        if K: return token_states(h, batch['attention_mask'], K)
+        x = _pool(h, batch['attention_mask'], pp['pooling'])
         return torch.nn.functional.normalize(x, dim=-1) if pp['normalize'] else x
-    return Encoder(spec, model, _STTokenize(tok, pp['max_seq_length'], pp['do_lower_case']), embed, device)
+    return Encoder(spec, model, _STTokenize(tok, K or pp['max_seq_length'], pp['do_lower_case']), embed, device)
 
 class _TfidfSvd:
     "Texts → TF-IDF → truncated SVD, as a float32 tensor (picklable, for DataLoader workers)."

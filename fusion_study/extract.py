@@ -96,7 +96,8 @@ def extract_items(enc:Encoder, items:list, ids:list, fields:dict, batch_size:int
             for (c, idx, last), (x, ok, bad) in zip(batches, loader):
                 if ok:
                     raw = enc(x)
-                    acc['raw'].append(raw.cpu()); acc['features'].append(F.normalize(raw, dim=-1).cpu()); acc['index'].append(torch.tensor(ok))
+                    unit = raw if enc.spec.tokens else F.normalize(raw, dim=-1)      # token sets come with each token unit (`encoders.token_states`)
+                    acc['raw'].append(raw.cpu()); acc['features'].append(unit.cpu()); acc['index'].append(torch.tensor(ok))
                 acc['bad'] += [(i, ids[i], err) for i, err in bad]
                 bar.update(len(idx))
                 if last:                                                     # the chunk is complete: write it
@@ -299,6 +300,11 @@ class CaptionPlan:
         if spec.fitted: f['fit'] = dict(rule=FIT_RULE, split=self.split, n_texts=len(self.fit_rows),
                                         sha256=hashlib.sha256('\n'.join(self.fit_texts()).encode()).hexdigest())
         return json.loads(json.dumps(f))
+    @property
+    def tokens(self):
+        "(K, K) token counts of the two sides when either encoder gives token states (`st-tokens`; a pooled side is one token), else None."
+        k = (self.image.tokens, self.text.tokens)
+        return None if k == (None, None) else tuple(x or 1 for x in k)
     def missing(self, side) -> FusionStudyError:
         return FusionStudyError(f"No cached features of {getattr(self, side).name} for the captions in {self.data.root}; encode them with: {captions_command(self.data.root, self.image.name, self.text.name)}")
 
@@ -330,7 +336,7 @@ def assemble_captions(plan:CaptionPlan) -> Features:
     caption_image = torch.tensor([pos[m] for m in table.image.iloc[other]], dtype=torch.long)
     val = torch.tensor(sorted(pos[m] for m in plan.val_images if m in pos), dtype=torch.long)
     fit = {s: plan.fields(s)['fit'] for s in ('image', 'text') if getattr(plan, s).fitted}
-    meta = dict(source='captions', data_dir=str(plan.data.root), captions_file=str(plan.data.file), layout=plan.data.report['format'],
+    meta = dict(source='captions', data_dir=str(plan.data.root), captions_file=str(plan.data.file), layout=plan.data.report['format'], tokens=plan.tokens,
                 image_encoder=plan.image.name, text_encoder=plan.text.name, image_side='caption #0 of each image', text_side='its other captions',
                 task='caption-caption matching (text-text, not image-text)', split=plan.split, images=len(images), captions=len(other),
                 train_images=len(images) - len(val), val_images=len(val), fitted=fit,
@@ -380,4 +386,4 @@ def check_captions(cfg:RunConfig):
     owners = plan.data.captions.table.image.iloc[other]
     n_val = int(owners.isin(set(plan.val_images)).sum())
     _check_caption_scales(cfg, len(other) - n_val, n_val)
-    return meta['image']['dim'], meta['text']['dim'], None
+    return meta['image']['dim'], meta['text']['dim'], plan.tokens

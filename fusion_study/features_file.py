@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .core import FusionStudyError, RunConfig, FORMATS, PAIRS_CSV, IMAGE_NPY, TEXT_NPY, features_path
-from .data import Features
+from .data import Features, token_view, token_mask
 
 # %% auto #0
 __all__ = ['FILE_KEYS', 'read_arrays', 'features_from_arrays', 'file_digest', 'read_features', 'save_features', 'file_for_config',
@@ -21,8 +21,8 @@ __all__ = ['FILE_KEYS', 'read_arrays', 'features_from_arrays', 'file_digest', 'r
 
 # %% ../nbs/02e_features_file.ipynb #47f915ca
 FILE_KEYS = {
-    'image': "(N_a, d_a) features of the items you pair with text (images, audio, table rows), one row per item; (N_a, K, d) for K region tokens",
-    'text': "(N_b, d_b) text features, one row per text; (N_b, K, d) with token-level images",
+    'image': "(N_a, d_a) features of the items you pair with text (images, audio, table rows), one row per item; or (N_a, K_a, d_a) token sets, padded with all-zero tokens",
+    'text': "(N_b, d_b) text features, one row per text; or (N_b, K_b, d_b) token sets, padded with all-zero tokens",
     'text_owner': "(N_b,) integers: for text row j, the row of `image` it describes",
     'image_ids': "optional (N_a,) names of the image rows (.npz only: strings)",
 }
@@ -86,15 +86,8 @@ def features_from_arrays(arrays:dict, path='(arrays)') -> Features:
         raise _bad(path, f"text_owner[{j}] = {owner[j]} is not a row of image (0–{len(image) - 1}); fix the pairing.")
     _check_finite(path, 'image', image); _check_finite(path, 'text', text)
     if len(np.unique(owner)) < 2: raise _bad(path, f"its texts describe {len(np.unique(owner))} image(s); matching needs texts of at least 2 different images.")
-    tokens = image.shape[1] if image.ndim == 3 else None
-    v, t = _rows(image), _rows(text)
-    if tokens:
-        d = image.shape[2]
-        if text.ndim == 2 and text.shape[1] != d: raise _bad(path, f"image has {tokens} tokens of width {d} but text rows have width {text.shape[1]}; token-level text must have the tokens' width {d}.")
-        if text.ndim == 3 and text.shape[1:] != image.shape[1:]: raise _bad(path, f"image tokens are {image.shape[1:]} but text tokens {text.shape[1:]}; give text as (N_b, {d}) or (N_b, {tokens}, {d}).")
-        v = v.flatten(1) / tokens**0.5
-        t = (t.repeat(1, tokens) if text.ndim == 2 else t.flatten(1)) / tokens**0.5
-    elif text.ndim == 3: raise _bad(path, f"text has tokens {text.shape[1:]} but image has none; give image as (N_a, K, d) too, or text as (N_b, d_b).")
+    v, t = _rows(image).flatten(1), _rows(text).flatten(1)            # token sets flat (01_data): unit tokens, zero padding stays zero
+    tokens = (image.shape[1] if image.ndim == 3 else 1, text.shape[1] if text.ndim == 3 else 1) if 3 in (image.ndim, text.ndim) else None
     ids = [str(i) for i in np.asarray(arrays['image_ids'])] if 'image_ids' in arrays else [f"row_{i}" for i in range(len(image))]
     if len(ids) != len(image): raise _bad(path, f"image_ids has {len(ids)} names for {len(image)} image rows; give one per row or leave it out.")
     return Features(ids, v, t, torch.as_tensor(owner), meta=dict(source='file', path=str(path), tokens=tokens, n_images=len(image), n_texts=len(text),

@@ -205,7 +205,7 @@ class GatedFusion(nn.Module):
         z = torch.sigmoid(self.gate(torch.cat([v, t], -1)))
         return self.head(z * torch.tanh(self.proj_v(v)) + (1 - z) * torch.tanh(self.proj_t(t)), drop)
 
-# %% ../nbs/03_fusion.ipynb #6b103cd0
+# %% ../nbs/03_fusion.ipynb #1c1ea3c0
 def _tokens(x, k:int): return token_view(x, k) if x.dim() == 2 else x        # (B, K, d); a pooled vector is K = 1
 
 def _mean_max(c, m):
@@ -236,7 +236,7 @@ class AttendCompare(nn.Module):
         c = F.relu(self.compare(torch.cat([a, a_, a - a_, a * a_], -1)))
         return self.head(self.fuse(_mean_max(c, token_mask(t, self.k_t))), drop)
 
-# %% ../nbs/03_fusion.ipynb #d52eec12
+# %% ../nbs/03_fusion.ipynb #bc3a08f5
 class CrossLayer(nn.Module):
     "One pre-LN layer of ALBEF's multimodal encoder: self-attention over the text, cross-attention to the image tokens, a feed-forward network; each residual."
     def __init__(self, d:int=HIDDEN, heads:int=HEADS):

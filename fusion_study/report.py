@@ -337,7 +337,7 @@ def table1_side_by_side(run:dict) -> pd.DataFrame:
                          "paper: concat − cross": [paper(s, lambda s: f"{_paper_gap(s):+.1f} (Table 1; text: {P['low']:g}–{P['high']:g})") for s in acc.index],
                          'paired t (p)': [f"{t:.2f} ({p:.2g})" for t, p in zip(g.t, g.t_p)], 'Wilcoxon p': g.wilcoxon_p.map('{:.2g}'.format).values})
 
-# %% ../nbs/09_report.ipynb #99f2c4ca
+# %% ../nbs/09_report.ipynb #dc8a4fc7
 def control_findings(runs:dict) -> list[str]:
     "One sentence on the token-set controls: per attention method, where it beat every pooled method (its smallest lead, with interval), and whether that is the known answer."
     parts = [t for r in of_kind(runs, 'study') if is_control(r['config']) and (t := read_table(r, CONTROLS_CSV)) is not None and len(t)]

@@ -271,7 +271,7 @@ def paired_tests(df:pd.DataFrame, metric:str='accuracy', a:str='concat', b:str='
     if len(out): out['t_p_holm'] = holm(out.t_p)                # one family: every comparison of the configuration
     return out
 
-# %% ../nbs/05_study.ipynb #a45de175
+# %% ../nbs/05_study.ipynb #f18cda90
 CONTROL_BASELINES = ('concat', 'match_mlp', 'bilinear')     # the pooled methods attention must beat on a token-set control
 
 def control_tests(df:pd.DataFrame, task:str) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import torch
 
 from conftest import cli, digest
 from fusion_study.advise import advise, decide, draws_diff, advice_paragraph, paper_claim, inference_cost, ADVICE_JSON, ADVICE_HTML, ADVICE_RESULTS, FAILED
-from fusion_study.data import synthetic_features, synthetic_token_features, rotate_features
+from fusion_study.data import synthetic_features, synthetic_token_features, rotate_features, token_controls, token_view
 from fusion_study.features_file import save_features
 
 SMALL = dict(scales=[256, 512, 1024, 2048], seeds=[42, 123, 456], n_boot=100, progress=False)
@@ -60,16 +60,26 @@ def test_the_decision_names_cross_tokens_when_attention_wins():
     assert (d['recommended'], d['clear'], d['runner_up']) == ('cross_tokens', True, 'match_mlp')
     assert paper_claim('unaligned', 10_000, d['concat_minus_cross'])['agrees'] is None
 
-def test_token_level_files_train_cross_tokens_over_their_own_tokens(tmp_path):
-    f = synthetic_token_features(n_images=600, captions_per_image=1, dim=64, tokens=4)
-    image = f.image.view(600, 4, 16) * 2                                # the file's K = 4 tokens of width 16
-    text = f.text[:, :16] * 2                                           # one vector per text, tiled by the reader
-    a = advise(save_features(tmp_path/'tokens.safetensors', image, text, f.caption_image), out=tmp_path/'advice',
-               scales=[256, 512, 1024], seeds=[42], n_boot=20, progress=False)
-    assert 'cross_tokens' in a['methods'] and a['features']['tokens'] == 4
-    rows = pd.read_csv(tmp_path/'advice'/ADVICE_RESULTS)
-    assert (rows.method == 'cross_tokens').sum() == 3
-    assert a['costs']['cross_tokens']['params'] != inference_cost('cross_tokens', (64, 64))['params']   # 4 token projections, not 8
+@pytest.fixture(scope='module')
+def control_advice(tmp_path_factory):
+    "advise end to end on token-level files of the positive (invariant) and the negative (pooled) control: sets of 4–8 image tokens, 1–3 text tokens."
+    out = {}
+    for task in ('invariant', 'pooled'):
+        f = token_controls(task, 700, captions_per_image=2, dim=32, k_v=8, seed=1)
+        d = tmp_path_factory.mktemp(task)
+        path = save_features(d/'tokens.safetensors', token_view(f.image, 8), token_view(f.text, 3), f.caption_image)
+        out[task] = advise(path, out=d/'advice', scales=[512, 1024, 2048], seeds=[42, 123], n_boot=50, progress=False)
+    return out
+
+def test_advise_recommends_attention_on_the_positive_control(control_advice):
+    a = control_advice['invariant']
+    assert tuple(a['features']['tokens']) == (8, 3) and 'attend' in a['methods'] and 'cross_tokens' not in a['methods']
+    assert a['decision']['recommended'] == 'attend' and a['decision']['clear'], a['paragraph']
+    assert 'attend–compare–aggregate' in a['paragraph']
+
+def test_advise_does_not_recommend_attention_on_the_negative_control(control_advice):
+    a = control_advice['pooled']
+    assert 'attend' in a['methods'] and a['decision']['recommended'] != 'attend', a['paragraph']
 
 BAD = {
     'lengths.npz': (dict(text_owner=np.arange(599) % 300), 'text has 600 rows but text_owner 599 entries'),

