@@ -20,13 +20,13 @@ from .encoders import seen_flickr
 
 # %% auto #0
 __all__ = ['PAPER', 'PAPER_REF', 'paper_table', 'READS', 'EVIDENCE', 'VERDICT_COLOURS', 'collect_runs', 'read_table',
-           'backbone_kind', 'is_real', 'evidence', 'is_clip', 'source_label', 'short_label', 'of_kind', 'is_instrument',
-           'is_control', 'paper_studies', 'pts', 'untestable', 'direction', 'table1_claims', 'table2_claims',
-           'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'page_link', 'configurations',
-           'table1_side_by_side', 'control_findings', 'feature_label', 'findings', 'table1_cells', 'table2_cells',
-           'table4_wording', 'disagreements', 'gap_chart', 'set_label', 'feature_sets', 'method_gaps', 'who_wins',
-           'who_wins_table', 'complete_sets', 'baselines_sentence', 'follows_alignment', 'alignment_sentence',
-           'alignment_chart', 'VERDICTS']
+           'backbone_kind', 'is_real', 'evidence', 'token_level', 'is_clip', 'source_label', 'short_label', 'of_kind',
+           'is_instrument', 'is_control', 'paper_studies', 'pts', 'untestable', 'direction', 'table1_claims',
+           'table2_claims', 'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'page_link',
+           'configurations', 'table1_side_by_side', 'control_findings', 'feature_label', 'findings', 'table1_cells',
+           'table2_cells', 'table4_wording', 'disagreements', 'gap_chart', 'set_label', 'feature_sets', 'method_gaps',
+           'who_wins', 'who_wins_table', 'complete_sets', 'baselines_sentence', 'follows_alignment',
+           'alignment_sentence', 'alignment_chart', 'VERDICTS']
 
 # %% ../nbs/09_report.ipynb #eec8fae4
 PAPER, PAPER_REF = CLAIMS, REF                 # the claims the report judges and the reference, from fusion_study.paper
@@ -78,6 +78,10 @@ def evidence(cfg:dict) -> str:
     "What a configuration's features can show: 'image–text' (real extracted features), 'text–text' (real captions on both sides, `source: captions`), 'your features' (a features file, `source: file`) or 'synthetic'."
     s = cfg.get('source', 'synthetic')
     return 'synthetic' if s == 'synthetic' else 'text–text' if s == 'captions' else 'your features' if s == 'file' else 'image–text'
+def token_level(cfg:dict) -> bool:
+    "Real features given as token sets: an encoder of either side gives its token states (`st-tokens:`)."
+    return is_real(cfg) and any(str(cfg.get(k) or '').startswith('st-tokens:') for k in ('image_encoder', 'text_encoder'))
+
 def is_clip(cfg:dict) -> bool:
     "Real features whose image and text both come from one CLIP model (the paper's aligned setting)."
     enc = [str(cfg.get(k) or '') for k in ('image_encoder', 'text_encoder')]
@@ -90,7 +94,7 @@ def source_label(info:dict) -> str:
     if not is_real(c):
         return f"synthetic default ({c['backbone']}, alignment {f.get('alignment', c.get('alignment'))}, {c['n_images']} scenes, data seed {c['data_seed']})"
     if evidence(c) == 'your features': return f"your features ({Path(c.get('features_file') or '').name}, labelled {c['backbone']})"
-    if evidence(c) == 'text–text': return f"real Flickr8k captions, text–text ({c['backbone']}: caption #0 by {c.get('image_encoder')}, the others by {c.get('text_encoder')})"
+    if evidence(c) == 'text–text': return f"real Flickr8k captions, text–text{', token-level' if token_level(c) else ''} ({c['backbone']}: caption #0 by {c.get('image_encoder')}, the others by {c.get('text_encoder')})"
     return f"real Flickr8k features ({c['backbone']}: image {c.get('image_encoder')}, text {c.get('text_encoder')})"
 
 def short_label(info:dict) -> str:
@@ -508,7 +512,7 @@ def _angle(theta:float) -> str:
 
 def set_label(cfg:dict, noise:float=0.0, rotation:float=0.0) -> str:
     "A feature set in a few words: 'knob a = 0.5', 'aligned backbone, θ = π/4', 'aligned backbone, σ = 0.2'."
-    enc = [str(cfg.get(k) or '').removeprefix('st:') for k in ('image_encoder', 'text_encoder')]
+    enc = [str(cfg.get(k) or '').removeprefix('st:').replace('st-tokens:', 'tokens of ') for k in ('image_encoder', 'text_encoder')]
     if evidence(cfg) == 'text–text': base = f"captions, {enc[0]} both sides" if enc[0] == enc[1] else f"captions, {enc[0]} ↔ {enc[1]}"
     elif is_real(cfg): base = feature_label(dict(config=cfg)).replace(' features', '')
     elif cfg.get('tokens') is not None: base = f"{cfg['tokens']} region tokens"
@@ -521,7 +525,7 @@ def _family(cfg:dict, noise:float, rotation:float) -> str:
     if rotation: return 'rotated'
     if noise: return 'noise (Eq. 4)'
     if cfg.get('tokens') is not None: return 'region tokens'
-    if is_real(cfg): return evidence(cfg) if evidence(cfg) == 'your features' else f"real {evidence(cfg)}"
+    if is_real(cfg): return evidence(cfg) if evidence(cfg) == 'your features' else f"real {'token-level ' if token_level(cfg) else ''}{evidence(cfg)}"
     return 'knob' if cfg.get('alignment') is not None else 'backbone'
 
 def _set_runs(runs:dict):
