@@ -26,4 +26,4 @@ PY
 start=$(date +%s)
 timeout 60 fusion-study run /tmp/token_controls_cuda.yaml --runs-dir $OUT/runs_tokens 2>&1 | tee $OUT/gpu_token_controls.log
 echo "token-set controls on cuda: $(( $(date +%s) - start )) s (the CPU figure is in the README)"
-python3 -c "import pandas as pd, glob; print(pd.concat(pd.read_csv(f) for f in glob.glob('$OUT/runs_tokens/*/control_tests.csv'))[['task', 'method', 'baseline', 'mean_diff', 'ci_lo', 'ci_hi', 'as_expected']].to_string())"
+python3 -c "import pandas as pd, glob; print(pd.concat(pd.read_csv(f) for f in glob.glob('$OUT/runs_tokens/*/attention_tests.csv'))[['task', 'method', 'baseline', 'mean_diff', 'ci_lo', 'ci_hi', 'as_expected']].to_string())"

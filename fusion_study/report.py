@@ -11,7 +11,7 @@ import pandas as pd
 
 from .core import REPORT_DIR, TOKEN_TASKS
 from .paper import CLAIMS, CLAIM_NEEDS, REF, TABLE1, TABLE2 as PAPER_TABLE2, TABLE2_ADVANTAGE, TABLE2_SCALE, TABLE4, STATED, claims_table, table1_gaps, self_checks
-from .results import (RESULTS, RUN_INFO, ALIGNMENT_CSV, TABLE1_CSV, PAIRED_TESTS_CSV, TABLE2_CSV, COST_CSV, CROSSOVER_CSV, CLAIMS_CSV, CONTROLS_CSV, METRICS,
+from .results import (RESULTS, RUN_INFO, ALIGNMENT_CSV, TABLE1_CSV, PAIRED_TESTS_CSV, TABLE2_CSV, COST_CSV, CROSSOVER_CSV, CLAIMS_CSV, ATTENTION_CSV, METRICS,
                                   schema, paired_differences, usable, read_table as read_file)
 from .stats import VERDICTS, t_interval, paired_interval, judge, combine, inconclusive, verdict_kind, summary_interval, CHANCE_MARGIN
 from .study import incomplete_reason
@@ -344,7 +344,7 @@ def table1_side_by_side(run:dict) -> pd.DataFrame:
 # %% ../nbs/09_report.ipynb #dc8a4fc7
 def control_findings(runs:dict) -> list[str]:
     "One sentence on the token-set controls: per attention method, where it beat every pooled method (its smallest lead, with interval), and whether that is the known answer."
-    parts = [t for r in of_kind(runs, 'study') if is_control(r['config']) and (t := read_table(r, CONTROLS_CSV)) is not None and len(t)]
+    parts = [t for r in of_kind(runs, 'study') if is_control(r['config']) and (t := read_table(r, ATTENTION_CSV)) is not None and len(t)]
     if not parts: return []
     t = pd.concat(parts, ignore_index=True)
     t = t[(t.noise == 0) & (t.scale == t.groupby('task').scale.transform('max'))]      # each control at its largest size

@@ -15,7 +15,7 @@ from .core import FusionStudyError, RunConfig, code_version, write_atomic
 
 # %% auto #0
 __all__ = ['METRICS', 'RUN_KEY', 'INT_COLUMNS', 'RESULT_COLUMNS', 'RESULTS', 'RUN_INFO', 'COMPLETE', 'ROWS', 'TABLE1_CSV',
-           'PAIRED_TESTS_CSV', 'TABLE2_CSV', 'TSNE_CSV', 'ALIGNMENT_CSV', 'COST_CSV', 'CONTROLS_CSV', 'FITS_CSV',
+           'PAIRED_TESTS_CSV', 'TABLE2_CSV', 'TSNE_CSV', 'ALIGNMENT_CSV', 'COST_CSV', 'ATTENTION_CSV', 'FITS_CSV',
            'CROSSOVER_CSV', 'POINTS_CSV', 'COMPLEXITY_CSV', 'CLAIMS_CSV', 'SCHEMA', 'WRITES', 'OTHER_FILES',
            'ResultFile', 'schema', 'describe', 'write_table', 'read_table', 'write_record', 'read_record', 'record_run',
            'read_results', 'row_path', 'keep_row', 'stored_rows', 'is_diverged', 'usable', 'paired_differences']
@@ -91,7 +91,7 @@ class ResultFile:
 RESULTS, RUN_INFO, COMPLETE, ROWS = 'results.csv', 'run.json', 'complete.json', 'rows'
 TABLE1_CSV, PAIRED_TESTS_CSV, TABLE2_CSV = 'table1.csv', 'paired_tests.csv', 'table2.csv'
 TSNE_CSV, ALIGNMENT_CSV, COST_CSV = 'tsne.csv', 'alignment.csv', 'table3_cost.csv'
-CONTROLS_CSV = 'control_tests.csv'
+ATTENTION_CSV = 'attention_tests.csv'
 FITS_CSV, CROSSOVER_CSV, POINTS_CSV, COMPLEXITY_CSV, CLAIMS_CSV = 'theory_fits.csv', 'theory_crossover.csv', 'theory_points.csv', 'theory_complexity.csv', 'theory_claims.csv'
 
 _PROV = {'config': 'configuration(s) whose runs it summarises', 'code_version': 'code version(s) of those runs'}
@@ -119,12 +119,12 @@ _FILES = [
         'mean_diff': 'mean difference over seeds (points)', 'std_diff': 'sample std of the difference (points)', 'ci_lo': 'lower end of its 95% interval (points): over seeds, never narrower than the validation sampling error (stats.paired_interval)', 'ci_hi': 'upper end (points)', 'sampling_sd': "one seed's sampling error of the difference from its validation pairs (points, McNemar's; empty where unknown)", 'ci_floored': 'whether the interval was widened to the validation sampling error (the seeds agreed more closely than their pairs can tell)', 'effect_dz': 'effect size d_z = mean / sd of the differences', 't': 'paired t statistic', 't_p': 'paired t-test p', 't_p_holm': "paired t-test p, Holm-adjusted over every comparison of the configuration (stats.holm)",
         'wilcoxon_w': 'Wilcoxon signed-rank statistic', 'wilcoxon_p': 'Wilcoxon p', 'wilcoxon_min_p': 'smallest p the Wilcoxon test can give with n_seeds',
         'seeds': 'the paired seeds', **_PROV}, optional=('rotation', 'sampling_sd', 'ci_floored')),
-    ResultFile(CONTROLS_CSV, ('study',), 'a token-set control: each attention method against each pooled baseline, paired by seed, and whether it won as the task says it must', {
-        'task': 'the control (data.TOKEN_TASKS)', 'noise': 'noise σ', 'scale': 'pairs per run', 'method': 'the attention method (fusion.TOKEN_METHODS)', 'baseline': 'the pooled method it is compared with',
+    ResultFile(ATTENTION_CSV, ('study',), 'a study with an attention method (fusion.TOKEN_METHODS): each against each pooled baseline, paired by seed; on a token-set control, whether it won as the task says it must', {
+        'task': 'the control (data.TOKEN_TASKS); empty on other features', 'noise': 'noise σ', 'scale': 'pairs per run', 'method': 'the attention method (fusion.TOKEN_METHODS)', 'baseline': 'the pooled method it is compared with',
         'n_seeds': 'paired seeds', 'method_mean': 'its accuracy, mean over seeds (%)', 'baseline_mean': "the baseline's accuracy, mean over seeds (%)",
         'mean_diff': 'method − baseline accuracy, mean over seeds (points)', 'ci_lo': 'lower end of its 95% interval (points): over seeds and validation pairs (stats.paired_interval)', 'ci_hi': 'upper end (points)',
-        'beats': 'ci_lo > 0: the method beats the baseline', 'beats_all': 'it beats every baseline run beside it', 'should_win': 'whether attention must win on this task (data.ATTENTION_WINS)',
-        'as_expected': 'beats_all == should_win', **_PROV}),
+        'beats': 'ci_lo > 0: the method beats the baseline', 'beats_all': 'it beats every baseline run beside it', 'should_win': 'whether attention must win on this task (data.ATTENTION_WINS); empty off the controls',
+        'as_expected': 'beats_all == should_win; empty off the controls', **_PROV}, optional=('task', 'should_win', 'as_expected')),
     ResultFile(TABLE2_CSV, ('degradation',), 'Table 2: accuracy per noise σ of both methods, the advantage and the chance tests', {
         'noise': 'noise σ', 'scale': 'pairs per run', 'n_seeds': 'seeds',
         'concat_mean': 'concat accuracy, mean over seeds (%)', 'concat_std': 'concat accuracy, sample std (%)',

@@ -18,7 +18,7 @@ from .fusion import METHODS, TOKEN_METHODS
 from .data import ATTENTION_WINS, TOKEN_TASK_WORDS
 from .stats import t_interval, paired_interval, holm
 from .alignment import alignment_table
-from .results import (paired_differences, usable, is_diverged, INT_COLUMNS, RUN_KEY, ALIGNMENT_CSV, METRICS, RESULT_COLUMNS, RESULTS, RUN_INFO, COMPLETE, ROWS, TABLE1_CSV, PAIRED_TESTS_CSV, CONTROLS_CSV,
+from .results import (paired_differences, usable, is_diverged, INT_COLUMNS, RUN_KEY, ALIGNMENT_CSV, METRICS, RESULT_COLUMNS, RESULTS, RUN_INFO, COMPLETE, ROWS, TABLE1_CSV, PAIRED_TESTS_CSV, ATTENTION_CSV,
                                   record_run, read_results, keep_row, stored_rows, read_record, write_record, read_table, write_table)
 from .train import config_specs, train_runs, ENGINES
 
@@ -26,7 +26,7 @@ from .train import config_specs, train_runs, ENGINES
 __all__ = ['RECIPE_COLUMNS', 'CONTROL_BASELINES', 'STUDY_TABLES', 'check_methods', 'preflight', 'vega_bundle',
            'inline_chart_html', 'use_inline_charts', 'run_keys', 'results_problems', 'valid_rows', 'previous_results',
            'file_digest', 'mark_complete', 'incomplete_reason', 'is_complete', 'run_config', 'summarise', 'table1',
-           'paired_tests', 'control_tests', 'fig1', 'fig2', 'study_tables', 'run_study', 'RESULTS', 'RUN_INFO',
+           'paired_tests', 'attention_tests', 'fig1', 'fig2', 'study_tables', 'run_study', 'RESULTS', 'RUN_INFO',
            'COMPLETE', 'ROWS']
 
 # %% ../nbs/05_study.ipynb #f226577d
@@ -274,18 +274,19 @@ def paired_tests(df:pd.DataFrame, metric:str='accuracy', a:str='concat', b:str='
 # %% ../nbs/05_study.ipynb #f18cda90
 CONTROL_BASELINES = ('concat', 'match_mlp', 'bilinear')     # the pooled methods attention must beat on a token-set control
 
-def control_tests(df:pd.DataFrame, task:str) -> pd.DataFrame:
-    "Each attention method against each pooled baseline of a `task` control, per noise × scale: the paired difference, its interval, `beats`, `beats_all` and `as_expected`."
+def attention_tests(df:pd.DataFrame, task:str|None=None) -> pd.DataFrame:
+    "Each attention method against each pooled baseline per noise × scale — on a `task` control `CONTROL_BASELINES`, elsewhere every other method run — : the paired difference, its interval, `beats`, `beats_all`, and on a control `should_win` and `as_expected`."
     ran = set(df.method)
-    parts = [paired_tests(df, 'accuracy', a, b).assign(method=a, baseline=b) for a in TOKEN_METHODS for b in CONTROL_BASELINES if {a, b} <= ran]
+    pooled = CONTROL_BASELINES if task else [m for m in df.method.unique() if m not in TOKEN_METHODS]
+    parts = [paired_tests(df, 'accuracy', a, b).assign(method=a, baseline=b) for a in TOKEN_METHODS for b in pooled if {a, b} <= ran]
     parts = [p for p in parts if len(p)]
     if not parts: return pd.DataFrame()
     out = pd.concat(parts, ignore_index=True)
     acc = df.groupby(['noise', 'scale', 'method']).accuracy.mean() * 100
     out = out.assign(task=task, method_mean=[acc[k] for k in zip(out.noise, out.scale, out.method)], baseline_mean=[acc[k] for k in zip(out.noise, out.scale, out.baseline)],
-                     beats=out.ci_lo > 0, should_win=ATTENTION_WINS[task])
+                     beats=out.ci_lo > 0, should_win=ATTENTION_WINS[task] if task else None)
     out['beats_all'] = out.groupby(['noise', 'scale', 'method']).beats.transform('all')
-    out['as_expected'] = out.beats_all == out.should_win
+    out['as_expected'] = (out.beats_all == out.should_win) if task else None
     return out[['task', 'noise', 'scale', 'method', 'baseline', 'n_seeds', 'method_mean', 'baseline_mean', 'mean_diff', 'ci_lo', 'ci_hi',
                 'beats', 'beats_all', 'should_win', 'as_expected', 'config', 'code_version']]
 
@@ -323,12 +324,12 @@ STUDY_TABLES = {TABLE1_CSV: table1, PAIRED_TESTS_CSV: paired_tests}
 
 # %% ../nbs/05_study.ipynb #3cae3d8b
 def study_tables(cfg:RunConfig) -> dict:
-    "The derived files of a study: `STUDY_TABLES`, and on a token-set control its `control_tests`."
-    return {**STUDY_TABLES, **({CONTROLS_CSV: lambda df: control_tests(df, cfg.token_task)} if cfg.token_task else {})}
+    "The derived files of a study: `STUDY_TABLES`, and, where an attention method ran, its `attention_tests`."
+    return {**STUDY_TABLES, **({ATTENTION_CSV: lambda df: attention_tests(df, cfg.token_task)} if cfg.token_task or set(cfg.methods) & set(TOKEN_METHODS) else {})}
 
 def run_study(cfg, out_dir, progress:bool=False, warn=print) -> dict:
-    "Train the grid of `cfg` (a `RunConfig` or its dict) in `out_dir` and write its files; return `results`, `summary`, `table1`, `tests` and (a token-set control) `controls`."
+    "Train the grid of `cfg` (a `RunConfig` or its dict) in `out_dir` and write its files; return `results`, `summary`, `table1`, `tests` and (where an attention method ran) `attention`."
     cfg = cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
     results = run_config(cfg, out_dir, progress=progress, tables=study_tables(cfg), warn=warn)
     return dict(results=usable(results), diverged=results[is_diverged(results)], summary=summarise(usable(results)) if len(usable(results)) else pd.DataFrame(), table1=read_table(out_dir, TABLE1_CSV), tests=read_table(out_dir, PAIRED_TESTS_CSV),
-                controls=read_table(out_dir, CONTROLS_CSV) if cfg.token_task else None)
+                attention=read_table(out_dir, ATTENTION_CSV) if ATTENTION_CSV in study_tables(cfg) else None)

@@ -5,7 +5,7 @@ import torch
 from fusion_study import train as T
 from fusion_study.core import FusionStudyError, RunConfig, TOKEN_TASKS
 from fusion_study.data import token_controls, token_mask, ATTENTION_WINS
-from fusion_study.study import control_tests, preflight, CONTROL_BASELINES
+from fusion_study.study import attention_tests, preflight, CONTROL_BASELINES
 
 SMALL = dict(n_images=400, dim=32, k_v=8)          # 2,000 captions; 8 image tokens and up to 3 caption tokens of width 32
 
@@ -16,7 +16,7 @@ def verdicts():
     for task in TOKEN_TASKS:
         f = token_controls(task, **SMALL, seed=1)
         specs = [T.RunSpec(method=m, scale=1024, seed=s, epochs=5, tags=dict(config=task)) for m in ('attend', *CONTROL_BASELINES) for s in (1, 2)]
-        out[task] = control_tests(T.train_runs(f, specs, device='cpu', progress=False), task)
+        out[task] = attention_tests(T.train_runs(f, specs, device='cpu', progress=False), task)
     return out
 
 @pytest.mark.parametrize('task', [t for t in TOKEN_TASKS if ATTENTION_WINS[t]])
