@@ -23,10 +23,10 @@ __all__ = ['PAPER', 'PAPER_REF', 'paper_table', 'READS', 'EVIDENCE', 'VERDICT_CO
            'backbone_kind', 'is_real', 'evidence', 'token_level', 'is_clip', 'source_label', 'short_label', 'of_kind',
            'is_instrument', 'is_control', 'paper_studies', 'pts', 'untestable', 'direction', 'table1_claims',
            'table2_claims', 'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'page_link',
-           'configurations', 'table1_side_by_side', 'control_findings', 'feature_label', 'findings', 'table1_cells',
-           'table2_cells', 'table4_wording', 'disagreements', 'gap_chart', 'set_label', 'feature_sets', 'method_gaps',
-           'who_wins', 'who_wins_table', 'complete_sets', 'baselines_sentence', 'follows_alignment',
-           'alignment_sentence', 'alignment_chart', 'VERDICTS']
+           'configurations', 'table1_side_by_side', 'control_findings', 'attention_findings', 'feature_label',
+           'findings', 'table1_cells', 'table2_cells', 'table4_wording', 'disagreements', 'gap_chart', 'set_label',
+           'feature_sets', 'method_gaps', 'who_wins', 'who_wins_table', 'complete_sets', 'baselines_sentence',
+           'follows_alignment', 'alignment_sentence', 'alignment_chart', 'VERDICTS']
 
 # %% ../nbs/09_report.ipynb #eec8fae4
 PAPER, PAPER_REF = CLAIMS, REF                 # the claims the report judges and the reference, from fusion_study.paper
@@ -43,6 +43,7 @@ READS = {name: schema(name).declared(*cols) for name, cols in {
     COST_CSV: ('method', 'params', 'flops_forward', 'flops_train', 'd_v', 'd_t'),
     CROSSOVER_CSV: ('curve', 'method', 'B_concat', 'B_other', 'B_gap', 'B_gap_lo', 'B_gap_hi', 'N_star', 'N_star_lo', 'N_star_hi', 'p_crossover', 'scale_max'),
     CLAIMS_CSV: ('table', 'claim', 'paper', 'ours', 'verdict', 'decided_by'),
+    ATTENTION_CSV: ('task', 'noise', 'scale', 'method', 'baseline', 'n_seeds', 'method_mean', 'baseline_mean', 'mean_diff', 'ci_lo', 'ci_hi', 'beats', 'beats_all', 'should_win', 'as_expected'),
 }.items()}
 
 # %% ../nbs/09_report.ipynb #81f20047
@@ -342,21 +343,54 @@ def table1_side_by_side(run:dict) -> pd.DataFrame:
                          'paired t (p)': [f"{t:.2f} ({p:.2g})" for t, p in zip(g.t, g.t_p)], 'Wilcoxon p': g.wilcoxon_p.map('{:.2g}'.format).values})
 
 # %% ../nbs/09_report.ipynb #dc8a4fc7
-def control_findings(runs:dict) -> list[str]:
-    "One sentence on the token-set controls: per attention method, where it beat every pooled method (its smallest lead, with interval), and whether that is the known answer."
-    parts = [t for r in of_kind(runs, 'study') if is_control(r['config']) and (t := read_table(r, ATTENTION_CSV)) is not None and len(t)]
-    if not parts: return []
+def _attention_rows(runs:dict, controls:bool) -> pd.DataFrame:
+    "The attention tests of the finished studies — the token-set controls, or the other features — at noise 0 and each run's largest size, with the run's name and learning rate."
+    parts = [t.assign(run=r['name'], lr=r['config'].get('lr', 1e-3)) for r in of_kind(runs, 'study') if is_control(r['config']) == controls
+             and (t := read_table(r, ATTENTION_CSV)) is not None and len(t)]
+    if not parts: return pd.DataFrame()
     t = pd.concat(parts, ignore_index=True)
-    t = t[(t.noise == 0) & (t.scale == t.groupby('task').scale.transform('max'))]      # each control at its largest size
+    return t[(t.noise == 0) & (t.scale == t.groupby('run').scale.transform('max'))]
+
+def control_findings(runs:dict) -> list[str]:
+    "One sentence on the token-set controls: per attention method and learning rate, where it beat every pooled method (its smallest lead, with interval), and whether that is the known answer."
+    t = _attention_rows(runs, controls=True)
+    if not len(t): return []
     said = []
-    for m, g in t.groupby('method', sort=False):
+    for (m, lr), g in t.groupby(['method', 'lr'], sort=False):
         low = g.loc[g.groupby('task').mean_diff.idxmin()].set_index('task')          # per task: the pooled method it led least
         tasks = [k for k in TOKEN_TASKS if k in low.index]
         each = '; '.join(f"{k} {low.mean_diff[k]:+.1f} [{low.ci_lo[k]:+.1f}, {low.ci_hi[k]:+.1f}]" for k in tasks)
-        ok = int(low.as_expected.sum())
-        said.append(f"**{m}** {'beat every pooled method on ' + ' and '.join(k for k in tasks if low.beats_all[k]) if low.beats_all.any() else 'beat the pooled methods on no control'} "
-                    f"(its smallest lead in points, 95% interval: {each}) — the known answer on {ok} of {len(tasks)}")
+        won = [k for k in tasks if low.beats_all[k]]
+        said.append(f"**{m}** at learning rate {lr:g} {'beat every pooled method on ' + ' and '.join(won) if won else 'beat the pooled methods on no control'} "
+                    f"(its smallest lead in points, 95% interval: {each}) — the known answer on {int(low.as_expected.sum())} of {len(tasks)}")
     return [f"On the token-set controls (synthetic; attention must beat every pooled method on pointer and invariant and must not on pooled), " + '; '.join(said) + '.']
+
+# %% ../nbs/09_report.ipynb #461988bf
+def attention_findings(runs:dict) -> list[str]:
+    "One sentence on attention on the other (real) features: per feature set, its lead over the strongest other method with its interval, and whether its wins follow token structure, measured alignment, or neither."
+    t = _attention_rows(runs, controls=False)
+    real = {r['name']: r for r in of_kind(runs, 'study') if is_real(r['config'])}
+    t = t[t.run.isin(real)] if len(t) else t
+    if not len(t): return []
+    rows = []
+    t = t.assign(rotation=t.get('rotation', 0.0))
+    for (name, rot, m), g in t.groupby(['run', 'rotation', 'method'], sort=False):
+        w, r = g.loc[g.mean_diff.idxmin()], real[name]                                   # the strongest other method: attention's smallest lead
+        a = read_table(r, ALIGNMENT_CSV)
+        a = a[(a.noise == 0) & ((a.rotation - rot).abs() < 1e-9)] if a is not None else a
+        auc = float(a.zero_shot_auc.iloc[0]) if a is not None and len(a) else math.nan    # NaN: widths differ, no zero-shot cosine
+        kind = f"AUC {auc:.2f}" if not math.isnan(auc) else f"labelled {backbone_kind(r['config'])}"
+        rows.append(dict(run=f"{name}, θ = {rot:.2f}" if t[t.run == name].rotation.nunique() > 1 else name, method=m, tokens=token_level(r['config']),
+                         aligned=backbone_kind(r['config']) == 'aligned' if math.isnan(auc) else auc >= 0.9, won=bool(w.beats_all),
+                         said=f"{name} ({'token-level' if token_level(r['config']) else 'pooled'}, {kind}): {m} − {w.baseline} {w.mean_diff:+.1f} [{w.ci_lo:+.1f}, {w.ci_hi:+.1f}]"))
+    d = pd.DataFrame(rows)
+    won, tok, unal = set(d.run[d.won]), set(d.run[d.tokens]), set(d.run[d.aligned == False])
+    if not won: why = 'so neither token structure nor measured alignment gave attention a win here'
+    elif won == tok and tok != set(d.run): why = 'so its wins follow token structure: it won on every token-level set and on no pooled one'
+    elif won == unal and unal != set(d.run): why = 'so its wins follow measured alignment: it won on every unaligned set (zero-shot AUC < 0.9, or labelled unaligned where widths differ) and on no aligned one'
+    else: why = 'so its wins follow neither token structure nor measured alignment alone'
+    return [f"On real features, attention beat every other method run beside it on {len(won)} of {d.run.nunique()} feature sets "
+            f"(attention − the strongest other method in points at the largest size, 95% interval over seeds and validation pairs: {'; '.join(d.said)}), {why}."]
 
 # %% ../nbs/09_report.ipynb #0d77f3c3
 def feature_label(run:dict) -> str:
@@ -432,7 +466,7 @@ def findings(runs:dict, verdicts:pd.DataFrame=None) -> list[str]:
     seen = next((s for r in studies if evidence(r['config']) == 'text–text' and (s := seen_flickr(r['config'].get('image_encoder'), r['config'].get('text_encoder')))), None)
     honest = (honest.rstrip('.') + (f". {seen[0].upper() + seen[1:]}" if seen else '') + '.') if honest or seen else '.'
     out.append(advice + honest)
-    return out + control_findings(runs)
+    return out + control_findings(runs) + attention_findings(runs)
 
 # %% ../nbs/09_report.ipynb #5eb7bce5
 def _pm(m, s, scale=1.0) -> str:

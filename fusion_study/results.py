@@ -120,11 +120,11 @@ _FILES = [
         'wilcoxon_w': 'Wilcoxon signed-rank statistic', 'wilcoxon_p': 'Wilcoxon p', 'wilcoxon_min_p': 'smallest p the Wilcoxon test can give with n_seeds',
         'seeds': 'the paired seeds', **_PROV}, optional=('rotation', 'sampling_sd', 'ci_floored')),
     ResultFile(ATTENTION_CSV, ('study',), 'a study with an attention method (fusion.TOKEN_METHODS): each against each pooled baseline, paired by seed; on a token-set control, whether it won as the task says it must', {
-        'task': 'the control (data.TOKEN_TASKS); empty on other features', 'noise': 'noise σ', 'scale': 'pairs per run', 'method': 'the attention method (fusion.TOKEN_METHODS)', 'baseline': 'the pooled method it is compared with',
+        'task': 'the control (data.TOKEN_TASKS); empty on other features', 'noise': 'noise σ', 'rotation': 'rotation θ of the text (radians)', 'scale': 'pairs per run', 'method': 'the attention method (fusion.TOKEN_METHODS)', 'baseline': 'the pooled method it is compared with',
         'n_seeds': 'paired seeds', 'method_mean': 'its accuracy, mean over seeds (%)', 'baseline_mean': "the baseline's accuracy, mean over seeds (%)",
         'mean_diff': 'method − baseline accuracy, mean over seeds (points)', 'ci_lo': 'lower end of its 95% interval (points): over seeds and validation pairs (stats.paired_interval)', 'ci_hi': 'upper end (points)',
         'beats': 'ci_lo > 0: the method beats the baseline', 'beats_all': 'it beats every baseline run beside it', 'should_win': 'whether attention must win on this task (data.ATTENTION_WINS); empty off the controls',
-        'as_expected': 'beats_all == should_win; empty off the controls', **_PROV}, optional=('task', 'should_win', 'as_expected')),
+        'as_expected': 'beats_all == should_win; empty off the controls', **_PROV}, optional=('task', 'rotation', 'should_win', 'as_expected')),
     ResultFile(TABLE2_CSV, ('degradation',), 'Table 2: accuracy per noise σ of both methods, the advantage and the chance tests', {
         'noise': 'noise σ', 'scale': 'pairs per run', 'n_seeds': 'seeds',
         'concat_mean': 'concat accuracy, mean over seeds (%)', 'concat_std': 'concat accuracy, sample std (%)',

@@ -282,12 +282,12 @@ def attention_tests(df:pd.DataFrame, task:str|None=None) -> pd.DataFrame:
     parts = [p for p in parts if len(p)]
     if not parts: return pd.DataFrame()
     out = pd.concat(parts, ignore_index=True)
-    acc = df.groupby(['noise', 'scale', 'method']).accuracy.mean() * 100
-    out = out.assign(task=task, method_mean=[acc[k] for k in zip(out.noise, out.scale, out.method)], baseline_mean=[acc[k] for k in zip(out.noise, out.scale, out.baseline)],
+    acc = df.assign(rotation=df.get('rotation', 0.0)).groupby(['noise', 'rotation', 'scale', 'method']).accuracy.mean() * 100
+    out = out.assign(task=task, method_mean=[acc[k] for k in zip(out.noise, out.rotation, out.scale, out.method)], baseline_mean=[acc[k] for k in zip(out.noise, out.rotation, out.scale, out.baseline)],
                      beats=out.ci_lo > 0, should_win=ATTENTION_WINS[task] if task else None)
-    out['beats_all'] = out.groupby(['noise', 'scale', 'method']).beats.transform('all')
+    out['beats_all'] = out.groupby(['noise', 'rotation', 'scale', 'method']).beats.transform('all')
     out['as_expected'] = (out.beats_all == out.should_win) if task else None
-    return out[['task', 'noise', 'scale', 'method', 'baseline', 'n_seeds', 'method_mean', 'baseline_mean', 'mean_diff', 'ci_lo', 'ci_hi',
+    return out[['task', 'noise', 'rotation', 'scale', 'method', 'baseline', 'n_seeds', 'method_mean', 'baseline_mean', 'mean_diff', 'ci_lo', 'ci_hi',
                 'beats', 'beats_all', 'should_win', 'as_expected', 'config', 'code_version']]
 
 # %% ../nbs/05_study.ipynb #f2ae801c
