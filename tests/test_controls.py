@@ -64,3 +64,15 @@ def test_a_control_configuration_is_checked_before_training():
     preflight(cfg)
     for bad, what in ((dict(token_task='pointers'), 'token_task'), (dict(dim=15), 'even')):
         with pytest.raises(FusionStudyError, match=what): preflight(RunConfig(**{**cfg.to_dict(), **bad}))
+
+def test_a_study_with_attention_off_the_controls_writes_its_attention_tests(tmp_path):
+    "A study that runs `attend` on other features writes attention_tests.csv against every other method it ran, with no known answer."
+    from fusion_study.study import run_study
+    from fusion_study.results import read_table, ATTENTION_CSV
+    cfg = RunConfig(name='pooled_attend', n_images=120, dim=16, scales=[128], seeds=[1, 2], epochs=1, methods=['concat', 'cosine', 'attend'])
+    out = run_study(cfg, tmp_path)
+    t = read_table(tmp_path, ATTENTION_CSV)
+    assert len(out['attention']) == len(t) == 2 and set(t.baseline) == {'concat', 'cosine'} and set(t.method) == {'attend'}
+    assert t.task.isna().all() and t.as_expected.isna().all() and t.ci_lo.le(t.mean_diff).all()
+    import dataclasses
+    assert run_study(dataclasses.replace(cfg, methods=['concat', 'cross']), tmp_path/'none')['attention'] is None     # no attention method: no file
