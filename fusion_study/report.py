@@ -575,7 +575,7 @@ def _set_runs(runs:dict):
         A.append(a); R.append(res.assign(config=r['name']))
     if not A: return None, None
     A = pd.concat(A, ignore_index=True)
-    key = A[_FINGERPRINT].astype(str).agg('|'.join, axis=1)        # identical measurements: the same data
+    key = A[_FINGERPRINT].apply(lambda row: '|'.join(map(str, row)), axis=1)   # identical measurements: the same data (NaN where widths differ)
     A['set_id'] = key.map({k: i for i, k in enumerate(dict.fromkeys(key))})
     names = A.groupby('set_id').feature_set.agg(lambda s: ' / '.join(sorted(dict.fromkeys(s), key=lambda x: 'backbone' not in x)))
     A['feature_set'] = A.set_id.map(names)                          # pooled: every name it has ('aligned backbone / knob a = 1')
