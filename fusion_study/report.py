@@ -25,8 +25,8 @@ __all__ = ['PAPER', 'PAPER_REF', 'paper_table', 'READS', 'EVIDENCE', 'VERDICT_CO
            'table2_claims', 'table3_claims', 'theory_claims', 'claims', 'styled', 'page_links', 'page_link',
            'configurations', 'table1_side_by_side', 'control_findings', 'attention_findings', 'feature_label',
            'findings', 'table1_cells', 'table2_cells', 'table4_wording', 'disagreements', 'gap_chart', 'set_label',
-           'feature_sets', 'method_gaps', 'who_wins', 'who_wins_table', 'complete_sets', 'baselines_sentence',
-           'follows_alignment', 'alignment_sentence', 'alignment_chart', 'VERDICTS']
+           'fingerprint_keys', 'feature_sets', 'method_gaps', 'who_wins', 'who_wins_table', 'complete_sets',
+           'baselines_sentence', 'follows_alignment', 'alignment_sentence', 'alignment_chart', 'VERDICTS']
 
 # %% ../nbs/09_report.ipynb #eec8fae4
 PAPER, PAPER_REF = CLAIMS, REF                 # the claims the report judges and the reference, from fusion_study.paper
@@ -562,6 +562,10 @@ def _family(cfg:dict, noise:float, rotation:float) -> str:
     if is_real(cfg): return evidence(cfg) if evidence(cfg) == 'your features' else f"real {'token-level ' if token_level(cfg) else ''}{evidence(cfg)}"
     return 'knob' if cfg.get('alignment') is not None else 'backbone'
 
+def fingerprint_keys(A:pd.DataFrame) -> pd.Series:
+    "One string per alignment row from its measurements (`_FINGERPRINT`): equal strings, the same data. A measurement that needs equal widths is NaN on unequal ones and still keys."
+    return A[_FINGERPRINT].apply(lambda row: '|'.join(map(str, row)), axis=1)
+
 def _set_runs(runs:dict):
     "(alignment rows, result rows) of every finished study or degradation configuration, joined on the noise × rotation level, one feature-set id each."
     A, R = [], []
@@ -575,7 +579,7 @@ def _set_runs(runs:dict):
         A.append(a); R.append(res.assign(config=r['name']))
     if not A: return None, None
     A = pd.concat(A, ignore_index=True)
-    key = A[_FINGERPRINT].apply(lambda row: '|'.join(map(str, row)), axis=1)   # identical measurements: the same data (NaN where widths differ)
+    key = fingerprint_keys(A)                                        # identical measurements: the same data
     A['set_id'] = key.map({k: i for i, k in enumerate(dict.fromkeys(key))})
     names = A.groupby('set_id').feature_set.agg(lambda s: ' / '.join(sorted(dict.fromkeys(s), key=lambda x: 'backbone' not in x)))
     A['feature_set'] = A.set_id.map(names)                          # pooled: every name it has ('aligned backbone / knob a = 1')
