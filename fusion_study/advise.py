@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .core import FusionStudyError, code_version, min_scale, write_atomic, ADVICE_FILES, advice_source, check_advice_out
 from .data import Features, synthetic_features, BACKBONES, token_sets, item_widths
 from .features_file import read_features, file_digest
-from .alignment import measure_alignment
+from .alignment import measure_alignment, alignment_class, ALIGNED_AUC, UNALIGNED_AUC
 from .fusion import make_model, n_params, methods_for
 from .loop import RunSpec
 from .train import train_runs
@@ -30,12 +30,12 @@ from .results import RESULT_COLUMNS, paired_differences, usable
 from .stats import paired_interval
 
 # %% auto #0
-__all__ = ['BUDGETS', 'SMALLEST', 'MIN_SCALES', 'ALIGNED_AUC', 'UNALIGNED_AUC', 'FAMILIES', 'LOGISTIC', 'Z', 'MEASURED',
-           'EXTRAPOLATED', 'FAILED', 'BASES', 'NEAR', 'WORDS', 'PAGE_STYLE', 'ALIGNMENT_ROWS', 'ADVICE_JSON',
-           'ADVICE_HTML', 'ADVICE_RESULTS', 'check_out', 'advice_scales', 'advice_methods', 'feature_alignment',
-           'alignment_class', 'cosine_flops', 'inference_cost', 'fit_curve', 'held_out', 'best_family', 'predict',
-           'draws_diff', 'measured_diff', 'sampling_floor', 'decide', 'decide_at', 'paper_claim', 'backtest_sentence',
-           'advice_paragraph', 'curves_chart', 'advice_page', 'advice_features', 'advise']
+__all__ = ['BUDGETS', 'SMALLEST', 'MIN_SCALES', 'FAMILIES', 'LOGISTIC', 'Z', 'MEASURED', 'EXTRAPOLATED', 'FAILED', 'BASES',
+           'NEAR', 'WORDS', 'PAGE_STYLE', 'ALIGNMENT_ROWS', 'ADVICE_JSON', 'ADVICE_HTML', 'ADVICE_RESULTS', 'check_out',
+           'advice_scales', 'advice_methods', 'feature_alignment', 'cosine_flops', 'inference_cost', 'fit_curve',
+           'held_out', 'best_family', 'predict', 'draws_diff', 'measured_diff', 'sampling_floor', 'decide', 'decide_at',
+           'paper_claim', 'backtest_sentence', 'advice_paragraph', 'curves_chart', 'advice_page', 'advice_features',
+           'advise']
 
 # %% ../nbs/13_advise.ipynb #421bb6b0
 BUDGETS = {
@@ -67,16 +67,9 @@ def advice_methods(feats:Features, budget:str='fast') -> list[str]:
     return ms + list(b['tokens']) * (token_sets(feats)[0] is not None)
 
 # %% ../nbs/13_advise.ipynb #95067ffc
-ALIGNED_AUC, UNALIGNED_AUC = 0.9, 0.6
-
 def feature_alignment(feats:Features, n:int=1000, seed:int=0) -> dict:
     "`alignment.measure_alignment`: every measure for equal widths; for unequal widths CKA and mutual k-NN, the rest NaN."
     return measure_alignment(feats, n, seed)
-
-def alignment_class(auc:float) -> str:
-    "Table 4's row for a measured zero-shot AUC (our thresholds `ALIGNED_AUC`, `UNALIGNED_AUC`); NaN (unequal widths) is unaligned."
-    if not np.isfinite(auc) or auc <= UNALIGNED_AUC: return 'unaligned'
-    return 'pre-aligned' if auc >= ALIGNED_AUC else 'weakly aligned'
 
 # %% ../nbs/13_advise.ipynb #e470bf9e
 def cosine_flops(model, dims) -> int:

@@ -15,8 +15,9 @@ from .core import FusionStudyError, RunConfig
 from .data import Features, add_noise, misalign, token_sets, pool_tokens
 
 # %% auto #0
-__all__ = ['KNN_K', 'COSINE_MEASURES', 'sample_images', 'one_caption_each', 'zero_shot_auc', 'retrieval', 'linear_cka',
-           'mutual_knn', 'alignment_metrics', 'pooled', 'measure_alignment', 'alignment_table']
+__all__ = ['KNN_K', 'COSINE_MEASURES', 'ALIGNED_AUC', 'UNALIGNED_AUC', 'sample_images', 'one_caption_each', 'zero_shot_auc',
+           'retrieval', 'linear_cka', 'mutual_knn', 'alignment_metrics', 'pooled', 'measure_alignment',
+           'alignment_table', 'alignment_class']
 
 # %% ../nbs/02d_alignment.ipynb #64d60fba
 def sample_images(feats:Features, n:int=1000, seed:int=0) -> tuple:
@@ -120,3 +121,11 @@ def alignment_table(cfg:RunConfig, feats:Features, n:int=1000, seed:int=0) -> pd
                              alignment=cfg.alignment if cfg.alignment is not None else float('nan'), identity=cfg.identity(),
                              noise=sigma, rotation=theta, permute=cfg.permute, seed=seed, **alignment_metrics(v, t, owner, seed=seed)))
     return pd.DataFrame(rows)
+
+# %% ../nbs/02d_alignment.ipynb #31477304
+ALIGNED_AUC, UNALIGNED_AUC = 0.9, 0.6      # our reading of the paper's Table 4 rows from a measured zero-shot AUC
+
+def alignment_class(auc:float) -> str:
+    "Table 4's row for a measured zero-shot AUC (our thresholds `ALIGNED_AUC`, `UNALIGNED_AUC`); NaN (unequal widths: no shared coordinates) is unaligned."
+    if not np.isfinite(auc) or auc <= UNALIGNED_AUC: return 'unaligned'
+    return 'pre-aligned' if auc >= ALIGNED_AUC else 'weakly aligned'

@@ -16,6 +16,7 @@ from .results import (RESULTS, RUN_INFO, ALIGNMENT_CSV, TABLE1_CSV, PAIRED_TESTS
 from .stats import VERDICTS, t_interval, paired_interval, judge, combine, inconclusive, verdict_kind, summary_interval, CHANCE_MARGIN
 from .study import incomplete_reason
 from .theory import is_aligned
+from .alignment import alignment_class, ALIGNED_AUC, UNALIGNED_AUC
 from .encoders import seen_flickr
 
 # %% auto #0
@@ -379,15 +380,15 @@ def attention_findings(runs:dict) -> list[str]:
         a = read_table(r, ALIGNMENT_CSV)
         a = a[(a.noise == 0) & ((a.rotation - rot).abs() < 1e-9)] if a is not None else a
         auc = float(a.zero_shot_auc.iloc[0]) if a is not None and len(a) else math.nan    # NaN: widths differ, no zero-shot cosine
-        kind = f"AUC {auc:.2f}" if not math.isnan(auc) else f"labelled {backbone_kind(r['config'])}"
+        kind = f"AUC {auc:.2f}" if not math.isnan(auc) else 'widths differ: no zero-shot AUC'
         rows.append(dict(run=f"{name}, θ = {rot:.2f}" if t[t.run == name].rotation.nunique() > 1 else name, method=m, tokens=token_level(r['config']),
-                         aligned=backbone_kind(r['config']) == 'aligned' if math.isnan(auc) else auc >= 0.9, won=bool(w.beats_all),
+                         unaligned=alignment_class(auc) == 'unaligned', won=bool(w.beats_all),
                          said=f"{name} ({'token-level' if token_level(r['config']) else 'pooled'}, {kind}): {m} − {w.baseline} {w.mean_diff:+.1f} [{w.ci_lo:+.1f}, {w.ci_hi:+.1f}]"))
     d = pd.DataFrame(rows)
-    won, tok, unal = set(d.run[d.won]), set(d.run[d.tokens]), set(d.run[d.aligned == False])
+    won, tok, unal = set(d.run[d.won]), set(d.run[d.tokens]), set(d.run[d.unaligned])
     if not won: why = 'so neither token structure nor measured alignment gave attention a win here'
     elif won == tok and tok != set(d.run): why = 'so its wins follow token structure: it won on every token-level set and on no pooled one'
-    elif won == unal and unal != set(d.run): why = 'so its wins follow measured alignment: it won on every unaligned set (zero-shot AUC < 0.9, or labelled unaligned where widths differ) and on no aligned one'
+    elif won == unal and unal != set(d.run): why = f'so its wins follow measured alignment: it won on every unaligned set (zero-shot AUC ≤ {UNALIGNED_AUC}, or no shared coordinates) and on no other'
     else: why = 'so its wins follow neither token structure nor measured alignment alone'
     return [f"On real features, attention beat every other method run beside it on {len(won)} of {d.run.nunique()} feature sets "
             f"(attention − the strongest other method in points at the largest size, 95% interval over seeds and validation pairs: {'; '.join(d.said)}), {why}."]
@@ -648,7 +649,7 @@ def who_wins_table(ww:pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, g in ww.groupby('set_id', sort=False):
         r = g[g.n_methods == g.n_methods.max()].iloc[-1]
-        rows.append({'features': r.feature_set, 'zero-shot AUC': f"{r.zero_shot_auc:.2f}", 'CKA': f"{r.cka + 0.0:.2f}".replace('-0.00', '0.00'),
+        rows.append({'features': r.feature_set, 'zero-shot AUC': f"{r.zero_shot_auc:.2f}" if pd.notna(r.zero_shot_auc) else '— (widths differ)', 'CKA': f"{r.cka + 0.0:.2f}".replace('-0.00', '0.00'),
                      'training pairs': f"{r.scale:,}", 'methods': r.n_methods,
                      'best (accuracy %)': f"{r.best} ({r.best_accuracy:.1f})" if r.above_chance else f"none above chance ({r.best}: {r.best_accuracy:.1f})",
                      'level with the best': ', '.join(r.level_with) or 'none',
