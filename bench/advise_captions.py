@@ -18,7 +18,7 @@ from pathlib import Path
 os.environ.setdefault('HF_HUB_OFFLINE', '1')          # the packaged encoder; nothing is downloaded
 
 from scipy.stats import ortho_group
-from fusion_study.core import load_params
+from fusion_study.params import load_params
 from fusion_study.extract import extract_captions, load_features
 from fusion_study.features_file import save_features
 

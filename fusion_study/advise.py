@@ -27,11 +27,12 @@ from .train import train_runs
 from .theory import fit_risk
 from .paper import FRAMEWORK_STATEMENTS, table4_choice
 from .results import RESULT_COLUMNS, paired_differences, usable
-from .stats import paired_interval
+from .stats import paired_interval, seed_bootstrap
+from .words import METHODS, method_words
 
 # %% auto #0
 __all__ = ['BUDGETS', 'SMALLEST', 'MIN_SCALES', 'FAMILIES', 'LOGISTIC', 'Z', 'MEASURED', 'EXTRAPOLATED', 'FAILED', 'BASES',
-           'NEAR', 'WORDS', 'PAGE_STYLE', 'ALIGNMENT_ROWS', 'ADVICE_JSON', 'ADVICE_HTML', 'ADVICE_RESULTS', 'check_out',
+           'NEAR', 'PAGE_STYLE', 'ALIGNMENT_ROWS', 'ADVICE_JSON', 'ADVICE_HTML', 'ADVICE_RESULTS', 'check_out',
            'advice_scales', 'advice_methods', 'feature_alignment', 'cosine_flops', 'inference_cost', 'fit_curve',
            'held_out', 'best_family', 'predict', 'draws_diff', 'measured_diff', 'sampling_floor', 'decide', 'decide_at',
            'paper_claim', 'backtest_sentence', 'advice_paragraph', 'curves_chart', 'advice_page', 'advice_features',
@@ -141,13 +142,10 @@ def predict(results:pd.DataFrame, n_target:int, n_boot:int=200, seed:int=0, leve
     fam = {m: best_family(Ns, A[m], held[m]) for m in methods}
     rng, a = np.random.default_rng(seed), (1 - level) / 2
     n_back = min(n_boot, 100)                                              # the backtest's interval needs fewer resamples
-    draws, back = {m: np.empty(n_boot) for m in methods}, {m: np.empty(n_back) for m in methods}
-    for b in tqdm(range(n_boot), desc='fitting learning curves', disable=not progress):
-        idx = rng.integers(0, len(seeds), size=Ns.shape)
-        for m in methods:
-            E = np.take_along_axis(A[m], idx, axis=1)
-            draws[m][b] = max(fit_curve(Ns, E, fam[m])(n_target), np.nanmean(E[-1]))          # a monotone curve: not below the largest measured size
-            if b < n_back: back[m][b] = fit_curve(Ns[:-1], E[:-1], fam[m])(scales[-1])
+    boot = seed_bootstrap({m: A[m] for m in methods}, lambda m, E, b: (max(fit_curve(Ns, E, fam[m])(n_target), np.nanmean(E[-1])),   # monotone: not below the largest measured
+                                                                   fit_curve(Ns[:-1], E[:-1], fam[m])(scales[-1]) if b < n_back else np.nan),
+                          n_boot, rng, wrap=lambda r: tqdm(r, desc='fitting learning curves', disable=not progress))
+    draws, back = {m: d[:, 0] for m, d in boot.items()}, {m: d[:n_back, 1] for m, d in boot.items()}
     rows = []
     for m in methods:
         top = A[m][-1][np.isfinite(A[m][-1])]
@@ -233,15 +231,9 @@ def paper_claim(alignment:str, n_target:int, concat_minus_cross:dict|None) -> di
     return dict(alignment=alignment, says=says, agrees=agrees, cross_wins=cross_wins, **st)
 
 # %% ../nbs/13_advise.ipynb #ab556eb0
-WORDS = {'concat': 'concatenation (concat)', 'cross': 'cross-attention (cross)', 'cross_tokens': 'cross-attention over tokens (cross_tokens)',
-         'cosine': 'the zero-shot cosine (cosine: 2 parameters, nothing else trained)', 'match_mlp': 'the matching head (match_mlp)',
-         'bilinear': 'low-rank bilinear fusion (bilinear)', 'concat_matched': "concatenation at cross-attention's size (concat_matched)",
-         'gated': 'the gated unit (gated)', 'eq3': "the paper's literal Eq. 3 (eq3)", 'cosine_proj': 'cosine after random projections (cosine_proj)',
-         'attend': 'attend–compare–aggregate attention over tokens (attend)', 'xattn': 'a cross-attention transformer layer over tokens (xattn)'}
-
 def _pct(x): return f"{100 * x:.1f}%"
 def _pts(d): return f"{100 * d['mean']:+.1f} points [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
-def _short(m): return WORDS.get(m, m).split(' (')[0] if m != 'cosine' else 'the zero-shot cosine'
+def _short(m): return METHODS[m].long if m in METHODS else m          # the word table's long name, never cut out of a sentence
 def _count(x): return f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.0f} K" if x >= 1e4 else f"{x:,.0f}"
 
 def backtest_sentence(a:dict) -> str:
@@ -258,8 +250,8 @@ def advice_paragraph(a:dict) -> str:
     rec, c, L, basis = d['recommended'], a['costs'][d['recommended']], a['scales'][-1], d['basis']
     auc = al['zero_shot_auc']
     auc_words = f"measured zero-shot AUC {auc:.2f}" if auc == auc else f"widths {f['widths'][0]} and {f['widths'][1]} differ, so no zero-shot cosine; CKA {al['cka']:.2f}"
-    s = [f"**Lean towards {WORDS.get(rec, rec)}: it leads at {L:,} pairs, the largest measured, and the learning curves cannot say what happens at your size.**" if basis == FAILED
-         else f"**Use {WORDS.get(rec, rec)}.**"]
+    s = [f"**Lean towards {method_words(rec)}: it leads at {L:,} pairs, the largest measured, and the learning curves cannot say what happens at your size.**" if basis == FAILED
+         else f"**Use {method_words(rec)}.**"]
     size = f"Your {f['n_texts']:,} texts of {f['n_images']:,} items ({auc_words}: {p['alignment']} by our reading of the paper's Table 4) make {a['n_target']:,} matching pairs"
     if basis == EXTRAPOLATED:
         s.append(f"{size}; there {_short(rec)} is expected to reach {_pct(t[rec]['accuracy'])} [{_pct(t[rec]['lo'])}, {_pct(t[rec]['hi'])}] accuracy "
@@ -325,22 +317,16 @@ ALIGNMENT_ROWS = [('zero_shot_auc', 'zero-shot matching AUC (0.5 = chance, 1 = e
                   ('knn_chance', 'mutual 10-NN overlap by chance'), ('modality_gap', 'modality gap (distance of the two means)'),
                   ('matched_cosine', 'mean cosine of matched pairs'), ('random_pair_cosine', 'mean cosine of random pairs')]
 
-def _html_table(rows:list, head:list, caption:str, numeric=()) -> str:
-    import html
-    th = ''.join(f'<th class="{"n" if i in numeric else ""}">{html.escape(h)}</th>' for i, h in enumerate(head))
-    body = ''.join('<tr>' + ''.join(f'<td class="{"n" if i in numeric else ""}">{html.escape(str(v))}</td>' for i, v in enumerate(r)) + '</tr>' for r in rows)
-    return f'<table><caption>{html.escape(caption)}</caption><tr>{th}</tr>{body}</table>'
-
 def advice_page(a:dict, results:pd.DataFrame) -> str:
     "The advice page (HTML, charts inline): the decision, the table of methods, the learning curves, the measured alignment, how it was decided."
     import html, re
-    from fusion_study.study import inline_chart_html
+    from fusion_study.display import inline_chart_html, html_table
     table = pd.DataFrame(a['predictions'])
     para = html.escape(a['paragraph'])
     para = re.sub(r'\*\*(.+?)\*\*', r'<strong>\1</strong>', para)
     para = re.sub(r'`(.+?)`', r'<code>\1</code>', para)
     L, basis = a['scales'][-1], a['decision']['basis']
-    methods = [[WORDS.get(r.method, r.method), f"{_pct(r.measured)} [{_pct(r.measured_lo)}, {_pct(r.measured_hi)}]", f"{_pct(r.accuracy)} [{_pct(r.lo)}, {_pct(r.hi)}]",
+    methods = [[method_words(r.method), f"{_pct(r.measured)} [{_pct(r.measured_lo)}, {_pct(r.measured_hi)}]", f"{_pct(r.accuracy)} [{_pct(r.lo)}, {_pct(r.hi)}]",
                 f"{_pct(r.backtest)} [{_pct(r.backtest_lo)}, {_pct(r.backtest_hi)}]" + ('' if r.backtest_ok else ' — missed'), r.family,
                 _count(a['costs'][r.method]['params']), _count(a['costs'][r.method]['flops'])]
                for r in table.sort_values('accuracy' if basis == EXTRAPOLATED else 'measured', ascending=False).itertuples()]
@@ -352,12 +338,12 @@ def advice_page(a:dict, results:pd.DataFrame) -> str:
 <nav class="fusion-nav" style="background:#2c3e50;color:#fff;padding:.5em 1em;font-family:sans-serif;font-size:14px"><strong>fusion_study</strong> · advice · <a href="https://arxiv.org/abs/2606.01207" style="color:#fff">paper</a></nav>
 <main><h1>Concat or cross-attention for {html.escape(f['name'])}?</h1>
 <p class="decision">{para}</p>
-{_html_table(methods, ['method', f"measured at {L:,} pairs [95%]", f"its curve at your {a['n_target']:,} pairs [95%]", f"backtest: {L:,} predicted from the smaller sizes [95%]",
+{html_table(methods, ['method', f"measured at {L:,} pairs [95%]", f"its curve at your {a['n_target']:,} pairs [95%]", f"backtest: {L:,} predicted from the smaller sizes [95%]",
                         'curve family', 'parameters', 'FLOPs per pair'],
              f"Every method trained, best first — decided on: {basis}", numeric=(1, 2, 3, 5, 6))}
 <h2>Learning curves</h2>{chart}
 <h2>Alignment, measured</h2>
-{_html_table(arows, ['measure', 'value'], f"On {al['n_images']:,} items and their {al['n_captions']:,} texts", numeric=(1,))}
+{html_table(arows, ['measure', 'value'], f"On {al['n_images']:,} items and their {al['n_captions']:,} texts", numeric=(1,))}
 <p class="note">Read as the paper's Table 4: <strong>{html.escape(a['paper']['alignment'])}</strong> (our thresholds: zero-shot AUC ≥ {ALIGNED_AUC} pre-aligned, ≤ {UNALIGNED_AUC} unaligned). The paper ({html.escape(a['paper']['where'])}): “{html.escape(a['paper']['quote'])}”</p>
 <h2>How this was decided</h2>
 <p class="note">Matching task as in the paper: each pair is a text with its own item or with a random other one, half each; 80/20 split by item (no item's texts on both sides, as the study splits by image); the paper's recipe (AdamW, lr 10⁻³, 10 epochs, batch 32).

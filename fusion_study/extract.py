@@ -69,45 +69,59 @@ def _read_chunk(path):
     with safe_open(str(path), 'pt') as f:
         return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()['bad'])
 
-def extract_items(enc:Encoder, items:list, ids:list, fields:dict, batch_size:int=256, num_workers:int=0, chunk_size:int=8192,
-                  keep_raw:bool=False, max_bad_frac:float=0.01, progress:bool=True, on_chunk=None) -> Path:
-    "Embed `items` (image paths or captions) with `enc` into the cache entry of `fields`, resuming from finished chunks."
-    from safetensors.torch import save
+def _entry(fields:dict) -> Path:
+    "The cache entry folder of `fields`, made and keyed (`key.json`); refused when it was started for another key."
     out = cache_path(fields); out.mkdir(parents=True, exist_ok=True)
     if (out/'key.json').exists() and json.loads((out/'key.json').read_text()) != fields:
         raise FusionStudyError(f"The feature cache {out} was started for a different key; delete that folder and extract again.")
     write_atomic(out/'key.json', json.dumps(fields, sort_keys=True, indent=1))
-    n, image = len(items), fields['modality'] == 'image'
-    chunks = [(c, c * chunk_size, min((c + 1) * chunk_size, n)) for c in range((n + chunk_size - 1) // chunk_size)]
-    chunk_file = lambda c: out/f'chunk-{c:05d}.safetensors'
-    pending = [ch for ch in chunks if not chunk_file(ch[0]).exists()]
-    started, todo = time.time(), sum(hi - lo for _, lo, hi in pending)
-    if pending:
-        batches = []                                   # (chunk, indices, last batch of its chunk); texts by length within a chunk: little padding
-        for c, lo, hi in pending:
-            idx = list(range(lo, hi)) if image else sorted(range(lo, hi), key=lambda i: len(items[i]))
-            batches += [(c, idx[s:s + batch_size], s + batch_size >= len(idx)) for s in range(0, len(idx), batch_size)]
-        data = _Images(items, enc.prepare) if image else _Texts(items)
-        loader = torch.utils.data.DataLoader(data, batch_sampler=[b for _, b, _ in batches], num_workers=num_workers,
-                                             collate_fn=_collate_images if image else _CollateTexts(enc.prepare),
-                                             pin_memory=enc.device.type == 'cuda', prefetch_factor=4 if num_workers else None)
-        acc = dict(features=[], raw=[], index=[], bad=[])
-        with tqdm(total=todo, unit='img' if image else 'cap', unit_scale=True, disable=not progress, desc=f"{enc.spec.modality} {enc.spec.name}") as bar:
-            for (c, idx, last), (x, ok, bad) in zip(batches, loader):
-                if ok:
-                    raw = enc(x)
-                    unit = raw if enc.spec.tokens else F.normalize(raw, dim=-1)      # token sets come with each token unit (`encoders.token_states`)
-                    acc['raw'].append(raw.cpu()); acc['features'].append(unit.cpu()); acc['index'].append(torch.tensor(ok))
-                acc['bad'] += [(i, ids[i], err) for i, err in bad]
-                bar.update(len(idx))
-                if last:                                                     # the chunk is complete: write it
-                    t = {k: torch.cat(acc[k]) if acc[k] else torch.zeros(0, enc.dim) for k in ('features', 'raw')}
-                    t['index'] = torch.cat(acc['index']) if acc['index'] else torch.zeros(0, dtype=torch.long)
-                    if not keep_raw: del t['raw']
-                    write_atomic(chunk_file(c), save({k: v.contiguous() for k, v in t.items()}, metadata={'bad': json.dumps(acc['bad'])}))
-                    acc = dict(features=[], raw=[], index=[], bad=[])
-                    if on_chunk: on_chunk(c)
-    parts = [_read_chunk(chunk_file(c)) for c, _, _ in chunks]
+    return out
+
+def _chunk_file(out:Path, c:int) -> Path: return out/f'chunk-{c:05d}.safetensors'
+
+def _batches(pending:list, items:list, image:bool, batch_size:int) -> list:
+    "(chunk, indices, last batch of its chunk) of the `pending` chunks (c, lo, hi); texts by length within a chunk: little padding."
+    batches = []
+    for c, lo, hi in pending:
+        idx = list(range(lo, hi)) if image else sorted(range(lo, hi), key=lambda i: len(items[i]))
+        batches += [(c, idx[s:s + batch_size], s + batch_size >= len(idx)) for s in range(0, len(idx), batch_size)]
+    return batches
+
+def _loader(enc:Encoder, items:list, batches:list, image:bool, num_workers:int):
+    "A `DataLoader` over `batches` whose workers decode the images (or tokenize the captions) of `items`."
+    return torch.utils.data.DataLoader(_Images(items, enc.prepare) if image else _Texts(items), batch_sampler=[b for _, b, _ in batches],
+                                       num_workers=num_workers, collate_fn=_collate_images if image else _CollateTexts(enc.prepare),
+                                       pin_memory=enc.device.type == 'cuda', prefetch_factor=4 if num_workers else None)
+
+def _new_chunk() -> dict: return dict(features=[], raw=[], index=[], bad=[])
+
+def _write_chunk(path:Path, acc:dict, dim:int, keep_raw:bool):
+    "One complete chunk as a safetensors file, atomically: unit features, raw outputs (`keep_raw`), item indices, and its bad items as metadata."
+    from safetensors.torch import save
+    t = {k: torch.cat(acc[k]) if acc[k] else torch.zeros(0, dim) for k in ('features', 'raw')}
+    t['index'] = torch.cat(acc['index']) if acc['index'] else torch.zeros(0, dtype=torch.long)
+    if not keep_raw: del t['raw']
+    write_atomic(path, save({k: v.contiguous() for k, v in t.items()}, metadata={'bad': json.dumps(acc['bad'])}))
+
+def _embed(enc:Encoder, items:list, ids:list, out:Path, batches:list, image:bool, num_workers:int, keep_raw:bool, progress:bool, on_chunk):
+    "Run `enc` over `batches`, writing each chunk as soon as its last batch is done (`on_chunk(c)` after it)."
+    acc, todo = _new_chunk(), sum(len(idx) for _, idx, _ in batches)
+    with tqdm(total=todo, unit='img' if image else 'cap', unit_scale=True, disable=not progress, desc=f"{enc.spec.modality} {enc.spec.name}") as bar:
+        for (c, idx, last), (x, ok, bad) in zip(batches, _loader(enc, items, batches, image, num_workers)):
+            if ok:
+                raw = enc(x)
+                unit = raw if enc.spec.tokens else F.normalize(raw, dim=-1)      # token sets come with each token unit (`encoders.token_states`)
+                acc['raw'].append(raw.cpu()); acc['features'].append(unit.cpu()); acc['index'].append(torch.tensor(ok))
+            acc['bad'] += [(i, ids[i], err) for i, err in bad]
+            bar.update(len(idx))
+            if last:                                                     # the chunk is complete: write it
+                _write_chunk(_chunk_file(out, c), acc, enc.dim, keep_raw)
+                acc = _new_chunk()
+                if on_chunk: on_chunk(c)
+
+def _merge_chunks(out:Path, chunks:list, n:int, image:bool, max_bad_frac:float) -> tuple[dict, list]:
+    "The chunks merged into `features.safetensors`, rows in item order; `(tensors, bad items)`. Too many bad images is an error."
+    parts = [_read_chunk(_chunk_file(out, c)) for c, _, _ in chunks]
     bad = [b for _, bl in parts for b in bl]
     if image and len(bad) > max_bad_frac * n:
         raise FusionStudyError(f"{len(bad)} of {n} images could not be decoded (e.g. {bad[0][1]}: {bad[0][2]}); more than {max_bad_frac:.0%} bad images means a broken copy of the data set: download it again, or raise --max-bad-frac.")
@@ -115,13 +129,24 @@ def extract_items(enc:Encoder, items:list, ids:list, fields:dict, batch_size:int
     order = torch.argsort(t['index']); t = {k: v[order].contiguous() for k, v in t.items()}     # rows in item order
     from safetensors.torch import save_file
     save_file(t, str(out/'features.safetensors.tmp')); os.replace(out/'features.safetensors.tmp', out/'features.safetensors')
+    return t, bad
+
+def extract_items(enc:Encoder, items:list, ids:list, fields:dict, batch_size:int=256, num_workers:int=0, chunk_size:int=8192,
+                  keep_raw:bool=False, max_bad_frac:float=0.01, progress:bool=True, on_chunk=None) -> Path:
+    "Embed `items` (image paths or captions) with `enc` into the cache entry of `fields`, resuming from finished chunks."
+    out, n, image = _entry(fields), len(items), fields['modality'] == 'image'
+    chunks = [(c, c * chunk_size, min((c + 1) * chunk_size, n)) for c in range((n + chunk_size - 1) // chunk_size)]
+    pending = [ch for ch in chunks if not _chunk_file(out, ch[0]).exists()]
+    started, todo = time.time(), sum(hi - lo for _, lo, hi in pending)
+    if pending: _embed(enc, items, ids, out, _batches(pending, items, image, batch_size), image, num_workers, keep_raw, progress, on_chunk)
+    t, bad = _merge_chunks(out, chunks, n, image, max_bad_frac)
     meta = dict(key=cache_key(fields), key_fields=fields, n_items=n, n_ok=len(t['index']), dim=int(t['features'].shape[1]),
                 ids=[ids[i] for i in t['index'].tolist()], bad=[dict(id=b[1], error=b[2]) for b in bad],
                 outputs=sorted(k for k in t if k != 'index'), seconds=time.time() - started, computed_items=todo,
                 items_per_second=todo / (time.time() - started) if todo else None, device=str(enc.device),
                 versions=library_versions(), created=time.strftime('%Y-%m-%dT%H:%M:%S'))
     write_atomic(out/'meta.json', json.dumps(meta, indent=1))
-    for c, _, _ in chunks: chunk_file(c).unlink(missing_ok=True)
+    for c, _, _ in chunks: _chunk_file(out, c).unlink(missing_ok=True)
     return out
 
 def _shapes(path) -> dict:

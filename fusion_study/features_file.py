@@ -4,7 +4,7 @@
 
 # %% ../nbs/02e_features_file.ipynb #be99d2fa
 from __future__ import annotations
-import functools, hashlib
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import core
 from .core import FusionStudyError, RunConfig, FORMATS, PAIRS_CSV, IMAGE_NPY, TEXT_NPY, features_path
 from .data import Features, token_view, token_mask
 
@@ -66,43 +67,52 @@ def _check_finite(path, name, x:np.ndarray):
     zero = ~(np.abs(x.reshape(len(x), -1)) > 0).any(1)
     if zero.any(): raise _bad(path, f"{name} row {int(np.flatnonzero(zero)[0])} is all zeros, {int(zero.sum())} row(s) in all, so it has no direction to compare; remove them.")
 
+def _check_side(path, k:str, x:np.ndarray):
+    "One side's array (`image` or `text`): real numbers, 2-D rows or 3-D token sets, not empty."
+    if np.iscomplexobj(x):
+        raise _bad(path, f"{k} holds complex numbers ({x.dtype}); features must be real, and dropping the imaginary part would change them silently: write the real part, the magnitude or both as columns.")
+    if x.ndim not in (2, 3) or not np.issubdtype(x.dtype, np.number) or x.dtype == bool:
+        raise _bad(path, f"{k} must be a 2-D array of numbers (rows × width), or 3-D (rows × tokens × width), got shape {x.shape} of {x.dtype}.")
+    if 0 in x.shape: raise _bad(path, f"{k} is empty (shape {x.shape}); it needs rows of at least one number each.")
+
+def _owners(path, owner:np.ndarray, n_text:int, n_image:int) -> np.ndarray:
+    "`text_owner` as int64, checked: one whole number per text row, each a row of `image`."
+    if owner.ndim != 1 or not (np.issubdtype(owner.dtype, np.integer) or (np.issubdtype(owner.dtype, np.floating) and np.all(np.mod(owner, 1) == 0))):
+        raise _bad(path, f"text_owner must be one integer per text row (the row of image it describes), got shape {owner.shape} of {owner.dtype}.")
+    if len(owner) != n_text: raise _bad(path, f"text has {n_text} rows but text_owner {len(owner)} entries; give one owner per text row.")
+    owner = owner.astype(np.int64)
+    if len(owner) and (owner.min() < 0 or owner.max() >= n_image):
+        j = int(np.flatnonzero((owner < 0) | (owner >= n_image))[0])
+        raise _bad(path, f"text_owner[{j}] = {owner[j]} is not a row of image (0–{n_image - 1}); fix the pairing.")
+    return owner
+
+def _image_ids(path, arrays:dict, n_image:int) -> list[str]:
+    "The names of the image rows: `image_ids` when the file has them (one per row), else row_0, row_1, …"
+    ids = [str(i) for i in np.asarray(arrays['image_ids'])] if 'image_ids' in arrays else [f"row_{i}" for i in range(n_image)]
+    if len(ids) != n_image: raise _bad(path, f"image_ids has {len(ids)} names for {n_image} image rows; give one per row or leave it out.")
+    return ids
+
 def features_from_arrays(arrays:dict, path='(arrays)') -> Features:
     "Check the arrays of a features file and build `Features` (`source: file`): rows L2-normalised, token-level images flattened with `meta['tokens']` = K."
     for k in ('image', 'text', 'text_owner'):
         if k not in arrays: raise _bad(path, f"no array {k!r} (it has {', '.join(sorted(arrays)) or 'none'}); it needs image, text and text_owner.")
     image, text, owner = (np.asarray(arrays[k]) for k in ('image', 'text', 'text_owner'))
-    for k, x in (('image', image), ('text', text)):
-        if np.iscomplexobj(x):
-            raise _bad(path, f"{k} holds complex numbers ({x.dtype}); features must be real, and dropping the imaginary part would change them silently: write the real part, the magnitude or both as columns.")
-        if x.ndim not in (2, 3) or not np.issubdtype(x.dtype, np.number) or x.dtype == bool:
-            raise _bad(path, f"{k} must be a 2-D array of numbers (rows × width), or 3-D (rows × tokens × width), got shape {x.shape} of {x.dtype}.")
-        if 0 in x.shape: raise _bad(path, f"{k} is empty (shape {x.shape}); it needs rows of at least one number each.")
-    if owner.ndim != 1 or not (np.issubdtype(owner.dtype, np.integer) or (np.issubdtype(owner.dtype, np.floating) and np.all(np.mod(owner, 1) == 0))):
-        raise _bad(path, f"text_owner must be one integer per text row (the row of image it describes), got shape {owner.shape} of {owner.dtype}.")
-    if len(owner) != len(text): raise _bad(path, f"text has {len(text)} rows but text_owner {len(owner)} entries; give one owner per text row.")
-    owner = owner.astype(np.int64)
-    if len(owner) and (owner.min() < 0 or owner.max() >= len(image)):
-        j = int(np.flatnonzero((owner < 0) | (owner >= len(image)))[0])
-        raise _bad(path, f"text_owner[{j}] = {owner[j]} is not a row of image (0–{len(image) - 1}); fix the pairing.")
+    _check_side(path, 'image', image); _check_side(path, 'text', text)
+    owner = _owners(path, owner, len(text), len(image))
     _check_finite(path, 'image', image); _check_finite(path, 'text', text)
     if len(np.unique(owner)) < 2: raise _bad(path, f"its texts describe {len(np.unique(owner))} image(s); matching needs texts of at least 2 different images.")
     v, t = _rows(image).flatten(1), _rows(text).flatten(1)            # token sets flat (01_data): unit tokens, zero padding stays zero
     tokens = (image.shape[1] if image.ndim == 3 else 1, text.shape[1] if text.ndim == 3 else 1) if 3 in (image.ndim, text.ndim) else None
-    ids = [str(i) for i in np.asarray(arrays['image_ids'])] if 'image_ids' in arrays else [f"row_{i}" for i in range(len(image))]
-    if len(ids) != len(image): raise _bad(path, f"image_ids has {len(ids)} names for {len(image)} image rows; give one per row or leave it out.")
+    ids = _image_ids(path, arrays, len(image))
     return Features(ids, v, t, torch.as_tensor(owner), meta=dict(source='file', path=str(path), tokens=tokens, n_images=len(image), n_texts=len(text),
                                                             widths=[int(image.shape[-1]), int(text.shape[-1])]))
 
 # %% ../nbs/02e_features_file.ipynb #59c0f652
 def file_digest(path) -> str:
-    "SHA-256 of a features file (of its three files for the folder layout): what `advice.json` records."
+    "SHA-256 of a features file, of its three files for the folder layout (`core.file_digest`): what `advice.json` records."
     p = Path(path)
-    files = [p/PAIRS_CSV, p/IMAGE_NPY, p/TEXT_NPY] if p.is_dir() else [p.parent/PAIRS_CSV, p.parent/IMAGE_NPY, p.parent/TEXT_NPY] if p.suffix.lower() == '.csv' else [p]
-    h = hashlib.sha256()
-    for f in files:
-        with open(f, 'rb') as fh:
-            for block in iter(lambda: fh.read(1 << 20), b''): h.update(block)
-    return h.hexdigest()
+    folder = p if p.is_dir() else p.parent if p.suffix.lower() == '.csv' else None
+    return core.file_digest(*([folder/PAIRS_CSV, folder/IMAGE_NPY, folder/TEXT_NPY] if folder else [p]))
 
 @functools.lru_cache(maxsize=4)
 def _read_features(path:str, size:int, mtime:float) -> Features:

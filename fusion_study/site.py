@@ -8,24 +8,22 @@ import contextlib, html, json, os, re, shutil, subprocess, tempfile
 from pathlib import Path
 
 import nbformat
-import numpy as np
-import pandas as pd
 
 from .core import FusionStudyError, REPORT_DIR, project_root, folder_lock
+from .words import feature_words, is_instrument, is_control      # a configuration in words; the instrument's and the controls' pages
 
 # %% auto #0
-__all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'REPORT_TITLE', 'PAGE_TITLES', 'DROPPED_TAGS', 'NUMBER_LIKE', 'PAGE_CSS',
-           'EXTERNAL_SCRIPT', 'SITE_MARK', 'site_pages', 'navbar', 'ensure_report', 'report_stale', 'report_view',
-           'encoder_words', 'feature_words', 'page_title', 'tab_title', 'path_names', 'injected_parameters', 'scrub',
-           'published', 'fmt_p', 'fmt_count', 'fmt_nstar', 'fmt_number', 'result_table', 'banner', 'page_problem',
-           'quarto_notebook', 'stage_quarto', 'check_site_out', 'site_manifest', 'build_site']
+__all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'REPORT_TITLE', 'PAGE_TITLES', 'DROPPED_TAGS', 'PAGE_CSS', 'EXTERNAL_SCRIPT', 'SITE_MARK',
+           'site_pages', 'navbar', 'ensure_report', 'report_stale', 'report_view', 'page_title', 'tab_title',
+           'path_names', 'injected_parameters', 'scrub', 'published', 'banner', 'page_problem', 'quarto_notebook',
+           'stage_quarto', 'check_site_out', 'site_manifest', 'build_site']
 
 # %% ../nbs/11_site.ipynb #d7f59a97
 NAV_ORDER = ['report', 'study', 'alignment', 'controls', 'degradation', 'analysis', 'theory']
 
 def site_pages(runs_dir) -> list[dict]:
     "Every page of the site: kind (navbar group: the notebook, 'alignment' for the instrument's studies), label, name and config (its run.json configuration, else the one papermill gave its notebook), the executed notebook, its page path relative to the site root and why its configuration is not complete (None when it is)."
-    from fusion_study.report import collect_runs, is_instrument, is_control
+    from fusion_study.reading import collect_runs
     runs_dir = Path(runs_dir)
     pages = [dict(kind='report', label='report', name=REPORT_DIR, config=None, nb=p, href=f'runs/{REPORT_DIR}/{p.stem}.html', why=None)
              for p in sorted((runs_dir/REPORT_DIR).glob('*.ipynb'))]
@@ -57,7 +55,7 @@ def navbar(pages:list, here:str) -> str:
 # %% ../nbs/11_site.ipynb #d524dcae
 def ensure_report(runs_dir, log=print) -> Path:
     "The report notebook of `runs_dir`, (re)built when missing or older than any configuration's run record."
-    from fusion_study.runner import run_report
+    from fusion_study.execute import run_report
     runs_dir = Path(runs_dir)
     return run_report(runs_dir, log) if report_stale(runs_dir) else runs_dir/REPORT_DIR/f'{REPORT_DIR}.ipynb'
 
@@ -79,39 +77,18 @@ def report_view(nb:nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 # %% ../nbs/11_site.ipynb #cdee0ef7
-from .runner import CONFIG_HEADING, LIBRARY_DIRECTIVES, own_part, cell_directives as _directives    # where a configuration's part starts; nbdev's directives
-from .runner import read_notebook, notebook_unfinished, notebook_error     # what papermill left: the runner's words
+from .execute import CONFIG_HEADING, LIBRARY_DIRECTIVES, own_part, cell_directives as _directives    # where a configuration's part starts; nbdev's directives
+from .execute import read_notebook, notebook_unfinished, notebook_error     # what papermill left: the runner's words
 REPORT_TITLE = 'fusion_study — concat or cross-attention?'
 PAGE_TITLES = {'study': 'Table 1 — {features}', 'degradation': 'Table 2 — noise on {features}',
                'analysis': 'Fig. 4 and Table 3 — {features}', 'theory': 'Table 4 and Fig. 6 — sample complexity from {inputs}'}
 DROPPED_TAGS = {'parameters', 'injected-parameters', 'remove-cell'}
-
-def encoder_words(name:str) -> str:
-    "An encoder as a reader names it: 'clip:ViT-B-32/openai' → 'CLIP ViT-B-32', 'torchvision:resnet18/IMAGENET1K_V1' → 'resnet18', a path → its last part."
-    kind, _, rest = str(name).partition(':')
-    if not rest: kind, rest = '', kind
-    model = rest.rsplit('/', 1)[0] if kind in ('clip', 'torchvision') and '/' in rest else rest
-    return ('CLIP ' if kind == 'clip' else '') + (Path(model).name or model)
-
-def feature_words(cfg:dict) -> str:
-    "The features a configuration trains on, in a few words: 'synthetic aligned features', 'Flickr8k CLIP ViT-B-32 features'."
-    c = cfg or {}
-    if c.get('source', 'synthetic') == 'synthetic':
-        if c.get('token_task'): return f"the {c['token_task']} token-set control ({c.get('tokens') or 16} image tokens of width {c.get('dim', 512)})"
-        a = c.get('alignment')
-        words = f"synthetic features of alignment {a:g}" if a is not None else f"synthetic {c.get('backbone', 'aligned')} features"
-        if c.get('tokens'): words += f", {c['tokens']} region tokens per image"
-        if c.get('permute'): words += ", text coordinates permuted"
-        return words
-    img, txt = (encoder_words(c.get(k) or '?') for k in ('image_encoder', 'text_encoder'))
-    return f"Flickr8k {img} features" if img == txt else f"Flickr8k features ({img} images, {txt} captions)"
 
 def page_title(page:dict) -> str:
     "A page's heading, naming what it shows and on which configuration: 'Table 1 — synthetic aligned features'."
     if page['kind'] == 'report': return REPORT_TITLE
     cfg = page.get('config')
     if not cfg: return f"{page['kind']} — configuration {page['name']}"
-    from fusion_study.report import is_instrument, is_control          # the knob, permuted or region-token features; the token-set controls
     study = cfg.get('notebook', 'study') == 'study'
     pattern = ('Is it alignment? — {features}' if is_instrument(cfg) and study else 'Can attention win? — {features}' if is_control(cfg) and study
                else PAGE_TITLES.get(cfg.get('notebook', page['kind']), '{notebook} — configuration {name}'))
@@ -195,60 +172,6 @@ def published(nb:nbformat.NotebookNode, page:dict, runs_dir=None) -> nbformat.No
     return nb
 
 # %% ../nbs/11_site.ipynb #2325e349
-def _number(v):
-    try: return float(v)
-    except (TypeError, ValueError): return None
-
-def fmt_p(p) -> str:
-    "A p-value as a reader reads it: 'p < 0.001', 'p = 0.012', 'p = 0.27'; '—' when there is none."
-    p = _number(p)
-    if p is None or not np.isfinite(p): return '—'
-    return 'p < 0.001' if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
-
-def fmt_count(v) -> str:
-    "A count with thousands separators ('295,554'); '—' when missing."
-    x = _number(v)
-    if x is None: return str(v)
-    return f"{x:,.0f}" if np.isfinite(x) else '—'
-
-def fmt_nstar(v, lo=None, hi=None) -> str:
-    "A crossover size N* (with its interval when given): a count, or 'none in range' where the fitted curves never cross (N* = ∞)."
-    one = lambda x: '—' if _number(x) is None or np.isnan(_number(x)) else fmt_count(x) if np.isfinite(_number(x)) else 'none in range'
-    if lo is None: return one(v)
-    if all(_number(x) is not None and np.isposinf(_number(x)) for x in (v, lo, hi)): return 'none in range'
-    return f"{one(v)} [{one(lo)}, {one(hi)}]"
-
-def fmt_number(v) -> str:
-    "Any other number: whole numbers with thousands separators, others to 2–3 decimals ('< 0.001' below that), '—' when missing, ∞ for infinity."
-    x = _number(v)
-    if x is None: return str(v)
-    if np.isnan(x): return '—'
-    if np.isinf(x): return '∞' if x > 0 else '−∞'
-    if x == round(x) and abs(x) < 1e15: return f"{x:,.0f}"
-    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.2f}" if abs(x) >= 1 else f"{x:.3f}" if abs(x) >= 0.001 else ('< 0.001' if x > 0 else '> −0.001')
-
-NUMBER_LIKE = re.compile(r'\s*([+\-−]?(\d|\.\d)|—\s*$|p [<=] )')
-
-def result_table(df:pd.DataFrame, names:dict=None, formats:dict=None, caption:str=None):
-    """`df` as a page shows it (a pandas `Styler`): only the columns `names` lists, renamed to its words, in its order (all columns as they are
-    without `names`); each column formatted by `formats` ({column: format string or function}) or else by its type (`fmt_number`, yes/no);
-    no index; columns of numbers right-aligned, text left-aligned; `caption` above."""
-    d = df[list(names)].rename(columns=names) if names else df
-    formats = {(names or {}).get(k, k): f for k, f in (formats or {}).items()}
-    cols, right = {}, []
-    for i, col in enumerate(d.columns):
-        s, f = d.iloc[:, i], formats.get(col)
-        if isinstance(f, str): f = (lambda spec: lambda v: '—' if _number(v) is not None and np.isnan(_number(v)) else spec.format(v))(f)
-        if f is None: f = (lambda v: 'yes' if v else 'no') if pd.api.types.is_bool_dtype(s) else fmt_number if pd.api.types.is_numeric_dtype(s) else (lambda v: '—' if v is None or v is np.nan or (isinstance(v, float) and np.isnan(v)) else str(v))
-        cols[i] = [f(v) for v in s]
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) or all(NUMBER_LIKE.match(v) for v in cols[i]): right.append(i)
-    out = pd.DataFrame(cols, index=range(len(d)))
-    out.columns = d.columns
-    last = f'.level{d.columns.nlevels - 1}'                 # the column's own header; a group header above it (colspan) is centred
-    styles = [{'selector': f'td.col{i}, th.col_heading{last}.col{i}', 'props': 'text-align: right;'} for i in right]
-    styler = out.style.hide(axis='index').set_table_styles(styles + [{'selector': 'th.col_heading[colspan]', 'props': 'text-align: center; border-bottom: 1px solid #ccc;'}])
-    return styler.set_caption(caption) if caption else styler
-
 PAGE_CSS = """
 .jp-InputPrompt, .jp-OutputPrompt { display: none; }
 .jp-OutputArea-output table, .cell-output-display table { font-size: 13px; table-layout: auto; max-width: 100%; margin: .3em 0 1em 0; }
@@ -359,7 +282,7 @@ def build_site(runs_dir='runs', out='_site', use_quarto=None, log=print) -> tupl
     if use_quarto and not quarto_ok: raise FusionStudyError("Quarto build needs `quarto` on PATH and the runs in the project's runs/ folder; drop --quarto to use the static fallback.")
     with folder_lock(runs_dir, 'site'), contextlib.ExitStack() as held:
         if report_stale(runs_dir):                                # its kernel starts and imports the library while this process does
-            from fusion_study.runner import shared_kernel, KERNEL_LOG
+            from fusion_study.execute import shared_kernel, KERNEL_LOG
             held.enter_context(shared_kernel(runs_dir/KERNEL_LOG))
         import fusion_study.report                                # what the pages read the runs with
         ensure_report(runs_dir, log)

@@ -12,7 +12,8 @@ from scipy import stats as st
 # %% auto #0
 __all__ = ['LEVEL', 'REPRODUCED', 'NOT_REPRODUCED', 'INCONCLUSIVE', 'VERDICTS', 'CHANCE', 'CHANCE_MARGIN', 'ALPHA', 't_interval',
            'summary_interval', 'pack_correct', 'unpack_correct', 'paired_sampling_var', 'paired_interval',
-           'bootstrap_interval', 'judge', 'inconclusive', 'verdict_kind', 'combine', 'chance_state', 'welch_p', 'holm']
+           'bootstrap_interval', 'seed_bootstrap', 'judge', 'inconclusive', 'verdict_kind', 'combine', 'chance_state',
+           'welch_p', 'holm']
 
 # %% ../nbs/00c_stats.ipynb #cfb436e7
 LEVEL = 0.95                                   # confidence level of every interval on the site
@@ -67,6 +68,18 @@ def bootstrap_interval(samples, level:float=LEVEL) -> tuple[float, float]:
     if not len(x): return math.nan, math.nan
     a = (1 - level) / 2
     return tuple(float(v) for v in np.quantile(x, [a, 1 - a], method='inverted_cdf'))
+
+# %% ../nbs/00c_stats.ipynb #0dddf6bf
+def seed_bootstrap(arrays:dict, fit, n_boot:int, rng, wrap=iter) -> dict:
+    """The seed bootstrap of a learning curve: `n_boot` draws, each resampling the seeds (columns of a scales × seeds array) with replacement at every
+    scale (row), the same resample for every array of `arrays` ({name: array}) so their differences stay paired. Returns {name: array of
+    `fit(name, resampled, draw)`, one per draw}; `wrap` wraps the draws (a progress bar)."""
+    shape = next(iter(arrays.values())).shape
+    out = {m: [] for m in arrays}
+    for b in wrap(range(n_boot)):
+        idx = rng.integers(0, shape[1], size=shape)
+        for m, E in arrays.items(): out[m].append(fit(m, np.take_along_axis(E, idx, axis=1), b))
+    return {m: np.array(v) for m, v in out.items()}
 
 # %% ../nbs/00c_stats.ipynb #908725f1
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = 'reproduced', 'not reproduced', 'inconclusive'

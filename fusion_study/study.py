@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .core import FusionStudyError, Recipe, RunConfig, code_version, get_device, crash_point, check_fields, check_ranges
+from .core import FusionStudyError, Recipe, RunConfig, code_version, get_device, crash_point
 from .extract import check_features, load_features
 from .fusion import METHODS, TOKEN_METHODS
 from .data import ATTENTION_WINS, TOKEN_TASK_WORDS
@@ -21,13 +21,11 @@ from .alignment import alignment_table
 from .results import (paired_differences, usable, is_diverged, INT_COLUMNS, RUN_KEY, ALIGNMENT_CSV, METRICS, RESULT_COLUMNS, RESULTS, RUN_INFO, COMPLETE, ROWS, TABLE1_CSV, PAIRED_TESTS_CSV, ATTENTION_CSV,
                                   record_run, read_results, keep_row, stored_rows, read_record, write_record, read_table, write_table)
 from .train import config_specs, train_runs, ENGINES
+from .runstate import valid_rows, previous_results, mark_complete, incomplete_reason, is_complete, results_problems
 
 # %% auto #0
-__all__ = ['RECIPE_COLUMNS', 'CONTROL_BASELINES', 'STUDY_TABLES', 'check_methods', 'preflight', 'vega_bundle',
-           'inline_chart_html', 'use_inline_charts', 'run_keys', 'results_problems', 'valid_rows', 'previous_results',
-           'file_digest', 'mark_complete', 'incomplete_reason', 'is_complete', 'run_config', 'summarise', 'table1',
-           'paired_tests', 'attention_tests', 'fig1', 'fig2', 'study_tables', 'run_study', 'RESULTS', 'RUN_INFO',
-           'COMPLETE', 'ROWS']
+__all__ = ['CONTROL_BASELINES', 'STUDY_TABLES', 'check_methods', 'preflight', 'run_config', 'summarise', 'table1', 'paired_tests',
+           'attention_tests', 'fig1', 'fig2', 'study_tables', 'run_study']
 
 # %% ../nbs/05_study.ipynb #f226577d
 def check_methods(cfg:RunConfig, d_v:int, d_t:int, tokens:int=None):
@@ -40,152 +38,11 @@ def check_methods(cfg:RunConfig, d_v:int, d_t:int, tokens:int=None):
             except FusionStudyError as e: raise FusionStudyError(f"Method {m!r} of configuration {cfg.name!r} cannot take its {d_v}-d image and {d_t}-d text features: {e}") from None
 
 def preflight(cfg:RunConfig):
-    """Raise `FusionStudyError` for the first thing in `cfg` that would fail later, cheapest first: its keys, types and ranges
-    (`core`, no torch: also the names of its methods, engine, device and encoders), the device itself, its features (`extract.check_features`:
-    synthetic sizes, or the cache entries' metadata — no tensor is read), then each method built for the features' widths (`check_methods`)."""
-    where, d = f"configuration {cfg.name!r}", cfg.to_dict()
-    check_fields(RunConfig, d, where); check_ranges(d, where)
+    """Raise `FusionStudyError` for the first thing in `cfg` that would fail later, cheapest first — its keys, types and ranges were checked once,
+    when the `RunConfig` was made (`core`) — the device itself, its features (`extract.check_features`: synthetic sizes, or the cache entries'
+    metadata — no tensor is read), then each method built for the features' widths (`check_methods`)."""
     get_device(cfg.device)
     check_methods(cfg, *check_features(cfg))
-
-# %% ../nbs/05_study.ipynb #432028c6
-@functools.lru_cache(maxsize=1)
-def vega_bundle() -> str:
-    """Vega, Vega-Lite and vega-embed as one script that puts them on `window` (vl-convert's default bundle). Building it takes about 3 s,
-    so it is built once and kept in the cache folder (`core.cache_dir()`), named by vl-convert's version, and read from there (~1 ms)."""
-    import vl_convert as vlc
-    from fusion_study.core import cache_dir, write_atomic
-    kept = cache_dir()/'vega'/f'bundle-vl-convert-{vlc.__version__}.js'
-    try: return kept.read_text(encoding='utf-8')
-    except OSError: pass
-    js = vlc.javascript_bundle()
-    try: write_atomic(kept, js)
-    except OSError: pass                              # a read-only cache folder: built again next time
-    return js
-
-def inline_chart_html(spec:dict) -> str:
-    "HTML for one Vega-Lite `spec` with its JavaScript inline (no CDN), rendered by vega-embed."
-    import uuid
-    div = f"vis-{uuid.uuid4().hex[:12]}"
-    js = vega_bundle() + f"\nwindow.vegaEmbed('#{div}', {json.dumps(spec)}, {{actions: false}}).catch(e => {{document.getElementById('{div}').textContent = 'chart error: ' + e;}});"
-    return f'<div id="{div}" class="fusion-chart"></div>\n<script type="module">{js}</script>'
-
-def use_inline_charts():
-    "Make Altair render every displayed chart through `inline_chart_html`."
-    alt.renderers.register('fusion_inline', lambda spec, **kw: {'text/html': inline_chart_html(spec)})
-    alt.renderers.enable('fusion_inline')
-    alt.data_transformers.disable_max_rows()
-
-# %% ../nbs/05_study.ipynb #7365a94a
-_all_ = ['RESULTS', 'RUN_INFO', 'COMPLETE', 'ROWS']                     # declared in fusion_study.results, re-exported here
-
-def run_keys(df:pd.DataFrame) -> list:
-    "The `RunSpec.key()` of every result row: (method, scale, seed, noise, rotation) (`results.RUN_KEY`)."
-    return list(zip(*(df[c] for c in RUN_KEY)))
-
-# %% ../nbs/05_study.ipynb #7e9e3cc8
-RECIPE_COLUMNS = [f.name for f in dataclasses.fields(Recipe)]       # the recipe columns of a result row
-
-def _bad_metrics(df:pd.DataFrame) -> pd.Series:
-    m = df[METRICS].apply(pd.to_numeric, errors='coerce')
-    return ~(np.isfinite(m) & (m >= 0) & (m <= 1)).all(axis=1)
-
-def results_problems(df:pd.DataFrame, cfg:RunConfig) -> list[str]:
-    "What keeps `df` from being the complete results of `cfg`'s grid (empty list: nothing)."
-    missing = [c for c in RESULT_COLUMNS if c not in df.columns]
-    if missing: return [f"columns {', '.join(missing)} are missing"]
-    counts, want = collections.Counter(run_keys(df)), {s.key() for s in config_specs(cfg)}
-    out = []
-    if (absent := [k for k in want if k not in counts]): out.append(f"{len(absent)} of its {len(want)} runs are missing (e.g. {absent[0]})")
-    if (dup := [k for k, n in counts.items() if n > 1]): out.append(f"run {dup[0]} appears {counts[dup[0]]} times")
-    if (extra := [k for k in counts if k not in want]): out.append(f"run {extra[0]} is not in the configuration's grid")
-    if (bad := _bad_metrics(df)).any(): out.append(f"row {int(np.flatnonzero(bad)[0]) + 2} has a metric that is missing, not finite or outside [0, 1]")
-    return out
-
-def valid_rows(df:pd.DataFrame, cfg:RunConfig, what:str='rows', warn=None) -> pd.DataFrame:
-    "The rows of `df` that are runs of `cfg`'s grid with its recipe and sound metrics, one per run; `warn(message)` hears about the rest."
-    if df is None or not len(df): return pd.DataFrame(columns=RESULT_COLUMNS)
-    if (missing := [c for c in RESULT_COLUMNS if c not in df.columns]):
-        if warn: warn(f"{what}: columns {', '.join(missing)} are missing; none of its {len(df)} rows are reused")
-        return pd.DataFrame(columns=RESULT_COLUMNS)
-    want = {s.key() for s in config_specs(cfg)}
-    recipe = pd.Series({c: getattr(cfg, c) for c in RECIPE_COLUMNS})
-    same_recipe = df[RECIPE_COLUMNS].apply(lambda r: all(_same(r[c], recipe[c]) for c in RECIPE_COLUMNS), axis=1)
-    sound = ~_bad_metrics(df) & (pd.to_numeric(df.n_train, errors='coerce') + pd.to_numeric(df.n_val, errors='coerce') == pd.to_numeric(df.scale, errors='coerce'))
-    keys = run_keys(df)
-    ok = same_recipe & sound & pd.Series([k in want for k in keys], index=df.index)
-    ok &= ~pd.Series(keys, index=df.index).duplicated()
-    if warn and (n := int((same_recipe & ~sound).sum())): warn(f"{what}: {n} damaged row(s) (missing or non-finite metrics) dropped; those runs are trained again")
-    return df[ok].reset_index(drop=True)
-
-def _same(a, b) -> bool:
-    if isinstance(b, bool): return str(a).lower() == str(b).lower()
-    try: return math.isclose(float(a), float(b), rel_tol=1e-12)
-    except (TypeError, ValueError): return False
-
-# %% ../nbs/05_study.ipynb #774b190a
-def previous_results(out_dir, cfg:RunConfig, warn=None) -> pd.DataFrame:
-    "Rows of the folder's own `results.csv` when it was computed for the same data and recipe (e.g. before a seed was added)."
-    out = Path(out_dir)
-    try: info = read_record(out, RUN_INFO, ('config',))
-    except FusionStudyError: return pd.DataFrame()
-    try: same = RunConfig(**info['config']).identity() == cfg.identity()
-    except (FusionStudyError, TypeError): return pd.DataFrame()
-    if not same or not (out/RESULTS).exists(): return pd.DataFrame()
-    try: return read_results(out)
-    except FusionStudyError as e:
-        if warn: warn(str(e))
-        return pd.DataFrame()
-
-# %% ../nbs/05_study.ipynb #c097db8a
-def file_digest(path) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
-    return h.hexdigest()
-
-def mark_complete(out_dir, cfg:RunConfig, notebook=None) -> dict:
-    "Write `complete.json` — the last file of a configuration — with the digest of every file it made and of its inputs' completion records."
-    out = Path(out_dir)
-    try: info = read_record(out, RUN_INFO, ())
-    except FusionStudyError: raise FusionStudyError(f"Configuration {cfg.name!r} finished without recording its run ({out/RUN_INFO} is missing); its notebook must call record_run.") from None
-    if info.get('config_hash') != cfg.hash(): raise FusionStudyError(f"{out/RUN_INFO} records another configuration than {cfg.name!r}; run it again.")
-    files = [*info.get('files', []), RUN_INFO, *([Path(notebook).name] if notebook else [])]
-    if (gone := [f for f in files if not (out/f).is_file()]): raise FusionStudyError(f"Configuration {cfg.name!r} finished without writing {', '.join(gone)}.")
-    if RESULTS in files and (problems := results_problems(read_results(out), cfg)):
-        raise FusionStudyError(f"The results of configuration {cfg.name!r} are incomplete: {problems[0]}.")
-    inputs = {name: file_digest(out.parent/name/COMPLETE) if (out.parent/name/COMPLETE).exists() else None for name in cfg.inputs}
-    mark = dict(config_hash=cfg.hash(), code_version=code_version(), finished=time.time(), inputs=inputs,
-                files={f: file_digest(out/f) for f in files})
-    write_record(out, COMPLETE, mark)
-    return mark
-
-def incomplete_reason(out_dir, cfg:RunConfig=None, _seen=()) -> str|None:
-    "Why `out_dir` does not hold complete output of `cfg` (default: the configuration its run.json records); None when it does."
-    out = Path(out_dir)
-    if not (out/COMPLETE).exists(): return 'it has not run' if not out.exists() or not any(out.iterdir()) else 'it did not finish'
-    try: mark = read_record(out, COMPLETE, ())
-    except FusionStudyError: return 'its completion record is damaged'
-    if cfg is None:
-        try: cfg = RunConfig.from_dict(read_record(out, RUN_INFO, ('config',))['config'])
-        except FusionStudyError: return f'its {RUN_INFO} is missing or unreadable'
-    if mark.get('config_hash') != cfg.hash(): return 'its configuration changed'
-    for f, h in mark.get('files', {}).items():
-        if not (out/f).is_file(): return f'{f} is missing'
-        if file_digest(out/f) != h: return f'{f} changed after the run finished'
-    for name, h in mark.get('inputs', {}).items():
-        dep = out.parent/name
-        if h is None or not (dep/COMPLETE).exists() or file_digest(dep/COMPLETE) != h: return f'its input {name!r} changed or was run again'
-        if name not in _seen and (why := incomplete_reason(dep, None, (*_seen, cfg.name))): return f'its input {name!r} is not complete ({why})'
-    if RESULTS in mark.get('files', {}):
-        try: problems = results_problems(read_results(out), cfg)
-        except FusionStudyError: problems = [f'{RESULTS} is damaged']
-        if problems: return f'{RESULTS}: {problems[0]}'
-    return None
-
-def is_complete(out_dir, cfg:RunConfig=None) -> bool:
-    "Does `out_dir` hold complete, unaltered output of exactly this configuration, made from the current state of its inputs?"
-    return incomplete_reason(out_dir, cfg) is None
 
 # %% ../nbs/05_study.ipynb #9cccc611
 def run_config(cfg:RunConfig, out_dir, progress:bool=True, tables:dict=None, reuse:pd.DataFrame=None, warn=print) -> pd.DataFrame:

@@ -14,7 +14,8 @@ from scipy.optimize import curve_fit
 from .core import FusionStudyError, RunConfig
 from .extract import load_features
 from .paper import STATED, TABLE4, SCALES as PAPER_SCALES
-from .stats import CHANCE_MARGIN, judge, inconclusive, verdict_kind
+from .stats import CHANCE_MARGIN, judge, inconclusive, verdict_kind, seed_bootstrap
+from .words import is_aligned
 from .results import (usable, RESULTS, RUN_INFO, FITS_CSV, CROSSOVER_CSV, POINTS_CSV, COMPLEXITY_CSV, CLAIMS_CSV,
                                   read_record, read_results, record_run, write_table)
 
@@ -22,8 +23,8 @@ from .results import (usable, RESULTS, RUN_INFO, FITS_CSV, CROSSOVER_CSV, POINTS
 __all__ = ['ILLUSTRATIVE_C', 'ILLUSTRATIVE_B', 'N_BOOT', 'PAPER_FRAMEWORK', 'EQ12_READING', 'sample_complexity', 'risk',
            'crossover_n', 'verdict', 'illustrative_curves', 'illustrative_chart', 'fit_risk', 'learning_points',
            'curve_summary', 'fit_curves', 'fit_points', 'compare_forms', 'synthetic_learning_curves', 'fitted_chart',
-           'implications', 'is_aligned', 'theory_claims', 'read_inputs', 'input_dims', 'run_theory', 'FITS_CSV',
-           'CROSSOVER_CSV', 'POINTS_CSV', 'COMPLEXITY_CSV', 'CLAIMS_CSV']
+           'implications', 'theory_claims', 'read_inputs', 'input_dims', 'run_theory', 'FITS_CSV', 'CROSSOVER_CSV',
+           'POINTS_CSV', 'COMPLEXITY_CSV', 'CLAIMS_CSV']
 
 # %% ../nbs/08_theory.ipynb #f33d4c3c
 def sample_complexity(d_v:int, d_t:int) -> pd.DataFrame:
@@ -128,10 +129,7 @@ def fit_curves(points:pd.DataFrame, n_boot:int=N_BOOT, seed:int=0, reference:str
              for m in methods}
         Ns = np.broadcast_to(scales[:, None].astype(float), (len(scales), len(seeds)))
         point = {m: fit_risk(Ns, E[m]) for m in methods}
-        boot = {m: np.empty((n_boot, 2)) for m in methods}
-        for b in range(n_boot):
-            idx = rng.integers(0, len(seeds), size=Ns.shape)          # seeds with replacement at each scale, shared by the methods
-            for m in methods: boot[m][b] = fit_risk(Ns, np.take_along_axis(E[m], idx, axis=1))
+        boot = seed_bootstrap(E, lambda m, X, b: fit_risk(Ns, X), n_boot, rng)     # seeds with replacement at each scale, shared by the methods
         meta = dict(curve=curve, config=g.config.iloc[0], backbone=g.backbone.iloc[0])
         for m in methods:
             (B, V), (Bb, Vb) = point[m], boot[m].T
@@ -245,11 +243,6 @@ def implications(crossover:pd.DataFrame, summary:pd.DataFrame, reference:str='co
     return pd.DataFrame(rows)
 
 # %% ../nbs/08_theory.ipynb #487557a7
-def is_aligned(backbone:str, alignment=np.nan) -> bool:
-    "Does a curve use pre-aligned features? `alignment` >= 0.5 where set, else backbone 'aligned' or a CLIP backbone."
-    if alignment is not None and np.isfinite(alignment): return alignment >= 0.5
-    return str(backbone).lower() == 'aligned' or 'clip' in str(backbone).lower()
-
 def _v_claim(r, p, fits, reference='concat') -> dict:
     "The verdict on 'V_other ≫ V_concat' from the fit of all (non-chance) scales and, where there is one, of the paper's scales only."
     seeds = fits.loc[(fits.curve == r.curve) & (fits.method == r.method), 'n_seeds'].max() if fits is not None else None

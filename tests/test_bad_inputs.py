@@ -5,7 +5,8 @@ import json, os, shutil, signal, subprocess, time
 import pandas as pd
 import pytest
 from conftest import ROOT, cli, digest
-from fusion_study.core import CRASH_POINTS, folder_lock, load_params
+from fusion_study.core import CRASH_POINTS, folder_lock
+from fusion_study.params import load_params
 from fusion_study.train import METRICS
 
 def _params(tmp_path, text, name='p.yaml'):

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT, digest
-from fusion_study.runner import filesystem_of, LOCAL_FILESYSTEMS, _signal_tree
+from fusion_study.cluster import filesystem_of, LOCAL_FILESYSTEMS
+from fusion_study.jobs import _signal_tree
 
 SMOKE = yaml.safe_load((ROOT/'params'/'smoke.yaml').read_text())
 BROKEN = {'name': 'broken', 'scales': [64], 'seeds': [1, 2]}             # fails in its notebook, after its first run (`BREAK`), as a bug would
@@ -363,3 +364,17 @@ def test_a_dry_run_prints_each_sbatch_script_and_writes_nothing(tmp_path):
     assert "fusion-study:big:" in big and '--mem=64G' in big and '--time=600' in big and "--dependency='afterok:<job of small>'" in big   # its input
     assert "--dependency='afterany:<job of big>'" in other                                          # --max-parallel 1: one after another
     assert 'nothing was submitted or written' in r.stdout and not (tmp_path/'runs').exists()
+
+def test_run_reads_its_params_file_once(tmp_path, monkeypatch):
+    "`fusion-study run` parses its params file once and passes what it read down: a dry run of jobs, a local run its plan refuses, a flag that does not apply."
+    from fusion_study.cli import main
+    read = []
+    real = yaml.load
+    monkeypatch.setattr(yaml, 'load', lambda text, *a, **kw: read.append(text) or real(text, *a, **kw))
+    good = write(tmp_path/'p.yaml', [{'name': 'small'}, {'name': 'big', 'inputs': ['small']}], defaults=TINY, executor={'kind': 'slurm', 'mem': '8G'})
+    bad = write(tmp_path/'bad.yaml', [{'name': 'reads', 'inputs': ['elsewhere']}], defaults=TINY)
+    for params, args, code in [(good, ['--dry-run'], 0), (good, ['--executor', 'local', '--dry-run'], 0), (bad, [], 2), (good, ['--executor', 'subprocess', '--mem', '8G'], 2)]:
+        read.clear()
+        assert main(['run', str(params), '--runs-dir', str(tmp_path/'runs'), *args]) == code, (params.name, args)
+        assert read.count(params.read_text()) == 1, (params.name, args, len(read))
+    assert not (tmp_path/'runs').exists()

@@ -135,6 +135,41 @@ def test_a_new_fusion_class_needs_no_engine_code(feats):
     with pytest.raises(FusionStudyError, match="Unknown fusion method 'my_bilinear'"):
         T.train_runs(feats, specs[:1], engine='batched', device='cpu', progress=False)
 
+def _own_heads():
+    "Two heads that keep the head contract (03_fusion) unlike `Head`: other widths and p; one real dropout site (the spare mask 1 wide, ignored)."
+    import torch.nn as nn, torch.nn.functional as F
+    class Narrow(nn.Module):                         # dropout 0.3 on the 64-d fused vector and on 16 tanh units
+        widths, p = (64, 16), 0.3
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(64, 16), nn.Linear(16, 2)
+        def _drop(self, h, drop, i): return F.dropout(h, self.p, self.training) if drop is None else h * drop[i]
+        def forward(self, h, drop=None): return self.fc2(self._drop(torch.tanh(self.fc1(self._drop(h, drop, 0))), drop, 1))
+    class OneSite(nn.Module):                        # dropout 0.2 on its input only, then one linear layer
+        widths, p = (64, 1), 0.2
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 2)
+        def forward(self, h, drop=None): return self.fc(F.dropout(h, self.p, self.training) if drop is None else h * drop[0])
+    return Narrow, OneSite
+
+@pytest.mark.parametrize('head', range(2))
+def test_a_head_of_its_own_trains_alike_in_both_engines(feats, head):
+    "A fusion class whose head keeps the contract in 03_fusion (two `widths`, one `p`, masks applied in order) trains alike in both engines."
+    import torch.nn as nn
+    Head = _own_heads()[head]
+    class Fused(nn.Module):
+        def __init__(self, d_v, d_t):
+            super().__init__()
+            self.fuse, self.head = nn.Linear(d_v + d_t, 64), Head()
+        def forward(self, v, t, drop=None): return self.head(self.fuse(torch.cat([v, t], -1)), drop)
+    methods = {'own_head': Fused}
+    specs = [T.RunSpec(method='own_head', scale=n, seed=s, noise=sig, epochs=2) for n, s, sig in ((128, 1, 0.0), (128, 2, 0.3), (256, 1, 0.0))]
+    loop = T.train_runs(feats, specs, engine='loop', device='cpu', progress=False, methods=methods)
+    batched = T.train_runs(feats, specs, engine='batched', device='cpu', progress=False, methods=methods)
+    assert batched[KEYS].equals(loop[KEYS]) and (batched[T.METRICS] - loop[T.METRICS]).abs().max().max() <= 1e-6
+    assert batched.accuracy.std() > 0                 # the runs differ: dropout and data are drawn per run
+
 def test_measured_not_tabled():
     "Parameters without gradient, memory and cost come from the module: a wider model costs more, a dead branch is found."
     import torch.nn as nn

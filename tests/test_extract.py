@@ -246,7 +246,7 @@ def test_study_runs_on_cached_features_through_the_command(flickr, tmp_path):
     assert info['features']['source'] == 'features' and len(info['features']['bad_images']) == 1 and info['features']['captions'] == 55
 
 def test_paper_params_files_point_to_real_features(tmp_path):
-    from fusion_study.core import load_params
+    from fusion_study.params import load_params
     clip, rn = load_params(ROOT/'params'/'clip_flickr8k.yaml'), load_params(ROOT/'params'/'resnet18_flickr8k.yaml')
     assert [c.image_encoder for c in clip + rn] == ['clip:ViT-B-32/openai', 'torchvision:resnet18/IMAGENET1K_V1']
     assert {c.text_encoder for c in clip + rn} == {'clip:ViT-B-32/openai'}                      # identical text features

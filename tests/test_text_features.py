@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fusion_study.core import FusionStudyError, RunConfig, load_params
+from fusion_study.core import FusionStudyError, RunConfig
+from fusion_study.params import load_params
 from fusion_study import encoders as E
 from fusion_study.encoders import MINILM, TEXT_EXTRA, load_encoder, parse_encoder
 from fusion_study.extract import extract_captions, make_caption_plan, check_features, load_features
