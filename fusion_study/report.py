@@ -20,7 +20,7 @@ from .findings import findings, alignment_sentence
 
 # %% auto #0
 __all__ = ['page_links', 'page_link', 'configurations', 'table1_side_by_side', 'table1_cells', 'table2_cells', 'table4_wording',
-           'disagreements', 'gap_chart', 'who_wins_table']
+           'disagreements', 'gap_chart', 'who_wins_table', 'alignment_chart']
 
 # %% ../nbs/09e_report.ipynb #ed543284
 def page_links(runs:dict) -> str:
@@ -149,3 +149,26 @@ def who_wins_table(ww:pd.DataFrame) -> pd.DataFrame:
                      'cross − concat (points) [95%]': f"{pts(r.cross_gap)} [{pts(r.cross_lo)}, {pts(r.cross_hi)}]" if pd.notna(r.cross_gap) else 'not run',
                      'cosine, zero-shot (%)': f"{r.cosine_accuracy:.1f}" if pd.notna(r.cosine_accuracy) else 'not run'})
     return pd.DataFrame(rows)
+
+# %% ../nbs/09e_report.ipynb #4515e3eb
+def alignment_chart(runs:dict, min_sets:int=3):
+    "The central figure: each method's accuracy minus concat's against the measured zero-shot AUC of the features, one line per method, 95% intervals over seeds; one panel per scale that has `min_sets` feature sets or more."
+    import altair as alt
+    g = method_gaps(runs)
+    if g is None: return None
+    keep = g.groupby('scale').set_id.nunique(); g = g[g.scale.isin(keep[keep >= min_sets].index) & (g.method != 'concat')].copy()
+    if not len(g): return None
+    g['pairs'] = g.scale.map(lambda s: f"{s:,} training pairs")
+    x = alt.X('zero_shot_auc:Q', title='measured alignment: zero-shot matching AUC of the cosine', scale=alt.Scale(domain=[0.45, 1.0]))
+    colour = alt.Color('method:N', title='method', legend=alt.Legend(orient='right'))
+    tip = ['feature_set:N', 'method:N', alt.Tooltip('zero_shot_auc:Q', format='.3f', title='zero-shot AUC'), alt.Tooltip('gap:Q', format='+.1f', title='− concat (points)'),
+           alt.Tooltip('lo:Q', format='+.1f', title='95% low'), alt.Tooltip('hi:Q', format='+.1f', title='95% high'), alt.Tooltip('accuracy:Q', format='.1f', title='accuracy (%)')]
+    base = alt.Chart().encode(x=x, color=colour)
+    y = alt.Y('gap:Q', title='accuracy minus concat (points)')
+    layers = alt.layer(alt.Chart().mark_rule(color='black', strokeDash=[3, 3]).encode(y=alt.datum(0)),
+                       base.mark_rule(strokeWidth=1.5, opacity=.6).encode(y='lo:Q', y2='hi:Q'),
+                       base.mark_line(strokeWidth=1.5).encode(y=y, detail='method:N'),
+                       base.mark_point(filled=True, size=45).encode(y=y, shape=alt.Shape('family:N', title='feature set'), tooltip=tip), data=g)
+    order = [f"{s:,} training pairs" for s in sorted(g.scale.unique())]           # by number, never parsed back from the label
+    return layers.properties(width=430, height=300).facet(facet=alt.Facet('pairs:N', title=None, sort=order), columns=2).properties(
+        title="Is it alignment? Each method minus concat against the measured alignment of the features (95% intervals over seeds and validation pairs)")
