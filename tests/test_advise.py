@@ -170,3 +170,8 @@ def test_every_notebook_runs_on_a_features_file(tmp_path):
     home = (tmp_path/'_site'/'index.html').read_text() if (tmp_path/'_site'/'index.html').exists() else ''
     pages = ' '.join(p.read_text() for p in (tmp_path/'_site').rglob('*.html'))
     assert 'your features (mine_a.npz' in pages and 'real Flickr8k' not in pages
+    # issue 26's mislabels: the page heading, the findings' kind of evidence (a file is neither Flickr8k, captions nor image–text)
+    assert 'Table 1 — your features (mine_a.npz)' in pages and 'Flickr8k CLIP' not in pages, 'a features-file study page is headed as Flickr8k'
+    report = (tmp_path/'_site'/'runs'/'report'/'report.html').read_text()
+    found = report[report.index('What we found'):report.index('Is it alignment?') if 'Is it alignment?' in report else None]
+    assert 'your own features' in found and 'text–text' not in found and 'image–text features, ' not in found, found[:2000]
