@@ -13,10 +13,19 @@ import pandas as pd
 from .stats import verdict_kind
 
 # %% auto #0
-__all__ = ['NUMBER_LIKE', 'VERDICT_COLOURS', 'fmt_p', 'fmt_count', 'fmt_nstar', 'fmt_number', 'result_table', 'pts', 'pm',
-           'styled', 'html_table', 'vega_bundle', 'inline_chart_html', 'use_inline_charts']
+__all__ = ['NUMBER_LIKE', 'VERDICT_COLOURS', 'CHART_MIME', 'csv_link', 'table_caption', 'fmt_p', 'fmt_count', 'fmt_nstar',
+           'fmt_number', 'result_table', 'pts', 'pm', 'styled', 'html_table', 'method_colour', 'glossary',
+           'vega_bundle', 'inline_chart_html', 'shared_chart_html', 'use_inline_charts']
 
 # %% ../nbs/00e_display.ipynb #12d61f33
+def csv_link(name:str) -> str:
+    "A link to the results file `name` (a CSV beside the page: the site publishes each run folder's CSV files beside its page)."
+    return f'<a class="fusion-csv" href="{html.escape(name)}" download>data: {html.escape(name)}</a>'
+
+def table_caption(caption:str=None, csv:str=None) -> str:
+    "A table's caption as HTML: `caption` (escaped) and the link to the CSV file it shows."
+    return ' '.join(x for x in (html.escape(caption) if caption else '', f'<span class="fusion-csv-link">({csv_link(csv)})</span>' if csv else '') if x)
+
 def _number(v):
     try: return float(v)
     except (TypeError, ValueError): return None
@@ -51,10 +60,10 @@ def fmt_number(v) -> str:
 
 NUMBER_LIKE = re.compile(r'\s*([+\-−]?(\d|\.\d)|—\s*$|p [<=] )')
 
-def result_table(df:pd.DataFrame, names:dict=None, formats:dict=None, caption:str=None):
+def result_table(df:pd.DataFrame, names:dict=None, formats:dict=None, caption:str=None, csv:str=None):
     """`df` as a page shows it (a pandas `Styler`): only the columns `names` lists, renamed to its words, in its order (all columns as they are
     without `names`); each column formatted by `formats` ({column: format string or function}) or else by its type (`fmt_number`, yes/no);
-    no index; columns of numbers right-aligned, text left-aligned; `caption` above."""
+    no index; columns of numbers right-aligned, text left-aligned; `caption` above, with a link to the results file `csv` the table shows (`table_caption`)."""
     d = df[list(names)].rename(columns=names) if names else df
     formats = {(names or {}).get(k, k): f for k, f in (formats or {}).items()}
     cols, right = {}, []
@@ -69,7 +78,7 @@ def result_table(df:pd.DataFrame, names:dict=None, formats:dict=None, caption:st
     last = f'.level{d.columns.nlevels - 1}'                 # the column's own header; a group header above it (colspan) is centred
     styles = [{'selector': f'td.col{i}, th.col_heading{last}.col{i}', 'props': 'text-align: right;'} for i in right]
     styler = out.style.hide(axis='index').set_table_styles(styles + [{'selector': 'th.col_heading[colspan]', 'props': 'text-align: center; border-bottom: 1px solid #ccc;'}])
-    return styler.set_caption(caption) if caption else styler
+    return styler.set_caption(table_caption(caption, csv)) if caption or csv else styler
 
 # %% ../nbs/00e_display.ipynb #cb57dbd7
 def pts(x) -> str:
@@ -83,9 +92,10 @@ def pm(m, s, scale=1.0) -> str:
 # %% ../nbs/00e_display.ipynb #c50806f6
 VERDICT_COLOURS = {'reproduced': '#d9f2d9', 'not reproduced': '#f9d6d5', 'inconclusive': '#fff3cd', 'not an empirical claim': '#e8eef7', 'not testable on this data': '#eeeeee', 'not run': '#f3f3f3'}
 
-def styled(df:pd.DataFrame, col:str='verdict'):
-    "A table with its verdict column coloured, without the index."
+def styled(df:pd.DataFrame, col:str='verdict', csv:str=None, caption:str=None):
+    "A table with its verdict column coloured, without the index; `caption` and the link to the CSV file `csv` it shows above it."
     s = df.style.hide(axis='index')
+    if caption or csv: s = s.set_caption(table_caption(caption, csv))
     if col in df: s = s.map(lambda v: f"background-color: {VERDICT_COLOURS.get(verdict_kind(v), 'white')}", subset=[col])
     return s.set_table_attributes('class="report-table dataframe"')
 
@@ -94,6 +104,23 @@ def html_table(rows:list, head:list, caption:str, numeric=()) -> str:
     th = ''.join(f'<th class="{"n" if i in numeric else ""}">{html.escape(h)}</th>' for i, h in enumerate(head))
     body = ''.join('<tr>' + ''.join(f'<td class="{"n" if i in numeric else ""}">{html.escape(str(v))}</td>' for i, v in enumerate(r)) + '</tr>' for r in rows)
     return f'<table><caption>{html.escape(caption)}</caption><tr>{th}</tr>{body}</table>'
+
+# %% ../nbs/00e_display.ipynb #1f90f051
+def method_colour(methods, field:str='method', title:str='method', **legend) -> alt.Color:
+    "Altair's colour channel for a method field: each method its one colour from the word table (`words.METHODS`), on every chart of the site."
+    from fusion_study.words import method_colours
+    return alt.Color(f'{field}:N', title=title, scale=alt.Scale(**method_colours(methods)), legend=alt.Legend(**legend) if legend else alt.Undefined)
+
+def glossary(methods=(), terms=()):
+    """The words a page uses, defined where it first uses them (from the word table, `words.METHODS` and `words.TERMS`): one line per method
+    ('concat — concatenation: Eq. 1 …') and per term; a definition list whose names are `<dfn>` elements, so a reader and a test find each definition."""
+    from IPython.display import HTML
+    from fusion_study.words import METHODS, TERMS
+    ms = [m for m in dict.fromkeys(methods) if m in METHODS]
+    items = [(m, METHODS[m].long, METHODS[m].definition) for m in ms] + [(t, TERMS[t].long, TERMS[t].definition) for t in dict.fromkeys(terms)]
+    rows = ''.join(f'<dt><dfn>{html.escape(k)}</dfn> — {html.escape(long)}</dt><dd>{html.escape(d)}</dd>' for k, long, d in items)
+    return HTML(f'<details class="fusion-terms" open><summary>Words used on this page</summary><dl>{rows}</dl></details>')
+
 
 # %% ../nbs/00e_display.ipynb #05d527b3
 @functools.lru_cache(maxsize=1)
@@ -117,8 +144,17 @@ def inline_chart_html(spec:dict) -> str:
     js = vega_bundle() + f"\nwindow.vegaEmbed('#{div}', {json.dumps(spec)}, {{actions: false}}).catch(e => {{document.getElementById('{div}').textContent = 'chart error: ' + e;}});"
     return f'<div id="{div}" class="fusion-chart"></div>\n<script type="module">{js}</script>'
 
+CHART_MIME = 'application/vnd.fusion-study.chart+json'
+
+def shared_chart_html(spec:dict) -> str:
+    "HTML for one Vega-Lite `spec` on a page that loads the Vega bundle once, as a file (the site's `site_libs/vega.js`): a container and its vega-embed call."
+    import uuid
+    div = f"vis-{uuid.uuid4().hex[:12]}"
+    call = f"window.vegaEmbed('#{div}', {json.dumps(spec)}, {{actions: false}}).catch(e => {{document.getElementById('{div}').textContent = 'chart error: ' + e;}});"
+    return f'<div id="{div}" class="fusion-chart"></div>\n<script>{call}</script>'
+
 def use_inline_charts():
-    "Make Altair render every displayed chart through `inline_chart_html`."
-    alt.renderers.register('fusion_inline', lambda spec, **kw: {'text/html': inline_chart_html(spec)})
+    "Make Altair render every displayed chart through `inline_chart_html` (self-contained, for JupyterLab), with its spec as `CHART_MIME` beside it (for the site, `shared_chart_html`)."
+    alt.renderers.register('fusion_inline', lambda spec, **kw: {'text/html': inline_chart_html(spec), CHART_MIME: spec})   # the spec beside it: the site draws it with one shared bundle
     alt.renderers.enable('fusion_inline')
     alt.data_transformers.disable_max_rows()

@@ -10,9 +10,10 @@ from fractions import Fraction
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['EVIDENCE', 'CAPTIONS', 'METHODS', 'Word', 'method_words', 'method_colours', 'is_real', 'is_aligned', 'backbone_kind',
-           'token_level', 'evidence', 'is_clip', 'is_control', 'is_instrument', 'encoder_words', 'angle',
-           'feature_words', 'feature_label', 'source_label', 'short_label', 'set_label', 'family']
+__all__ = ['EVIDENCE', 'CAPTIONS', 'METHODS', 'TERMS', 'SIGN', 'Word', 'method_words', 'method_colours', 'term_words', 'is_real',
+           'is_aligned', 'backbone_kind', 'token_level', 'evidence', 'is_clip', 'is_control', 'is_instrument',
+           'encoder_words', 'angle', 'feature_words', 'feature_label', 'source_label', 'short_label', 'set_label',
+           'family']
 
 # %% ../nbs/00d_words.ipynb #2101cad0
 @dataclass(frozen=True)
@@ -61,6 +62,28 @@ def method_colours(methods) -> dict:
     "Altair's colour scale for `methods`: each its one colour (`domain`, `range`)."
     ms = list(dict.fromkeys(methods))
     return dict(domain=ms, range=[METHODS[m].colour if m in METHODS else '#888888' for m in ms])
+
+# %% ../nbs/00d_words.ipynb #0fabc8f6
+TERMS = {
+    'method − concat': Word('method − concat', 'the sign convention', "every difference on this site is a method's accuracy minus concatenation's, in points: positive means the method is ahead of concat, negative that concat is ahead"),
+    'feature set': Word('feature set', 'a feature set', "one configuration's data at one noise level σ and one rotation θ: the image and caption features one grid of runs trains on"),
+    'zero-shot AUC': Word('zero-shot AUC', 'the measured alignment', "how well the plain cosine of an image and a caption feature tells matching pairs from mismatched ones, nothing trained: 0.5 says nothing (unaligned), 1 says everything (aligned)"),
+    'CKA': Word('CKA', 'linear centred kernel alignment', "how alike the two modalities' feature geometries are (0: unrelated, 1: the same up to rotation and scale), measured on matching pairs"),
+    'ρ': Word('ρ', "Spearman's rank correlation", "between a method's gap to concat and the zero-shot AUC over feature sets: −1 when the gap always shrinks as alignment grows"),
+    'level with': Word('level with', 'level with the best', "the 95% interval of the paired difference to the best method includes 0: the runs cannot tell them apart"),
+    '95% interval': Word('95% interval', 'the 95% interval', "over seeds (a t-interval of the per-seed paired differences) and never narrower than each seed's validation pairs allow"),
+    'Holm-adjusted': Word('Holm-adjusted p', "a p-value after Holm's correction", "corrected for testing every scale of a configuration at once, so that 'significant at one of several scales' is not luck"),
+    'at chance': Word('at chance', 'at chance (50%)', "an equivalence test: the 90% interval of the validation accuracy lies inside 50% ± 2 points; below that interval is below chance"),
+    'σ': Word('σ', 'feature noise', "the standard deviation of the Gaussian noise added to both modalities before re-normalising (the paper's Eq. 4)"),
+    'θ': Word('θ', 'the rotation of the text space', "the text features rotated by exp(θS) for a fixed skew-symmetric S: norms and distances kept, alignment with the image space lost as θ → π/2"),
+}
+SIGN = TERMS['method − concat'].definition
+
+def term_words(t:str) -> str:
+    "A term named where it is defined: its short name and its definition."
+    w = TERMS[t]
+    return f"{w.short}: {w.definition}"
+
 
 # %% ../nbs/00d_words.ipynb #3baadd1e
 def is_real(cfg:dict) -> bool:
