@@ -106,10 +106,11 @@ def html_table(rows:list, head:list, caption:str, numeric=()) -> str:
     return f'<table><caption>{html.escape(caption)}</caption><tr>{th}</tr>{body}</table>'
 
 # %% ../nbs/00e_display.ipynb #1f90f051
-def method_colour(methods, field:str='method', title:str='method', **legend) -> alt.Color:
-    "Altair's colour channel for a method field: each method its one colour from the word table (`words.METHODS`), on every chart of the site."
+def method_colour(methods, field:str='method', title:str='method', legend=alt.Undefined, **legend_options) -> alt.Color:
+    "Altair's colour channel for a method field: each method its one colour from the word table (`words.METHODS`), on every chart of the site; `legend=None` hides the legend, `legend_options` set it (orient='bottom')."
     from fusion_study.words import method_colours
-    return alt.Color(f'{field}:N', title=title, scale=alt.Scale(**method_colours(methods)), legend=alt.Legend(**legend) if legend else alt.Undefined)
+    if legend_options: legend = alt.Legend(**legend_options)
+    return alt.Color(f'{field}:N', title=title, scale=alt.Scale(**method_colours(methods)), legend=legend)
 
 def glossary(methods=(), terms=()):
     """The words a page uses, defined where it first uses them (from the word table, `words.METHODS` and `words.TERMS`): one line per method

@@ -14,15 +14,16 @@ from .encoders import seen_flickr
 from .paper import CLAIMS as PAPER
 from .results import RESULTS, ALIGNMENT_CSV, TABLE2_CSV, ATTENTION_CSV, usable
 from .stats import verdict_kind
-from .display import pts, fmt_p
+from .display import fmt_p
 from .words import EVIDENCE, CAPTIONS, evidence, is_real, token_level, backbone_kind, feature_label, is_control
 from .reading import of_kind, paper_studies, read_table, study_gaps, at_paper_scales
 from .verdicts import claims
-from .instrument import method_gaps, who_wins, complete_sets, follows_alignment
+from .instrument import method_gaps, who_wins, complete_sets, follows_alignment, cross_calls
 
 # %% auto #0
-__all__ = ['control_findings', 'attention_findings', 'baselines_sentence', 'alignment_sentence', 'lead_sentences',
-           'central_sentence', 'noise_sentences', 'evidence_caveat', 'advice_sentence', 'findings']
+__all__ = ['LOW', 'DEGENERACY', 'control_findings', 'attention_findings', 'baselines_sentence', 'alignment_sentence',
+           'lead_sentences', 'central_sentence', 'chance_words', 'noise_sentences', 'evidence_caveat',
+           'advice_sentence', 'answer_sentence', 'findings']
 
 # %% ../nbs/09d_findings.ipynb #f9936978
 def _attention_rows(runs:dict, controls:bool) -> pd.DataFrame:
@@ -91,7 +92,7 @@ def baselines_sentence(ww:pd.DataFrame) -> str:
     tail = '' if 'cosine' not in methods else (f"; the parameter-free cosine is as good as the best trained head on {int(cos.sum())} at {scales[-1]:,} pairs, "
             + (f"of measured zero-shot AUC {g.zero_shot_auc[cos].min():.2f}" if cos.sum() == 1 else f"all of measured zero-shot AUC {g.zero_shot_auc[cos].min():.2f} or more")
             if cos.any() else f"; the parameter-free cosine is never as good as the best trained head at {scales[-1]:,} pairs")
-    return f"Across the {done.set_id.nunique()} noise-free feature sets on which all {len(methods)} methods were trained, " + '; '.join(parts) + tail
+    return f"Of the {ww.set_id.nunique()} feature sets, the {done.set_id.nunique()} noise-free ones on which all {len(methods)} methods were trained: " + '; '.join(parts) + tail
 
 def _trend(f:dict) -> str:
     "The direction of `method` − `base` against measured alignment, in words, from the Spearman test."
@@ -130,14 +131,21 @@ def _lead(g:pd.DataFrame) -> str:
 # %% ../nbs/09d_findings.ipynb #12d74654
 def _kind_order(r:dict) -> tuple: return (list(EVIDENCE).index(evidence(r['config'])), r['name'])
 
+def _holm(g:pd.DataFrame) -> str:
+    "Where a per-scale call does not survive Holm's adjustment over the configuration's comparisons (`t_p_holm` of paired_tests.csv): the clause that says so, else ''."
+    called = g[((g.lo > 0) | (g.hi < 0)) & (g.get('t_p_holm', pd.Series(0.0, index=g.index)) >= 0.05)]
+    if not len(called): return ''
+    each = ', '.join(f"{fmt_p(p)} at {int(s):,}" for s, p in zip(called.scale, called.t_p_holm))
+    return f" by each scale's own 95% interval (not adjusted for testing several scales: Holm-adjusted {each})"
+
 def lead_sentences(studies:list, gaps:dict) -> list[str]:
     "Who wins on the most direct evidence there is (at most two studies of it), from smallest to largest scale, with the largest scale's gap and interval."
     with_gaps = sorted([r for r in studies if r['name'] in gaps], key=_kind_order)
     out = []
     for r in [r for r in with_gaps if evidence(r['config']) == evidence(with_gaps[0]['config'])][:2] if with_gaps else []:
         g = gaps[r['name']]; top = g.iloc[-1]
-        out.append(f"On {feature_label(r['config'])}, {_lead(g)} from {int(g.scale.min()):,} to {int(g.scale.max()):,} training pairs: concat − cross is "
-                   f"{top.mean_diff:+.1f} points at {int(top.scale):,} pairs (95% interval {top.lo:+.1f} to {top.hi:+.1f}, {int(top.n_seeds)} seeds).")
+        out.append(f"On {feature_label(r['config'])}, {_lead(g)} from {int(g.scale.min()):,} to {int(g.scale.max()):,} training pairs{_holm(g)}: cross − concat is "
+                   f"{-top.mean_diff:+.1f} points at {int(top.scale):,} pairs (95% interval {-top.hi:+.1f} to {-top.lo:+.1f}, {int(top.n_seeds)} seeds).")
     return out
 
 def central_sentence(runs:dict, v:pd.DataFrame) -> str:
@@ -152,18 +160,36 @@ def central_sentence(runs:dict, v:pd.DataFrame) -> str:
     where = central.verdict.iloc[0] if len(central) == 1 else ', '.join(f"{x} on {EVIDENCE[k].long}" for x, k in zip(central.verdict, central.evidence))
     return f"The paper's central claim — alignment decides the winner, so cross-attention should win on unaligned features — is **{where}** here{inst}; {tally}."
 
+LOW = ('at chance', 'below chance')
+
+def chance_words(t2:pd.DataFrame) -> str:
+    """From which σ both fusions stay at or below chance, in words with the accuracies there: the degradation's equivalence test (`stats.chance_state`)
+    calls an accuracy *at chance* when its 90% interval lies inside 50% ± 2 points and *below chance* when it lies under 50%."""
+    t2, onset = t2.sort_values('noise'), None
+    for z, a, b in zip(t2.noise[::-1], t2.concat_chance[::-1], t2.cross_chance[::-1]):
+        if a not in LOW or b not in LOW: break
+        onset = z
+    if onset is None: return 'at no noise level are both fusions at or below chance'
+    low = t2[t2.noise >= onset]
+    acc = pd.concat([low.concat_mean, low.cross_mean])
+    states = sorted(set(low.concat_chance) | set(low.cross_chance), key=LOW.index)
+    why = ('the 90% intervals of their validation accuracy lie under 50%' if states == ['below chance'] else
+           'each 90% interval of the validation accuracy lies inside 50% ± 2 points' if states == ['at chance'] else
+           'each 90% interval of the validation accuracy lies inside 50% ± 2 points (at chance) or under 50% (below)')
+    return f"from σ = {onset:g} both fusions are {' or '.join(states)} ({acc.min():.1f}–{acc.max():.1f}%: {why})"
+
 def noise_sentences(runs:dict) -> list[str]:
-    "Concat's lead under feature noise on the most direct degradation configuration, the paper's 'grows monotonically', and where both fusions reach chance."
+    "cross − concat under feature noise on the most direct degradation configuration, the paper's 'grows monotonically' (of concat's lead), and from where both fusions are at or below chance."
     from fusion_study.degradation import advantage_trend
     degs = sorted([r for r in of_kind(runs, 'degradation') if read_table(r, TABLE2_CSV) is not None], key=_kind_order)
     if not degs: return []
     t2 = read_table(degs[0], TABLE2_CSV).sort_values('noise')
     tr = advantage_trend(t2, usable(read_table(degs[0], RESULTS)))
-    onset = f"both fusions are at chance from σ = {tr['chance_onset']:g}" if tr['chance_onset'] is not None else 'at no noise level are both fusions at chance'
+    onset = chance_words(t2)
     c = degs[0]['config']
     on = f"{backbone_kind(c)} synthetic features" if not is_real(c) else 'text–text captions' if evidence(c) in CAPTIONS else feature_label(c)
-    return [f"Under feature noise on {on}, concat's lead moves {' → '.join(f'{a:+.1f}' for a in t2.advantage)} points (σ = {t2.noise.iloc[0]:g} to {t2.noise.iloc[-1]:g}); "
-            f"the paper's \"grows monotonically\" is {tr['monotone']}, and {onset} (the paper: from σ = {PAPER['degradation_chance']['sigma']:g})."]
+    return [f"Under feature noise on {on}, cross − concat moves {' → '.join(f'{-a:+.1f}' for a in t2.advantage)} points (σ = {t2.noise.iloc[0]:g} to {t2.noise.iloc[-1]:g}); "
+            f"the paper's \"concatenation's advantage grows monotonically\" is {tr['monotone']}, and {onset} (the paper: at chance from σ = {PAPER['degradation_chance']['sigma']:g})."]
 
 # %% ../nbs/09d_findings.ipynb #0d57ad7c
 def _model_sizes(studies:list) -> dict:
@@ -199,10 +225,43 @@ def advice_sentence(runs:dict, studies:list, gaps:dict) -> str:
     if ww is not None and ww.set_id.nunique() >= 3 and ww.n_methods.max() > 2: advice = (advice + '. ' if gaps else '') + baselines_sentence(ww)
     return advice + evidence_caveat(studies)
 
+def _kinds_words(calls:pd.DataFrame) -> str:
+    "What kind of evidence the counted feature sets are, in the word table's words: 'synthetic features only (…)' or '10 synthetic and 2 real text–text feature sets'."
+    kinds = calls.evidence.value_counts()
+    if len(kinds) == 1:
+        k = kinds.index[0]
+        return f"{EVIDENCE[k].long} only" + (" — the embedded generator: it tests the paper's mechanism, not CLIP's magnitudes" if k == 'synthetic' else '')
+    return ' and '.join(f"{n} {EVIDENCE[k].long.removesuffix(' features')}" for k, n in kinds.items()) + ' feature sets'
+
+def _choice(calls:pd.DataFrame, fa:dict=None) -> str:
+    "Which of the paper's two fusions to use on features like the ones counted, from the calls (and, where both win somewhere, whether the ranking follows measured alignment)."
+    auc, won = calls.zero_shot_auc.dropna(), calls.call.value_counts()
+    like = f"features of measured alignment (zero-shot AUC) from {auc.min():.2f} to {auc.max():.2f}" if len(auc) else "features like these"
+    if not won.get('cross', 0): return f"Use concatenation (concat), not cross-attention, for {like}"
+    if not won.get('concat', 0): return f"Use cross-attention (cross), not concatenation, for {like}"
+    a, b = calls[calls.call == 'cross'].zero_shot_auc.max(), calls[calls.call == 'concat'].zero_shot_auc.min()
+    if fa is not None and fa['follows'] and a < b: return f"Use cross-attention (cross) for features of zero-shot AUC {a:.2f} or less and concatenation (concat) from {b:.2f}"
+    return f"Measure on your own features: neither of the paper's fusions wins on every one of these ({like})"
+
+def answer_sentence(calls:pd.DataFrame, fa:dict=None) -> str:
+    """The answer in one sentence, from `instrument.cross_calls` (one row per feature set): which fusion to use for features like these, on how many
+    feature sets each won, how sure (the 95% interval of cross − concat over seeds and validation pairs), and what kind of evidence it rests on."""
+    if not len(calls): return "No feature set here has both concatenation and cross-attention trained, so there is no answer yet: run `fusion-study run params/default.yaml`."
+    won = calls.call.value_counts()
+    tally = (f"cross-attention won on {int(won.get('cross', 0))} of {len(calls)} feature sets, concatenation on {int(won.get('concat', 0))}, "
+             f"{int(won.get('level', 0))} were too close to call" + (f" and on {int(won['chance'])} no method was above chance" if won.get('chance', 0) else '')
+             + " (each call: the 95% interval of cross − concat over seeds and validation pairs, at the largest size both ran)")
+    return f"**{_choice(calls, fa)}**: {tally}. Evidence: {_kinds_words(calls)}."
+
+DEGENERACY = ("With one pooled vector per modality, as in the paper, cross-attention has a single key, so its attention weight is identically 1: the paper's "
+              "cross-attention cannot choose anything, and its Table 1 compares concatenation with another fixed fusion, not with attention that weighs evidence "
+              "(see *What the cross degeneracy means* below; cross_tokens and the token-set controls test attention that can choose).")
+
 def findings(runs:dict, verdicts:pd.DataFrame=None) -> list[str]:
-    "The answer first: three to five sentences generated from the results — who wins on which features and by how much, whether the paper's claims held, what it means for a user."
+    "The evidence under the answer: three to six sentences generated from the results — who wins on which features and by how much, whether the paper's claims held, the caveat of pooled attention, what it means for a user."
     studies = paper_studies(runs)
     gaps = {r['name']: at_paper_scales(g) for r in studies if (g := study_gaps(r)) is not None and len(g)}
     v = claims(runs) if verdicts is None else verdicts                  # the claims table, when the caller has it already
-    return (lead_sentences(studies, gaps) + [central_sentence(runs, v)] + noise_sentences(runs) + [advice_sentence(runs, studies, gaps)]
+    return (lead_sentences(studies, gaps) + [central_sentence(runs, v), DEGENERACY] + noise_sentences(runs) + [advice_sentence(runs, studies, gaps)]
             + control_findings(runs) + attention_findings(runs))
+

@@ -10,11 +10,11 @@ import pandas as pd
 
 from .results import RESULTS, ALIGNMENT_CSV, paired_differences, usable
 from .stats import paired_interval
-from .words import set_label, family, is_control
+from .words import set_label, family, is_control, evidence
 from .reading import of_kind, read_table
 
 # %% auto #0
-__all__ = ['fingerprint_keys', 'feature_sets', 'method_gaps', 'who_wins', 'complete_sets', 'follows_alignment']
+__all__ = ['fingerprint_keys', 'feature_sets', 'method_gaps', 'who_wins', 'cross_calls', 'complete_sets', 'follows_alignment']
 
 # %% ../nbs/09c_instrument.ipynb #3755f53d
 _FINGERPRINT = ['source', 'noise', 'rotation', 'permute', 'n_images', 'zero_shot_auc', 'cka', 'mutual_knn', 'modality_gap']
@@ -32,7 +32,7 @@ def _set_runs(runs:dict):
         res = usable(res) if res is not None else None
         if a is None or res is None: continue
         a = a.assign(config=r['name'], feature_set=[set_label(r['config'], z, t) for z, t in zip(a.noise, a.rotation)],
-                     family=[family(r['config'], z, t) for z, t in zip(a.noise, a.rotation)], tokens=r['config'].get('tokens'))
+                     family=[family(r['config'], z, t) for z, t in zip(a.noise, a.rotation)], tokens=r['config'].get('tokens'), evidence=evidence(r['config']))
         A.append(a); R.append(res.assign(config=r['name']))
     if not A: return None, None
     A = pd.concat(A, ignore_index=True)
@@ -44,7 +44,7 @@ def _set_runs(runs:dict):
     return A.drop_duplicates('set_id'), R.drop_duplicates(['set_id', 'method', 'scale', 'seed'])
 
 def _sets(A:pd.DataFrame) -> pd.DataFrame:
-    return A[['set_id', 'feature_set', 'family', 'config', 'noise', 'rotation', 'permute', 'zero_shot_auc', 'cka', 'mutual_knn',
+    return A[['set_id', 'feature_set', 'family', 'evidence', 'config', 'noise', 'rotation', 'permute', 'zero_shot_auc', 'cka', 'mutual_knn',
                                      'modality_gap', 'random_pair_cosine']].sort_values('zero_shot_auc').reset_index(drop=True)
 
 def feature_sets(runs:dict) -> pd.DataFrame:
@@ -89,11 +89,21 @@ def who_wins(runs:dict) -> pd.DataFrame:
         above = paired_interval((b.accuracy - 0.5) * 100, b.accuracy * (1 - b.accuracy) / b.n_val * 1e4)['lo'] > 0    # the best clears chance
         level = [m for m in a.columns if m != best and _paired(r, best, m)['lo'] <= 0]
         c = x.loc['cross'] if 'cross' in x.index else None
-        rows.append(dict(set_id=sid, feature_set=g.feature_set.iloc[0], family=g.family.iloc[0], noise=g.noise.iloc[0], zero_shot_auc=g.zero_shot_auc.iloc[0], cka=g.cka.iloc[0],
+        rows.append(dict(set_id=sid, feature_set=g.feature_set.iloc[0], family=g.family.iloc[0], evidence=g.evidence.iloc[0], noise=g.noise.iloc[0], zero_shot_auc=g.zero_shot_auc.iloc[0], cka=g.cka.iloc[0],
                          scale=int(s), methods=sorted(a.columns), n_methods=a.shape[1], best=best, best_accuracy=a[best].mean(), above_chance=bool(above), level_with=level,
                          cross_gap=c.gap if c is not None else math.nan, cross_lo=c.lo if c is not None else math.nan, cross_hi=c.hi if c is not None else math.nan,
                          cosine_accuracy=a['cosine'].mean() if 'cosine' in a else math.nan))
     return pd.DataFrame(rows).sort_values(['zero_shot_auc', 'set_id', 'scale']).reset_index(drop=True)
+
+def cross_calls(ww:pd.DataFrame) -> pd.DataFrame:
+    """The paper's question on each feature set: cross − concat (points, 95% interval over seeds and validation pairs) at the largest scale where both ran,
+    and the call — 'chance' (no method above chance there: a win between two guesses is no win), else 'cross' (interval above 0), 'concat' (below 0) or 'level'. One row per feature set: the answer, its table and its chart count the same sets."""
+    both = ww[ww.cross_gap.notna()] if ww is not None else pd.DataFrame()
+    if not len(both): return pd.DataFrame(columns=['set_id', 'feature_set', 'evidence', 'noise', 'zero_shot_auc', 'scale', 'gap', 'lo', 'hi', 'call'])
+    top = both.loc[both.groupby('set_id').scale.idxmax()]
+    call = ['chance' if not above else 'cross' if lo > 0 else 'concat' if hi < 0 else 'level' for lo, hi, above in zip(top.cross_lo, top.cross_hi, top.above_chance)]
+    return top.assign(gap=top.cross_gap, lo=top.cross_lo, hi=top.cross_hi, call=call)[
+        ['set_id', 'feature_set', 'evidence', 'noise', 'zero_shot_auc', 'scale', 'gap', 'lo', 'hi', 'call']].reset_index(drop=True)
 
 def complete_sets(ww:pd.DataFrame) -> tuple[pd.DataFrame, list, list]:
     "(rows, methods, scales): the noise-free feature sets on which every compared method was trained, at the scales all of them share — the only ones a count of winners reads."

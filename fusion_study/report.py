@@ -11,15 +11,16 @@ import pandas as pd
 
 from .paper import TABLE1, TABLE2 as PAPER_TABLE2, TABLE2_ADVANTAGE, TABLE2_SCALE, TABLE4, table1_gaps, self_checks
 from .results import RESULTS, TABLE1_CSV, TABLE2_CSV, COST_CSV
-from .display import pts, pm, styled
+from .core import REPORT_DIR, write_atomic
+from .display import pts, pm, styled, method_colour
 from .words import backbone_kind, feature_label, source_label, is_real
 from .reading import collect_runs, read_table, of_kind, paper_studies, study_gaps
 from .verdicts import PAPER, claims, untestable
-from .instrument import method_gaps, who_wins, follows_alignment
-from .findings import findings, alignment_sentence
+from .instrument import method_gaps, who_wins, follows_alignment, cross_calls
+from .findings import findings, alignment_sentence, answer_sentence
 
 # %% auto #0
-__all__ = ['page_links', 'page_link', 'configurations', 'table1_side_by_side', 'table1_cells', 'table2_cells', 'table4_wording',
+__all__ = ['CALL_WORDS', 'page_links', 'page_link', 'configurations', 'shown', 'table1_cells', 'table2_cells', 'table4_wording',
            'disagreements', 'gap_chart', 'who_wins_table', 'alignment_chart']
 
 # %% ../nbs/09e_report.ipynb #ed543284
@@ -46,31 +47,11 @@ def configurations(runs:dict) -> pd.DataFrame:
                          inputs=' '.join(c.get('inputs', [])) if c else '—', files=' '.join(r['files']) or '—',
                          config_hash=i.get('config_hash', '—'), code_version=i.get('code_version', '—')))
     return pd.DataFrame(rows)
+def shown(df:pd.DataFrame, runs_dir, name:str, col:str='verdict', caption:str=None):
+    "A report table as the page shows it, with the CSV of exactly what it shows written beside the report (`<runs>/report/<name>`) and linked in its caption."
+    write_atomic(Path(runs_dir)/REPORT_DIR/name, df.to_csv(index=False))
+    return styled(df, col, csv=name, caption=caption)
 
-# %% ../nbs/09e_report.ipynb #dda7b180
-def _paper_acc(scale:int, method:str) -> str:
-    "The paper's Table 1 accuracy cell (CLIP features), 'mean ± std' in percent."
-    c = TABLE1[(TABLE1.scale == scale) & (TABLE1.method == method) & (TABLE1.metric == 'accuracy')].iloc[0]
-    return f"{c['mean']:.1f} ± {c['std']:.1f}"
-
-def _paper_gap(scale:int) -> float:
-    "concat − cross accuracy (points) from the paper's Table 1 cells."
-    t = TABLE1[(TABLE1.scale == scale) & (TABLE1.metric == 'accuracy')].set_index('method')['mean']
-    return round(t['concat'] - t['cross'], 2)
-
-def table1_side_by_side(run:dict) -> pd.DataFrame:
-    "Table 1 of one study configuration beside the paper: per scale accuracies, the paper's cells (aligned features), both gaps and the paired tests."
-    P, t1, g = PAPER['clip_gap'], read_table(run, TABLE1_CSV), study_gaps(run)
-    acc = t1[(t1.metric == 'accuracy') & (t1.noise == 0)].pivot_table(index='scale', columns='method', values=['mean', 'std'], dropna=False)   # one seed: std is NaN, keep the column
-    cell = lambda m: (acc[('mean', m)] * 100).map('{:.2f}'.format) + ' ± ' + (acc[('std', m)] * 100).map(lambda s: 'n/a (1 seed)' if pd.isna(s) else f'{s:.2f}')
-    clip = backbone_kind(run['config']) == 'aligned'
-    paper = lambda s, f: f(s) if clip and s in P['scales'] else ('in words only' if s in P['scales'] else 'not in the paper')
-    g = g.set_index('scale').reindex(acc.index)
-    return pd.DataFrame({'scale': acc.index, 'concat acc (%)': cell('concat').values, 'cross acc (%)': cell('cross').values,
-                         'paper: concat / cross acc (%)': [paper(s, lambda s: f"{_paper_acc(s, 'concat')} / {_paper_acc(s, 'cross')}") for s in acc.index],
-                         'ours: concat − cross': g.mean_diff.map('{:+.2f}'.format).values,
-                         "paper: concat − cross": [paper(s, lambda s: f"{_paper_gap(s):+.1f} (Table 1; text: {P['low']:g}–{P['high']:g})") for s in acc.index],
-                         'paired t (p)': [f"{t:.2f} ({p:.2g})" for t, p in zip(g.t, g.t_p)], 'Wilcoxon p': g.wilcoxon_p.map('{:.2g}'.format).values})
 
 # %% ../nbs/09e_report.ipynb #8d1d64c2
 def table1_cells(run:dict) -> pd.DataFrame:
@@ -87,18 +68,19 @@ def table1_cells(run:dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 def table2_cells(run:dict) -> pd.DataFrame:
-    "The paper's Table 2 per σ beside ours: both methods' accuracy, the advantage with its 95% interval, and where each method stands against chance."
+    "The paper's Table 2 per σ beside ours: both methods' accuracy, cross − concat with its 95% interval, and where each method stands against chance."
     t2 = read_table(run, TABLE2_CSV).set_index('noise')
     rows = []
     for z in sorted(set(PAPER_TABLE2.noise) | set(t2.index)):
         p = PAPER_TABLE2[(PAPER_TABLE2.noise - z).abs() < 1e-9].set_index('method')
         o = t2.loc[z] if z in t2.index else None
-        paper_adv = TABLE2_ADVANTAGE.set_index('noise').printed.get(z, '—') if len(p) else '—'
+        adv = TABLE2_ADVANTAGE.set_index('noise')
+        paper_adv = ('tied' if adv.tied[z] else f"{-adv.stated[z]:+.1f}") if len(p) and z in adv.index else '—'     # its Advantage column is concat − cross
         rows.append({'noise σ': f"{z:g}", 'paper: concat (%)': pm(p['mean'].get('concat'), p['std'].get('concat')) if len(p) else 'not in the paper',
-                     'paper: cross (%)': pm(p['mean'].get('cross'), p['std'].get('cross')) if len(p) else '—', 'paper: advantage': paper_adv,
+                     'paper: cross (%)': pm(p['mean'].get('cross'), p['std'].get('cross')) if len(p) else '—', 'paper: cross − concat (its Advantage, negated)': paper_adv,
                      'ours: concat (%)': pm(o.concat_mean, o.concat_std) if o is not None else 'not run',
                      'ours: cross (%)': pm(o.cross_mean, o.cross_std) if o is not None else '—',
-                     'ours: concat − cross [95% interval]': f"{pts(o.advantage)} [{pts(o.advantage_lo)}, {pts(o.advantage_hi)}]" if o is not None else '—',
+                     'ours: cross − concat [95% interval]': f"{pts(-o.advantage)} [{pts(-o.advantage_hi)}, {pts(-o.advantage_lo)}]" if o is not None else '—',
                      'ours: against chance (concat / cross)': f"{o.concat_chance} / {o.cross_chance}" if o is not None else '—'})
     return pd.DataFrame(rows)
 
@@ -115,60 +97,67 @@ def disagreements() -> list[str]:
 
 # %% ../nbs/09e_report.ipynb #5030ee4a
 def gap_chart(runs:dict):
-    "concat − cross accuracy by scale per feature set, with 95% intervals over seeds and validation pairs, beside the paper's Table 1 gaps (CLIP) and its stated 4.1–5.1 range."
+    "cross − concat accuracy by scale per feature set (the site's sign: below 0, concat is ahead), with 95% intervals over seeds and validation pairs, beside the paper's Table 1 gaps (CLIP) and its stated range."
     import altair as alt
     P = PAPER['clip_gap']
     gaps = pd.concat([g.assign(features=feature_label(r['config'])) for r in paper_studies(runs) if (g := study_gaps(r)) is not None], ignore_index=True)
-    paper = table1_gaps().rename(columns={'gap': 'mean_diff'}).assign(features="the paper's Table 1 (CLIP)")
+    gaps = gaps.assign(gap=-gaps.mean_diff, lo=-gaps.ci_hi, hi=-gaps.ci_lo)                    # stored as concat − cross: shown as cross − concat
+    paper = table1_gaps().assign(gap=lambda t: -t.gap, features="the paper's Table 1 (CLIP)")
     scales = sorted(set(map(int, gaps.scale)) | set(P['scales']))
     x = alt.X('scale:Q', title='training pairs (log scale)', scale=alt.Scale(type='log', base=2), axis=alt.Axis(values=scales, format=',d'))
-    colour = alt.Color('features:N', title=None, legend=alt.Legend(orient='bottom', columns=1))
-    band = alt.Chart(pd.DataFrame(dict(x=[min(P['scales'])], x2=[max(P['scales'])], y=[P['low']], y2=[P['high']]))).mark_rect(opacity=.15, color='gray').encode(
+    colour = alt.Color('features:N', title=None, scale=alt.Scale(scheme='dark2'), legend=alt.Legend(orient='bottom', columns=1))   # feature sets, not methods: not the method colours
+    band = alt.Chart(pd.DataFrame(dict(x=[min(P['scales'])], x2=[max(P['scales'])], y=[-P['high']], y2=[-P['low']]))).mark_rect(opacity=.15, color='gray').encode(
         x=alt.X('x:Q', scale=alt.Scale(type='log', base=2)), x2='x2:Q', y='y:Q', y2='y2:Q')
     base = alt.Chart(gaps).encode(x=x, color=colour)
-    lines = base.mark_line(point=True).encode(y=alt.Y('mean_diff:Q', title='concat − cross accuracy (points)'),
-                                              tooltip=['features', alt.Tooltip('scale:Q', format=',d'), alt.Tooltip('mean_diff:Q', format='+.1f', title='gap'),
-                                                       alt.Tooltip('lo:Q', format='+.1f', title='95% low'), alt.Tooltip('hi:Q', format='+.1f', title='95% high')])
+    tip = ['features', alt.Tooltip('scale:Q', format=',d'), alt.Tooltip('gap:Q', format='+.1f', title='cross − concat'), alt.Tooltip('lo:Q', format='+.1f', title='95% low'), alt.Tooltip('hi:Q', format='+.1f', title='95% high')]
+    lines = base.mark_line(point=True).encode(y=alt.Y('gap:Q', title='cross − concat accuracy (points)'), tooltip=tip)
     err = base.mark_rule(strokeWidth=2).encode(y='lo:Q', y2='hi:Q')
-    pts = alt.Chart(paper).mark_point(shape='diamond', size=90, filled=True).encode(x=x, y='mean_diff:Q', color=colour,
-                                                                                  tooltip=['features', alt.Tooltip('mean_diff:Q', format='+.1f', title='gap')])
+    pts = alt.Chart(paper).mark_point(shape='diamond', size=90, filled=True).encode(x=x, y='gap:Q', color=colour, tooltip=['features', alt.Tooltip('gap:Q', format='+.1f', title='cross − concat')])
     zero = alt.Chart(pd.DataFrame(dict(y=[0.0]))).mark_rule(color='black', strokeDash=[3, 3]).encode(y='y:Q')
     return (band + zero + err + lines + pts).properties(width=620, height=300,
-        title=f"concat − cross by scale: ours with 95% intervals over seeds and validation pairs, the paper's Table 1 gaps (diamonds) and its stated {P['low']:g}–{P['high']:g} range (grey)")
+        title=f"cross − concat by scale (below 0: concat ahead): ours with 95% intervals, the paper's Table 1 gaps (diamonds) and its stated range, −{P['high']:g} to −{P['low']:g} (grey)")
+
 
 # %% ../nbs/09e_report.ipynb #90a229a0
+CALL_WORDS = {'cross': 'cross ahead', 'concat': 'concat ahead', 'level': 'too close to call', 'chance': 'no method above chance'}
+
 def who_wins_table(ww:pd.DataFrame) -> pd.DataFrame:
-    "`who_wins` for the page: each feature set at the scale where it has the most methods (the largest of those)."
-    rows = []
-    for _, g in ww.groupby('set_id', sort=False):
+    "`who_wins` for the page: the best method of each feature set at the scale where it has the most methods (the largest of those), and cross − concat where the answer reads it (`cross_calls`: the largest scale both ran)."
+    calls, rows = cross_calls(ww).set_index('set_id'), []
+    for sid, g in ww.groupby('set_id', sort=False):
         r = g[g.n_methods == g.n_methods.max()].iloc[-1]
-        rows.append({'features': r.feature_set, 'zero-shot AUC': f"{r.zero_shot_auc:.2f}" if pd.notna(r.zero_shot_auc) else '— (widths differ)', 'CKA': f"{r.cka + 0.0:.2f}".replace('-0.00', '0.00'),
+        c = calls.loc[sid] if sid in calls.index else None
+        rows.append({'feature set': r.feature_set, 'zero-shot AUC': f"{r.zero_shot_auc:.2f}" if pd.notna(r.zero_shot_auc) else '— (widths differ)', 'CKA': f"{r.cka + 0.0:.2f}".replace('-0.00', '0.00'),
                      'training pairs': f"{r.scale:,}", 'methods': r.n_methods,
                      'best (accuracy %)': f"{r.best} ({r.best_accuracy:.1f})" if r.above_chance else f"none above chance ({r.best}: {r.best_accuracy:.1f})",
                      'level with the best': ', '.join(r.level_with) or 'none',
-                     'cross − concat (points) [95%]': f"{pts(r.cross_gap)} [{pts(r.cross_lo)}, {pts(r.cross_hi)}]" if pd.notna(r.cross_gap) else 'not run',
+                     'cross − concat (points) [95%]': f"{pts(c.gap)} [{pts(c.lo)}, {pts(c.hi)}] at {c.scale:,}: {CALL_WORDS[c.call]}" if c is not None else 'not run',
                      'cosine, zero-shot (%)': f"{r.cosine_accuracy:.1f}" if pd.notna(r.cosine_accuracy) else 'not run'})
     return pd.DataFrame(rows)
 
+
 # %% ../nbs/09e_report.ipynb #4515e3eb
 def alignment_chart(runs:dict, min_sets:int=3):
-    "The central figure: each method's accuracy minus concat's against the measured zero-shot AUC of the features, one line per method, 95% intervals over seeds; one panel per scale that has `min_sets` feature sets or more."
+    """The central figure: each method's accuracy minus concat's against the measured zero-shot AUC of the features — one small panel per method (its one colour
+    from the word table), so the methods never overplot — 95% intervals over seeds and validation pairs; at the scale most feature sets share (at least `min_sets`)."""
     import altair as alt
     g = method_gaps(runs)
     if g is None: return None
-    keep = g.groupby('scale').set_id.nunique(); g = g[g.scale.isin(keep[keep >= min_sets].index) & (g.method != 'concat')].copy()
+    n = g.groupby('scale').set_id.nunique()
+    if n.max() < min_sets: return None
+    scale = int(n.idxmax()); g = g[(g.scale == scale) & (g.method != 'concat')].copy()
     if not len(g): return None
-    g['pairs'] = g.scale.map(lambda s: f"{s:,} training pairs")
-    x = alt.X('zero_shot_auc:Q', title='measured alignment: zero-shot matching AUC of the cosine', scale=alt.Scale(domain=[0.45, 1.0]))
-    colour = alt.Color('method:N', title='method', legend=alt.Legend(orient='right'))
+    order = [m for m in ('cross', 'eq3', 'cross_tokens', 'match_mlp', 'bilinear', 'concat_matched', 'gated', 'cosine', 'cosine_proj', 'attend', 'xattn') if m in set(g.method)]
+    order += sorted(set(g.method) - set(order))
+    x = alt.X('zero_shot_auc:Q', title='measured alignment (zero-shot AUC)', scale=alt.Scale(domain=[0.45, 1.0]))
     tip = ['feature_set:N', 'method:N', alt.Tooltip('zero_shot_auc:Q', format='.3f', title='zero-shot AUC'), alt.Tooltip('gap:Q', format='+.1f', title='− concat (points)'),
            alt.Tooltip('lo:Q', format='+.1f', title='95% low'), alt.Tooltip('hi:Q', format='+.1f', title='95% high'), alt.Tooltip('accuracy:Q', format='.1f', title='accuracy (%)')]
-    base = alt.Chart().encode(x=x, color=colour)
-    y = alt.Y('gap:Q', title='accuracy minus concat (points)')
+    colour = method_colour(order, legend=None)
+    y = alt.Y('gap:Q', title='method − concat (points)')
     layers = alt.layer(alt.Chart().mark_rule(color='black', strokeDash=[3, 3]).encode(y=alt.datum(0)),
-                       base.mark_rule(strokeWidth=1.5, opacity=.6).encode(y='lo:Q', y2='hi:Q'),
-                       base.mark_line(strokeWidth=1.5).encode(y=y, detail='method:N'),
-                       base.mark_point(filled=True, size=45).encode(y=y, shape=alt.Shape('family:N', title='feature set'), tooltip=tip), data=g)
-    order = [f"{s:,} training pairs" for s in sorted(g.scale.unique())]           # by number, never parsed back from the label
-    return layers.properties(width=430, height=300).facet(facet=alt.Facet('pairs:N', title=None, sort=order), columns=2).properties(
-        title="Is it alignment? Each method minus concat against the measured alignment of the features (95% intervals over seeds and validation pairs)")
+                       alt.Chart().mark_rule(strokeWidth=1.5, opacity=.6).encode(x=x, y='lo:Q', y2='hi:Q', color=colour),
+                       alt.Chart().mark_line(strokeWidth=1.5).encode(x=x, y=y, color=colour),
+                       alt.Chart().mark_point(filled=True, size=45).encode(x=x, y=y, color=colour, shape=alt.Shape('family:N', title='feature set'), tooltip=tip), data=g)
+    return layers.properties(width=250, height=190).facet(facet=alt.Facet('method:N', title=None, sort=order), columns=3).properties(
+        title=f"Is it alignment? Each method minus concat against the measured alignment of the features, at {scale:,} training pairs (95% intervals over seeds and validation pairs)")
+

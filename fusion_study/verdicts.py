@@ -48,7 +48,8 @@ def untestable(key:str, run:dict, widths=None) -> str|None:
 
 # %% ../nbs/09b_verdicts.ipynb #8e3d46d8
 def _ci_text(g:pd.DataFrame) -> str:
-    return ', '.join(f"{int(s):,}: {pts(d)} [{pts(lo)}, {pts(hi)}]" for s, d, lo, hi in zip(g.scale, g.mean_diff, g.lo, g.hi))
+    "cross − concat per scale with its 95% interval, in the site's one sign convention (method − concat), from the stored concat − cross gaps."
+    return ', '.join(f"{int(s):,}: {pts(-d)} [{pts(-hi)}, {pts(-lo)}]" for s, d, lo, hi in zip(g.scale, g.mean_diff, g.lo, g.hi))
 
 def direction(g:pd.DataFrame, winner:str='concat') -> str:
     "Verdict on '`winner` is ahead at every scale' from the 95% intervals of concat − cross (the one rule: `stats.judge`, combined over scales)."
@@ -60,7 +61,7 @@ def table1_claims(runs:dict) -> list:
     span = f"{min(P['scales'])}–{max(P['scales'])}"
     studies = paper_studies(runs)
     aligned = [r for r in studies if backbone_kind(r['config']) == 'aligned']
-    rule = "95% interval of the paired concat − cross gap at each scale (over seeds, never narrower than each seed's validation pairs allow): every interval above 0 reproduces, any below 0 contradicts"
+    rule = "95% interval of the paired cross − concat gap at each scale (over seeds, never narrower than each seed's validation pairs allow): every interval below 0 (concat ahead) reproduces, any above 0 contradicts"
     if not aligned:
         rows += [_row('clip_gap', 'concat beats cross at every scale (aligned features)', f"{P['low']:g}–{P['high']:g} points at {span}", '—', 'not run', 'no finished study configuration with aligned features')]
     for r in aligned:
@@ -73,9 +74,9 @@ def table1_claims(runs:dict) -> list:
         lo, hi = P['low'], P['high']
         if (why := untestable('clip_gap', r)) is None:
             v = combine(judge(a, b, lo, hi, n=int(sub.n_seeds.max())) for a, b in zip(sub.lo, sub.hi))
-            why = f"every scale's 95% interval inside {lo:g}–{hi:g} reproduces, any wholly outside contradicts"
+            why = f"every scale's 95% interval of cross − concat inside −{hi:g} to −{lo:g} reproduces, any wholly outside contradicts"
         else: v = 'not testable on this data'
-        rows.append(_row('clip_gap', f'The gap is {lo:g}–{hi:g} accuracy points', f"{lo:g}–{hi:g} points", f"{sub.mean_diff.min():+.1f} to {sub.mean_diff.max():+.1f}", v, why, r, PAIRED_TESTS_CSV))
+        rows.append(_row('clip_gap', f'The gap is {lo:g}–{hi:g} accuracy points', f"cross − concat −{hi:g} to −{lo:g} points", f"cross − concat {-sub.mean_diff.max():+.1f} to {-sub.mean_diff.min():+.1f}", v, why, r, PAIRED_TESTS_CSV))
     for kind in EVIDENCE:                                              # one verdict per kind of evidence, the most direct first
         a = [r for r in studies if evidence(r['config']) == kind and backbone_kind(r['config']) == 'aligned' and (g := study_gaps(r)) is not None and len(g)]
         u = [r for r in studies if evidence(r['config']) == kind and backbone_kind(r['config']) == 'unaligned' and (g := study_gaps(r)) is not None and len(g)]
@@ -85,7 +86,7 @@ def table1_claims(runs:dict) -> list:
         va, vu = direction(ga, 'concat'), direction(gu, 'cross')
         rows.append(_row('alignment_decides', 'Alignment decides the winner: concat with aligned features, cross-attention without', 'in words (ResNet18: no table)',
                          f"aligned: {_ci_text(ga)}; unaligned: {_ci_text(gu)}", combine([va, vu]),
-                         f"both directions judged by the 95% intervals of concat − cross: concat ahead with aligned features ({va}), cross ahead without ({vu})",
+                         f"both directions judged by the 95% intervals of cross − concat: concat ahead (below 0) with aligned features ({va}), cross ahead (above 0) without ({vu})",
                          u[0], PAIRED_TESTS_CSV))
     return rows
 
@@ -96,7 +97,7 @@ def _advantage_rows(r:dict, t2:pd.DataFrame, res:pd.DataFrame) -> list:
     P = {**STATED['degradation_advantage'], **PAPER['degradation_advantage']}
     tr = advantage_trend(t2, res)
     steps = tr['steps']
-    ours = ' → '.join(f"{a:+.1f}" for a in t2.sort_values('noise').advantage) + f" (σ = {', '.join(f'{z:g}' for z in sorted(t2.noise))})"
+    ours = 'cross − concat ' + ' → '.join(f"{-a:+.1f}" for a in t2.sort_values('noise').advantage) + f" (σ = {', '.join(f'{z:g}' for z in sorted(t2.noise))})"
     why = ('every step between consecutive σ judged by the 95% interval of its per-seed change: growth needs each above 0, a drop below 0 contradicts; '
            + '; '.join(f"{s.from_noise:g}→{s.to_noise:g}: {s.change:+.1f} [{s.lo:+.1f}, {s.hi:+.1f}]" for s in steps.itertuples())) if len(steps) else 'one noise level only'
     rows = [_row('degradation_advantage', "concat's advantage grows monotonically as alignment degrades (all σ levels)", 'grows monotonically', ours, tr['monotone'], why, r, TABLE2_CSV)]
@@ -106,8 +107,8 @@ def _advantage_rows(r:dict, t2:pd.DataFrame, res:pd.DataFrame) -> list:
         v = combine(judge(t.advantage_lo[z], t.advantage_hi[z], want - 1, want + 1, n=int(t.n_seeds.max())) for z, want in ((P['low_noise'], P['low']), (P['high_noise'], P['high'])))
         why = "the 95% interval of the advantage within ±1 point of the paper's value at both ends"
     else: v = 'not testable on this data'
-    ends = ', '.join(f"σ = {z:g}: {t.advantage[z]:+.1f} [{t.advantage_lo[z]:+.1f}, {t.advantage_hi[z]:+.1f}]" for z in (P['low_noise'], P['high_noise']) if z in t.index)
-    rows.append(_row('degradation_advantage', f"from {P['low']:g} to {P['high']:g} points (σ = {P['low_noise']:g} → {P['high_noise']:g})", f"{P['low']:g} → {P['high']:g} points", ends or '—', v, why, r, TABLE2_CSV))
+    ends = ', '.join(f"σ = {z:g}: {-t.advantage[z]:+.1f} [{-t.advantage_hi[z]:+.1f}, {-t.advantage_lo[z]:+.1f}]" for z in (P['low_noise'], P['high_noise']) if z in t.index)
+    rows.append(_row('degradation_advantage', f"from {P['low']:g} to {P['high']:g} points (σ = {P['low_noise']:g} → {P['high_noise']:g})", f"cross − concat −{P['low']:g} → −{P['high']:g} points", ('cross − concat ' + ends) if ends else '—', v, why, r, TABLE2_CSV))
     return rows
 
 def _chance_row(r:dict, t2:pd.DataFrame) -> dict:
@@ -176,6 +177,8 @@ def theory_claims(runs:dict) -> list:
         rows += [dict(table=x['table'], claim=x['claim'], paper=str(x['paper']), ours=str(x['ours']), verdict=x['verdict'], decided_by=str(x['decided_by']),
                       data=short_label(r['info']), file=f"{r['name']}/{CLAIMS_CSV}",
                       key='theory', evidence=evidence(r['config'])) for _, x in t.iterrows()]
+    same = lambda x: x['verdict'] == 'not an empirical claim'                     # arithmetic on the widths: one row, however many fits read it
+    rows = [x for i, x in enumerate(rows) if not same(x) or not any(same(y) and (y['claim'], y['paper']) == (x['claim'], x['paper']) for y in rows[:i])]
     if not rows:
         for key in ('sample_complexity', 'practical_sizes'):
             rows.append(_row(key, PAPER[key]['claim'], PAPER[key]['quote'][:60] + '…', '—', 'not run', 'no finished theory configuration'))

@@ -178,7 +178,9 @@ def source_label(info:dict) -> str:
     if c.get('notebook') == 'theory' and c.get('inputs'): return 'fits of the results of ' + ', '.join(c['inputs'])
     k = evidence(c)
     if k == 'synthetic':
-        return f"synthetic default ({c['backbone']}, alignment {f.get('alignment', c.get('alignment'))}, {c['n_images']} scenes, data seed {c['data_seed']})"
+        a = c.get('alignment')
+        what = f"the alignment knob at a = {a:g}" if a is not None else f"{backbone_kind(c)} backbone"     # the knob sets alignment itself: never 'aligned, alignment 0'
+        return f"synthetic default ({what}, {c['n_images']} scenes, data seed {c['data_seed']})"
     if k == 'your features': return f"your features ({Path(c.get('features_file') or '').name}, labelled {c['backbone']})"
     if k in CAPTIONS:
         return f"real Flickr8k captions, text–text{', token-level' if k == 'token-level' else ''} ({c['backbone']}: caption #0 by {c.get('image_encoder')}, the others by {c.get('text_encoder')})"
