@@ -296,7 +296,8 @@ def curves_chart(results:pd.DataFrame, table:pd.DataFrame, n_target:int) -> alt.
         fits.append(pd.DataFrame(dict(method=m, scale=grid, accuracy=f(grid))))
     fits = pd.concat(fits)
     x = alt.X('scale:Q', scale=alt.Scale(type='log', domain=[results.scale.min() / 1.2, max(n_target, results.scale.max()) * 1.2], nice=False), title='matching pairs (log scale)')
-    colour = alt.Color('method:N', title='method')
+    from fusion_study.display import method_colour
+    colour = method_colour(list(dict.fromkeys(results.method)))                 # each method its one colour (words.METHODS), as on the site
     pts = alt.Chart(g).mark_point(filled=True).encode(x=x, y=alt.Y('mean:Q', title='validation accuracy', scale=alt.Scale(zero=False)), color=colour,
                                                       tooltip=['method', 'scale', alt.Tooltip('mean:Q', format='.1%')])
     bars = alt.Chart(g).mark_rule().encode(x=x, y='lo:Q', y2='hi:Q', color=colour)

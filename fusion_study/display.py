@@ -119,8 +119,9 @@ def glossary(methods=(), terms=()):
     from fusion_study.words import METHODS, TERMS
     ms = [m for m in dict.fromkeys(methods) if m in METHODS]
     items = [(m, METHODS[m].long, METHODS[m].definition) for m in ms] + [(t, TERMS[t].long, TERMS[t].definition) for t in dict.fromkeys(terms)]
-    rows = ''.join(f'<dt><dfn>{html.escape(k)}</dfn> — {html.escape(long)}</dt><dd>{html.escape(d)}</dd>' for k, long, d in items)
-    return HTML(f'<details class="fusion-terms" open><summary>Words used on this page</summary><dl>{rows}</dl></details>')
+    rows = ''.join(f'<li style="break-inside:avoid;margin:0 0 .35em 0"><dfn style="font-weight:bold">{html.escape(k)}</dfn> — {html.escape(long)}: {html.escape(d)}</li>' for k, long, d in items)
+    return HTML(f'<details class="fusion-terms" open style="font-size:13px;margin:.5em 0 1em 0"><summary style="font-weight:bold">Words used on this page</summary>'
+                f'<ul style="columns:2;column-gap:2.5em;list-style:none;padding-left:0;margin:.4em 0 0 0">{rows}</ul></details>')
 
 
 # %% ../nbs/00e_display.ipynb #05d527b3
