@@ -84,7 +84,7 @@ def test_site_fallback_builds_pages(smoke_runs, tmp_path):
     df = pd.read_csv(runs/'smoke_aligned'/'results.csv')   # the table on the page is the results file's
     top = df[(df.scale == df.scale.max()) & (df.noise == 0)].pivot_table(index='seed', columns='method', values='accuracy')
     from fusion_study.report import pts
-    assert f"concat − cross is {pts(((top.concat - top.cross) * 100).mean())} points at {int(df.scale.max()):,} pairs" in index   # the findings' gap
+    assert f"cross − concat is {pts(((top.cross - top.concat) * 100).mean())} points at {int(df.scale.max()):,} pairs" in index   # the findings' gap, in the site's sign
     for name, nb in (('smoke_aligned', 'study'), ('smoke_unaligned', 'study'), ('degradation', 'degradation')):
         assert (tmp_path/'site'/'runs'/name/f'{nb}.html').exists()
     assert 'runs/report/report.html' in (tmp_path/'site'/'index.html').read_text()
