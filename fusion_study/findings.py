@@ -97,7 +97,7 @@ def baselines_sentence(ww:pd.DataFrame) -> str:
 def _trend(f:dict) -> str:
     "The direction of `method` − `base` against measured alignment, in words, from the Spearman test."
     if pd.isna(f['rho']): return f"has too few feature sets ({f['n_sets']}) for a trend"
-    stat = f"Spearman ρ = {f['rho']:+.2f}, {fmt_p(f['p'])}, {f['n_sets']} feature sets at {f['scale']:,} pairs"
+    stat = f"Spearman ρ = {f['rho']:+.2f}, {fmt_p(f['p'])}, over the {f['n_sets']} noise-free feature sets trained at {f['scale']:,} pairs"
     if f['p'] >= 0.05: return f"shows no clear trend with measured alignment ({stat})"
     return f"falls as measured alignment rises ({stat}), the direction the paper predicts" if f['rho'] < 0 else f"rises with measured alignment ({stat}), against the paper's direction"
 
@@ -113,7 +113,7 @@ def alignment_sentence(f:dict, short:bool=False) -> str:
         trend = ('' if pd.isna(f['rho']) else f", {m} − {b} falls as alignment rises (ρ = {f['rho']:+.2f}, {fmt_p(f['p'])})" if f['rho'] < 0 and f['p'] < 0.05 else f", ρ = {f['rho']:+.2f} ({fmt_p(f['p'])})")
         verdict = (f"{m} is reliably ahead only where alignment is lower: the ranking follows it" if f['follows'] else
                    f"{m} is reliably ahead of {b} on none: the ranking never flips" if not f['ahead'] else f"where {m} wins and loses overlaps in alignment")
-        return f"across {f['n_sets']} feature sets of measured zero-shot AUC {f['auc'][0]:.2f} to {f['auc'][1]:.2f} ({f['scale']:,} pairs){trend}{', and ' if f['follows'] else ', but '}{verdict}"
+        return f"across the {f['n_sets']} noise-free feature sets trained at {f['scale']:,} pairs (measured zero-shot AUC {f['auc'][0]:.2f} to {f['auc'][1]:.2f}){trend}{', and ' if f['follows'] else ', but '}{verdict}"
     return f"**Does the ranking follow measured alignment?** {m} − {b} {_trend(f)}, {flip}." + (
         '' if f['follows'] or f['ahead'] else f" The paper expects {m} to win on the {f['n_low']} noise-free feature sets whose zero-shot AUC is below 0.75 (noise sets are left out: noise removes information, not alignment).")
 
