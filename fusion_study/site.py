@@ -11,46 +11,40 @@ import nbformat
 
 from .core import FusionStudyError, REPORT_DIR, project_root, folder_lock
 from .words import feature_words, is_instrument, is_control      # a configuration in words; the instrument's and the controls' pages
+from .pages import (NAV_ORDER, NOT_DONE, PAGE_CSS, SITE_LIBS, VEGA_JS, nav_label, navbar, nav_items, quarto_navbar, quarto_item,   # the page's parts
+                                toc, files_line, under_heading, shared_charts, shared_head, vegalite_charts, vega_js)
 
 # %% auto #0
-__all__ = ['NAV_ORDER', 'LIBRARY_CELL', 'REPORT_TITLE', 'PAGE_TITLES', 'DROPPED_TAGS', 'PAGE_CSS', 'EXTERNAL_SCRIPT', 'SITE_MARK',
-           'site_pages', 'navbar', 'ensure_report', 'report_stale', 'report_view', 'page_title', 'tab_title',
-           'path_names', 'injected_parameters', 'scrub', 'published', 'banner', 'page_problem', 'quarto_notebook',
-           'stage_quarto', 'check_site_out', 'site_manifest', 'build_site']
+__all__ = ['LIBRARY_CELL', 'REPORT_TITLE', 'PAGE_TITLES', 'DROPPED_TAGS', 'EXTERNAL_SCRIPT', 'SITE_MARK', 'site_pages',
+           'project_navbar', 'ensure_report', 'report_stale', 'report_view', 'page_title', 'tab_title', 'path_names',
+           'injected_parameters', 'scrub', 'published', 'banner', 'publish_files', 'write_libs', 'page_problem',
+           'quarto_notebook', 'quarto_config', 'stage_quarto', 'check_site_out', 'site_manifest', 'build_site']
 
 # %% ../nbs/11_site.ipynb #d7f59a97
-NAV_ORDER = ['report', 'study', 'alignment', 'controls', 'degradation', 'analysis', 'theory']
-
 def site_pages(runs_dir) -> list[dict]:
-    "Every page of the site: kind (navbar group: the notebook, 'alignment' for the instrument's studies), label, name and config (its run.json configuration, else the one papermill gave its notebook), the executed notebook, its page path relative to the site root and why its configuration is not complete (None when it is)."
+    """Every page of the site: kind (navbar group: the notebook, 'alignment' for the instrument's studies, 'controls'), name and config (its run.json
+    configuration, else the one papermill gave its notebook), label (in words, `pages.nav_label`, marked when not complete), the executed notebook,
+    its page path relative to the site root, why its configuration is not complete (None when it is) and whether it is done."""
     from fusion_study.reading import collect_runs
     runs_dir = Path(runs_dir)
-    pages = [dict(kind='report', label='report', name=REPORT_DIR, config=None, nb=p, href=f'runs/{REPORT_DIR}/{p.stem}.html', why=None)
+    pages = [dict(kind='report', label='report', name=REPORT_DIR, config=None, nb=p, href=f'runs/{REPORT_DIR}/{p.stem}.html', why=None, done=True)
              for p in sorted((runs_dir/REPORT_DIR).glob('*.ipynb'))]
     for r in collect_runs(runs_dir).values():
         kind = r['notebook']
         if kind == 'study' and r['config'] and is_instrument(r['config']): kind = 'alignment'      # the instrument's studies: their own group
         if kind == 'study' and r['config'] and is_control(r['config']): kind = 'controls'         # so are the token-set controls
-        notebooks = r['notebooks'] or [r['dir']/f"{r['notebook']}.ipynb"]          # a record whose notebook was deleted: a page that says so
-        pages += [dict(kind=kind, label=r['name'] + ('' if r['complete'] and p.exists() else ' (not complete)'), name=r['name'],
-                       config=r['config'] or injected_parameters(read_notebook(p) or nbformat.v4.new_notebook()).get('config'),   # a run that stopped early has no run.json
-                       nb=p, href=f"runs/{r['name']}/{p.stem}.html", why=r['why']) for p in notebooks]
+        for p in r['notebooks'] or [r['dir']/f"{r['notebook']}.ipynb"]:            # a record whose notebook was deleted: a page that says so
+            page = dict(kind=kind, name=r['name'], config=r['config'] or injected_parameters(read_notebook(p) or nbformat.v4.new_notebook()).get('config'),  # a run that stopped early has no run.json
+                        nb=p, href=f"runs/{r['name']}/{p.stem}.html", why=r['why'], done=bool(r['complete'] and p.exists()))
+            pages.append({**page, 'label': nav_label(page) + ('' if page['done'] else NOT_DONE)})
     rank = lambda k: NAV_ORDER.index(k) if k in NAV_ORDER else len(NAV_ORDER)
     return sorted(pages, key=lambda p: (rank(p['kind']), p['label']))
 
-def navbar(pages:list, here:str) -> str:
-    "The fallback's navbar: one group per notebook kind, links relative to the page at `here`."
-    up = '../' * here.count('/')
-    groups = {}
-    for p in pages: groups.setdefault(p['kind'], []).append(p)
-    def link(p, text):
-        style = 'font-weight:bold;' if p['href'] == here else ''
-        return f'<a href="{up}{p["href"]}" style="{style}color:#fff;margin:0 .35em">{html.escape(text)}</a>'
-    items = [link(ps[0], k) if len(ps) == 1 else f'<span style="margin-left:.6em">{html.escape(k)}:</span>' + ''.join(link(p, p['label']) for p in ps)
-             for k, ps in groups.items()]
-    return ('<nav class="fusion-nav" style="background:#2c3e50;color:#fff;padding:.5em 1em;font-family:sans-serif;font-size:14px">'
-            '<strong style="margin-right:1em">fusion_study</strong>' + ' | '.join(items)
-            + ' | <a href="https://arxiv.org/abs/2606.01207" style="color:#fff;margin:0 .35em">paper</a></nav>')
+def project_navbar(runs_dir) -> dict|None:
+    "The navbar of the checkout's `_quarto.yml` when `runs_dir` is the project's runs/ folder (the runs it names); None otherwise: labels made from the pages."
+    root = project_root()
+    if root is None or Path(runs_dir).resolve() != (root/'runs').resolve(): return None
+    return quarto_navbar(root/'_quarto.yml')
 
 # %% ../nbs/11_site.ipynb #d524dcae
 def ensure_report(runs_dir, log=print) -> Path:
@@ -102,11 +96,13 @@ def tab_title(page:dict) -> str:
 # %% ../nbs/11_site.ipynb #519eb26e
 def path_names(runs_dir=None, nb:nbformat.NotebookNode=None) -> dict:
     """{absolute path: what a page says instead}: the runs folder → its name (also where `nb` was run, as papermill's parameters record it,
-    should the folder have moved since), the checkout → '.', the home folder → '~' (longest first)."""
+    should the folder have moved since), the folder of the notebook papermill executed → its name ('nbs'), the checkout → '.', the home folder → '~' (longest first)."""
     names = {}
     if runs_dir is not None:
         for p in (Path(runs_dir).absolute(), Path(runs_dir).resolve()): names[str(p)] = p.name
     for p in _recorded_runs_dirs(nb): names.setdefault(str(p), Path(runs_dir).name if runs_dir is not None else p.name)
+    source = (nb.metadata.get('papermill') or {}).get('input_path') if nb is not None else None
+    if isinstance(source, str) and Path(source).is_absolute(): names.setdefault(str(Path(source).parent), Path(source).parent.name)
     if (root := project_root()) is not None: names[str(root)] = '.'
     names[str(Path.home())] = '~'
     return dict(sorted(((k, v) for k, v in names.items() if len(k) > 1), key=lambda kv: -len(kv[0])))
@@ -171,15 +167,6 @@ def published(nb:nbformat.NotebookNode, page:dict, runs_dir=None) -> nbformat.No
     nb.metadata['title'] = tab_title(page)
     return nb
 
-# %% ../nbs/11_site.ipynb #2325e349
-PAGE_CSS = """
-.jp-InputPrompt, .jp-OutputPrompt { display: none; }
-.jp-OutputArea-output table, .cell-output-display table { font-size: 13px; table-layout: auto; max-width: 100%; margin: .3em 0 1em 0; }
-body .jp-OutputArea-output.jp-RenderedHTMLCommon th, body .jp-OutputArea-output.jp-RenderedHTMLCommon td, .cell-output-display th, .cell-output-display td {
-  text-align: left; vertical-align: top; padding: .3em .6em; max-width: 32em; white-space: normal; overflow-wrap: break-word; }
-.jp-OutputArea-output caption, .cell-output-display caption { caption-side: top; text-align: left; font-weight: bold; color: #333; padding: 0 0 .3em 0; }
-"""
-
 # %% ../nbs/11_site.ipynb #29856bd4
 EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>')
 SITE_MARK = '.fusion-study-site'
@@ -188,17 +175,44 @@ def banner(text:str) -> str:
     return ('<div class="fusion-failed" role="alert" style="background:#c0392b;color:#fff;padding:.8em 1em;font-family:sans-serif;font-size:15px">'
             f'<strong>This page is not a finished result.</strong> {html.escape(text)}</div>')
 
-def _html(page:dict, dest:Path, nav:str='', problem:str=None, runs_dir=None):
-    "Write `page` as static HTML to `dest`: its published notebook, outputs only, with the navbar, the site CSS and the banner of its problem."
+def _html(page:dict, site:Path, libs:dict, nav:str='', problem:str=None, runs_dir=None):
+    """Write `page` as static HTML at its path in `site`, its notebook and data files beside it (`publish_files`): its published notebook, outputs only,
+    every chart drawn by the site's one Vega bundle; the navbar, the banner of its problem, under its heading the line of downloads and (a long page)
+    its table of contents; its CSS in the shared files of `libs` ({site path: text}, written once for all pages)."""
     from nbconvert import HTMLExporter
+    notebook, data = publish_files(page, site, runs_dir)
     nb = read_notebook(page['nb'])
     nb = published(nb, page, runs_dir) if nb is not None else nbformat.v4.new_notebook(metadata=dict(title=page['name']))
+    charts = shared_charts(nb)
     body, _ = HTMLExporter(template_name='lab', exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
     body = EXTERNAL_SCRIPT.sub('', body)          # nbconvert's require.js / MathJax from a CDN: unused here, and they would fail offline
-    body = body.replace('</head>', f'<style>{PAGE_CSS}</style>\n</head>', 1)
+    body = shared_head(body, '../' * page['href'].count('/'), libs, charts=charts > 0)
+    body = under_heading(body, files_line(notebook, data) + toc(body))
     i = body.find('>', body.find('<body')) + 1
     body = body[:i] + nav + (banner(problem) if problem else '') + body[i:]
+    dest = site/page['href']
     dest.parent.mkdir(parents=True, exist_ok=True); dest.write_text(body, encoding='utf-8')
+
+def publish_files(page:dict, site:Path, runs_dir=None) -> tuple[str|None, list]:
+    """Beside `page` in `site`: its executed notebook to download (every chart as Vega-Lite, `pages.vegalite_charts`, not a copy of the Vega bundle;
+    no absolute path, papermill's record included) and every CSV file of its run folder (not of its subfolders), absolute paths scrubbed the same way.
+    Returns their names (the notebook's None when it is missing or damaged)."""
+    folder, dest = Path(page['nb']).parent, (site/page['href']).parent
+    dest.mkdir(parents=True, exist_ok=True)
+    nb = read_notebook(page['nb'])
+    if nb is not None:
+        text = json.dumps(vegalite_charts(nb), ensure_ascii=False, separators=(',', ':'))      # a valid notebook without nbformat's indentation: half the size
+        (dest/Path(page['nb']).name).write_text(scrub(text, path_names(runs_dir, nb)), encoding='utf-8')
+    data = sorted(p.name for p in folder.glob('*.csv') if p.is_file())
+    for name in data:
+        try: (dest/name).write_text(scrub((folder/name).read_text(encoding='utf-8'), path_names(runs_dir)), encoding='utf-8')
+        except UnicodeDecodeError: shutil.copyfile(folder/name, dest/name)      # not text: as it is
+    return (Path(page['nb']).name if nb is not None else None), data
+
+def write_libs(site:Path, libs:dict):
+    "The shared files of the pages (`site_libs/`: CSS by content hash, the Vega bundle), each written once."
+    for name, text in libs.items():
+        (site/name).parent.mkdir(parents=True, exist_ok=True); (site/name).write_text(text, encoding='utf-8')
 
 def page_problem(page:dict, runs_dir=None) -> str|None:
     "Why a page does not show a finished result (its notebook's error, or why its configuration is not complete), or None; no absolute path in it."
@@ -214,30 +228,45 @@ def page_problem(page:dict, runs_dir=None) -> str|None:
     else: return None
     return scrub(text, path_names(runs_dir))
 
-def quarto_notebook(nb:nbformat.NotebookNode, problem:str=None) -> nbformat.NotebookNode:
-    "A `published` notebook as Quarto renders it: its heading and `<title>` in the front matter (not a second H1), code hidden, the site CSS, the banner of its problem."
+def quarto_notebook(nb:nbformat.NotebookNode, problem:str=None, files:str='', header:str='') -> nbformat.NotebookNode:
+    """A `published` notebook as Quarto renders it: its heading and `<title>` in the front matter (not a second H1), code hidden, the site CSS
+    and `header` in its `<head>`, the banner of its problem, then `files` (the line of downloads)."""
     import yaml
     cells, title = list(nb.cells), nb.metadata.get('title', '')
     if cells and cells[0].cell_type == 'markdown' and cells[0].source.startswith('# '):
         title, _, rest = cells[0].source[2:].partition('\n')
         if rest.strip(): cells[0].source = rest.lstrip('\n')
         else: cells.pop(0)
-    front = {'title': title, 'pagetitle': nb.metadata.get('title', title), 'echo': False, 'include-in-header': {'text': f'<style>{PAGE_CSS}</style>'}}
-    nb.cells = [nbformat.v4.new_raw_cell('---\n' + yaml.safe_dump(front, allow_unicode=True, sort_keys=False, width=10**6) + '---'),
-                *([nbformat.v4.new_markdown_cell(banner(problem))] if problem else []), *cells]
+    front = {'title': title, 'pagetitle': nb.metadata.get('title', title), 'echo': False, 'include-in-header': {'text': f'<style>{PAGE_CSS}</style>{header}'}}
+    top = [nbformat.v4.new_markdown_cell(x) for x in (problem and banner(problem), files) if x]
+    nb.cells = [nbformat.v4.new_raw_cell('---\n' + yaml.safe_dump(front, allow_unicode=True, sort_keys=False, width=10**6) + '---'), *top, *cells]
     return nb
 
+def quarto_config(root:Path, pages:list) -> dict:
+    "The checkout's `_quarto.yml` with the navbar the fallback shows (`pages.nav_items`): listed pages that do not exist left out, unlisted ones in their kind's menu."
+    import yaml
+    cfg = yaml.safe_load((root/'_quarto.yml').read_text(encoding='utf-8'))
+    left, right = nav_items(pages, quarto_navbar(root/'_quarto.yml'))
+    cfg.setdefault('website', {})['navbar'] = {**(cfg['website'].get('navbar') or {}), 'left': [quarto_item(i) for i in left], 'right': [quarto_item(i) for i in right]}
+    return cfg
+
 def stage_quarto(pages:list, problems:dict, runs_dir, stage:Path, root:Path) -> Path:
-    "The project `quarto render` builds, in `stage`: the checkout's `_quarto.yml` and every page's published notebook at its path."
+    """The project `quarto render` builds, in `stage`: the checkout's `_quarto.yml` (its navbar as `quarto_config` makes it) and every page's
+    published notebook at its path, its charts drawn by the site's one Vega bundle (`site_libs/vega.js`, which `build_site` adds after the render,
+    with the notebooks and CSV files to download that the line under each heading links)."""
+    import yaml
     stage.mkdir(parents=True)
-    shutil.copy(root/'_quarto.yml', stage/'_quarto.yml')
+    (stage/'_quarto.yml').write_text(yaml.safe_dump(quarto_config(root, pages), allow_unicode=True, sort_keys=False, width=10**6), encoding='utf-8')
     for p in pages:
         dest = stage/Path(p['href']).with_suffix('.ipynb')
         dest.parent.mkdir(parents=True, exist_ok=True)
         nb = read_notebook(p['nb'])
+        files = files_line(Path(p['nb']).name if nb is not None else None, sorted(f.name for f in Path(p['nb']).parent.glob('*.csv') if f.is_file()))
         nb = published(nb, p, runs_dir) if nb is not None else nbformat.v4.new_notebook(metadata=dict(title=p['name']))
-        nbformat.write(quarto_notebook(nb, problems.get(p['href'])), dest)
+        vega = f'<script src="{"../" * p["href"].count("/")}{VEGA_JS}"></script>' if shared_charts(nb) else ''
+        nbformat.write(quarto_notebook(nb, problems.get(p['href']), files, vega), dest)
     return stage
+
 
 # %% ../nbs/11_site.ipynb #8574dee3
 def check_site_out(out, runs_dir) -> Path:
@@ -291,14 +320,19 @@ def build_site(runs_dir='runs', out='_site', use_quarto=None, log=print) -> tupl
         new, stage = (out.parent/f'.{out.name}.{what}-{os.getpid()}' for what in ('new', 'stage'))
         try:
             new.mkdir(parents=True)
+            libs = {}
             if use_quarto:
                 stage_quarto(pages, problems, runs_dir, stage, root)
                 subprocess.run(['quarto', 'render', '--output-dir', str(new)], cwd=stage, check=True)
+                for p in pages: publish_files(p, new, runs_dir)
+                libs[VEGA_JS] = vega_js()
                 how = 'site built with quarto render'
             else:
-                for p in pages: _html(p, new/p['href'], navbar(pages, p['href']), problem=problems.get(p['href']), runs_dir=runs_dir)
+                items = project_navbar(runs_dir)                     # _quarto.yml's labels, where it names these runs
+                for p in pages: _html(p, new, libs, navbar(pages, p['href'], items), problem=problems.get(p['href']), runs_dir=runs_dir)
                 how = (("quarto not found on PATH" if not shutil.which('quarto') else "runs folder is not the project's runs/")
                        + f": built the static HTML fallback with nbconvert ({len(pages)} pages)")
+            write_libs(new, libs)
             home = f'runs/{REPORT_DIR}/{REPORT_DIR}.html'
             (new/'index.html').write_text(f'<!doctype html><meta charset="utf-8"><title>{html.escape(REPORT_TITLE)}</title>'
                                           f'<meta http-equiv="refresh" content="0; url={home}">'

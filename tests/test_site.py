@@ -1,6 +1,8 @@
 """The site built from the smoke runs: every page shows its configuration's results under a title naming it, never the library's tests, toy data,
 prompts or an absolute path; opened in headless Chromium at 1,400 × 1,000, every page loads without JavaScript errors, draws its charts, needs no
-horizontal scrolling for a table and shows its heading and first result on the first screen, and the report shows its verdict table."""
+horizontal scrolling for a table and shows its heading and first result on the first screen, its navbar on one line, and the report shows its
+verdict table and a table of contents. The site is small: the Vega bundle once, nbconvert's CSS in shared files; beside each page its notebook
+and its CSV files, every link to them resolving."""
 import html, json, re, shutil, subprocess, tempfile
 from pathlib import Path
 import nbformat
@@ -44,9 +46,9 @@ def test_report_tables_come_from_the_results_files(site, smoke_runs):
     for name in ('smoke_aligned', 'smoke_unaligned', 'degradation'): assert name in report
     from fusion_study.report import pts
     gap = pd.read_csv(runs/'smoke_aligned'/'paired_tests.csv').query('noise == 0').iloc[-1]      # the findings' gap at the largest scale
-    assert f"concat − cross is {pts(gap.mean_diff)} points at {int(gap.scale):,} pairs" in report
+    assert f"cross − concat is {pts(-gap.mean_diff)} points at {int(gap.scale):,} pairs" in report           # the site's one sign: method − concat
     t2 = pd.read_csv(runs/'degradation'/'table2.csv')
-    assert f"{pts(t2.advantage.iloc[-1])} [{pts(t2.advantage_lo.iloc[-1])}, {pts(t2.advantage_hi.iloc[-1])}]" in report
+    assert f"{pts(-t2.advantage.iloc[-1])} [{pts(-t2.advantage_hi.iloc[-1])}, {pts(-t2.advantage_lo.iloc[-1])}]" in report    # table2.csv's concat − cross, shown as cross − concat
     for verdict in ('not reproduced', 'not testable on this data', 'not an empirical claim'): assert verdict in report
 
 @needs_browser
@@ -145,14 +147,22 @@ PROBE = """<script>window.addEventListener('load', () => setTimeout(() => {
   const wide = [...document.querySelectorAll('table')].filter(t => t.getBoundingClientRect().right > vw + 1 || t.parentElement.scrollWidth > t.parentElement.clientWidth + 1)
                                                    .map(t => (t.querySelector('caption, th') || t).textContent.trim().slice(0, 60));
   const probe = document.createElement('pre'); probe.id = 'fusion-probe';
-  probe.textContent = JSON.stringify({vw, wide, h1: top(document.querySelector('h1')), title: document.title,
+  const nav = document.querySelector('.fusion-nav'), menus = [...document.querySelectorAll('.fusion-drop > ul')];
+  const shut = menus.every(m => m.getBoundingClientRect().height === 0), navHeight = nav ? Math.round(nav.getBoundingClientRect().height) : -1;
+  const span = document.querySelector('.fusion-drop > span'); if (span) span.focus();           // a menu opens on keyboard focus, no script of ours
+  const opened = span ? [...span.parentElement.querySelectorAll('ul a')].every(a => a.getBoundingClientRect().height > 0) : null;
+  if (span) span.blur();
+  const toc = [...document.querySelectorAll('.fusion-toc a')].map(a => { location.hash = a.getAttribute('href');
+                                                                     return document.querySelector(':target') === document.getElementById(a.getAttribute('href').slice(1)); });
+  probe.textContent = JSON.stringify({vw, wide, h1: top(document.querySelector('h1')), title: document.title, nav: navHeight, shut, opened, toc,
                                       first: top(document.querySelector('.jp-OutputArea-output table, .fusion-chart svg, .fusion-chart canvas'))});
   document.body.appendChild(probe);
 }, 2000));</script>"""
 
 @needs_browser
 def test_pages_fit_the_screen_and_open_on_their_result(site, tmp_path):
-    "At 1,400 × 1,000: no table wider than the page (no horizontal scrolling), and a result page's heading and first table or chart on the first screen."
+    """At 1,400 × 1,000: no table wider than the page (no horizontal scrolling), a result page's heading and first table or chart on the first screen,
+    the navbar on one line with its menus shut until one has the focus, and each link of the report's table of contents going to its section."""
     copy = tmp_path/'site'; shutil.copytree(site, copy)
     for page in pages(copy):
         head, _, tail = page.read_text(encoding='utf-8').rpartition('</body>')         # the last one: the charts' own code holds the string '</body>'
@@ -163,5 +173,87 @@ def test_pages_fit_the_screen_and_open_on_their_result(site, tmp_path):
         probe = json.loads(html.unescape(m.group(1)))
         assert probe['vw'] > 1300 and not probe['wide'], f"{page}: tables wider than the page: {probe['wide']}"
         assert probe['title'] and probe['title'] != 'Notebook', page
+        assert 0 < probe['nav'] <= 60 and probe['shut'] and probe['opened'] is not False, f"{page}: navbar {probe['nav']} px high, menus shut {probe['shut']}, opened on focus {probe['opened']}"
+        assert all(probe['toc']), f"{page}: table of contents links that go nowhere: {probe['toc']}"
+        if page.parent.name == 'report': assert len(probe['toc']) >= 4 and probe['opened'], probe
         if page.parent.name != 'report':
             assert 0 <= probe['h1'] < 300 and 0 <= probe['first'] < 1000, f"{page}: heading at {probe['h1']} px, first result at {probe['first']} px"
+
+# ---- the site as a reader meets it: small, Vega once, the files beside each page, a table of contents, the navbar in words
+def site_files(site) -> list: return sorted(f for f in site.rglob('*') if f.is_file())
+
+def test_the_site_is_small_with_one_vega_bundle_and_shared_css(site):
+    from fusion_study.display import vega_bundle
+    total = sum(f.stat().st_size for f in site_files(site))
+    assert total <= 4_000_000, f"the site is {total:,} bytes: over 4 MB"
+    bundle = vega_bundle()
+    chunk = re.search(r'[\w .,;:()=+*!?&|<>\[\]{}-]{120}', bundle[len(bundle) // 2:]).group(0)     # a piece of it that no file escapes
+    holders = [str(f.relative_to(site)) for f in site_files(site) if chunk in f.read_text(encoding='utf-8', errors='replace')]
+    assert holders == ['site_libs/vega.js'], f"the Vega bundle is in {holders}: it must be in site_libs/vega.js only"
+    for page in pages(site):
+        text = page.read_text(encoding='utf-8')
+        head = text[:text.index('</head>')]
+        assert '<script src="../../site_libs/vega.js"></script>' in head or 'fusion-chart' not in text, page
+        assert not re.search(r'<style[^>]*>[^<]{5000}', head), f"{page}: a large inline <style> in its head"
+        for href in re.findall(r'<link rel="stylesheet" href="([^"]+)"', head): assert (page.parent/href).resolve().is_file(), (page, href)
+
+def test_every_page_links_its_notebook_and_csv_files_beside_it(site, smoke_runs):
+    "Beside each page: its executed notebook (valid, every chart as Vega-Lite, no absolute path) and every CSV file of its run folder; every link to them resolves."
+    from fusion_study.site import check_site_out, SITE_MARK
+    runs, _ = smoke_runs
+    paths = {str(runs), str(runs.resolve()), str(ROOT), str(ROOT.resolve()), tempfile.gettempdir().rstrip('/') + '/'}
+    for page in pages(site):
+        text, name = page.read_text(encoding='utf-8'), page.parent.name
+        links = re.findall(r'<a\b[^>]*class="fusion-(?:csv|download)"[^>]*>', text)
+        hrefs = {html.unescape(re.search(r'href="([^"]+)"', a).group(1)) for a in links}
+        assert all(' download' in a for a in links), page
+        assert not [h for h in hrefs if not (page.parent/h).is_file()], (page, [h for h in hrefs if not (page.parent/h).is_file()])
+        notebook = page.with_suffix('.ipynb').name
+        assert notebook in hrefs, (page, hrefs)
+        csvs = {f.name for f in (runs/name).glob('*.csv')}
+        assert csvs <= hrefs and (csvs or name == 'report'), (page, csvs - hrefs)                # every CSV of the run folder, linked
+        nb_text = (page.parent/notebook).read_text(encoding='utf-8')
+        nb = nbformat.reads(nb_text, as_version=4); nbformat.validate(nb)
+        assert not [p for p in paths if p in nb_text], (page, [p for p in paths if p in nb_text])
+        assert 'window.vegaEmbed' not in nb_text and ('vegalite' in nb_text or 'fusion-chart' not in text), page
+    assert not (site/'runs'/'smoke_aligned'/'rows').exists()                                     # the run folder's own files, not its subfolders
+    manifest = set(json.loads((site/SITE_MARK).read_text())['files'])
+    assert manifest == {str(f.relative_to(site)) for f in site_files(site)} - {SITE_MARK}
+    assert check_site_out(site, runs) == site.resolve()                                         # the next build may replace it
+
+def test_long_pages_have_a_table_of_contents(site):
+    for page in pages(site):
+        text = page.read_text(encoding='utf-8')
+        sections = re.findall(r'<h2 id="([^"]+)"', text)
+        toc = re.search(r'<nav class="fusion-toc".*?</nav>', text, re.S)
+        assert bool(toc) == (len(sections) >= 4), (page, len(sections))
+        if toc:
+            assert [html.unescape(h) for h in re.findall(r'href="#([^"]+)"', toc.group(0))] == [html.unescape(i) for i in sections], page
+            assert text.index('</h1>') < toc.start() < text.index(f'id="{sections[0]}"'), page   # under the heading, above the first section
+    assert '<nav class="fusion-toc"' in (site/'runs'/'report'/'report.html').read_text(encoding='utf-8')
+
+def test_the_navbar_links_every_page_in_words(site, smoke_runs):
+    "Every page in the navbar of every page, a kind with several pages a menu; a configuration's link in words, never its name alone."
+    from fusion_study.site import site_pages
+    runs, _ = smoke_runs
+    all_pages = site_pages(runs)
+    for page in pages(site):
+        nav = re.search(r'<nav class="fusion-nav">.*?</nav>', page.read_text(encoding='utf-8'), re.S).group(0)
+        hrefs = re.findall(r'<a href="(?:\.\./)*([^"]+)"', nav)
+        assert {p['href'] for p in all_pages} <= set(hrefs), (page, hrefs)
+        texts = [html.unescape(re.sub(r'<span class="fusion-id">.*?</span>|<[^>]+>', '', a)).strip() for a in re.findall(r'<a\b[^>]*>.*?</a>', nav)]
+        assert not [t for t in texts if t in {p['name'] for p in all_pages} - {'report', 'degradation', 'analysis', 'theory'}], (page, texts)
+        assert 'fusion-drop' in nav and '>synthetic aligned features <span class="fusion-id">smoke_aligned</span>' in nav, nav
+
+def test_quarto_yml_names_the_default_configurations_in_words():
+    "_quarto.yml (the navbar both builders show for runs/) links each configuration of params/default.yaml once, in words, and nothing else."
+    import yaml
+    from fusion_study.site import project_navbar
+    cfg = yaml.safe_load((ROOT/'_quarto.yml').read_text())
+    assert cfg['project']['type'] == 'website' and cfg['format']['html']['toc'] is True
+    links = [l for item in cfg['website']['navbar']['left'] for l in item.get('menu', [item])]
+    default = yaml.safe_load((ROOT/'params'/'default.yaml').read_text())['configs']
+    want = sorted(['runs/report/report.ipynb'] + [f"runs/{c['name']}/{c.get('notebook', 'study')}.ipynb" for c in default])
+    assert sorted(l['href'] for l in links) == want
+    assert not [l['text'] for l in links if re.search(r'knob|\ba =|backbone$', l['text'])], [l['text'] for l in links]
+    assert project_navbar(ROOT/'runs') == cfg['website']['navbar'] and project_navbar(ROOT/'params') is None
