@@ -20,10 +20,11 @@ from .fusion import make_model, n_params
 from .paper import FLOPS as PAPER_FLOPS, PARAMS as PAPER_PARAMS, TSNE_PAIRS
 from .alignment import alignment_table
 from .results import TSNE_CSV, ALIGNMENT_CSV, COST_CSV, record_run, write_table
+from .display import method_colour
 
 # %% auto #0
-__all__ = ['sample_pairs', 'tsne_pairs', 'alignment_scores', 'tsne_chart', 'flops_per_sample', 'flops_by_module', 'cost_table',
-           'cost_chart', 'run_analysis', 'TSNE_PAIRS', 'PAPER_FLOPS']
+__all__ = ['TSNE_LINES', 'MODALITY_COLOURS', 'sample_pairs', 'tsne_pairs', 'alignment_scores', 'tsne_chart', 'flops_per_sample',
+           'flops_by_module', 'cost_table', 'cost_chart', 'run_analysis', 'TSNE_PAIRS', 'PAPER_FLOPS']
 
 # %% ../nbs/07_analysis.ipynb #83a72d6a
 _all_ = ['TSNE_PAIRS', 'PAPER_FLOPS']                 # the paper's Fig. 4 (800 pairs) and Table 3 FLOPs, from fusion_study.paper
@@ -72,15 +73,19 @@ def alignment_scores(feats:Features, pairs:pd.DataFrame, coords:pd.DataFrame=Non
     return out
 
 # %% ../nbs/07_analysis.ipynb #33efdad7
-def tsne_chart(coords:pd.DataFrame, title:str='') -> alt.Chart:
-    "Fig. 4: t-SNE points coloured by modality, matched pairs joined by a line."
-    base = alt.Chart(coords).encode(x=alt.X('x:Q', title='t-SNE 1', axis=alt.Axis(labels=False, ticks=False)),
-                                    y=alt.Y('y:Q', title='t-SNE 2', axis=alt.Axis(labels=False, ticks=False)))
-    lines = base.mark_line(color='#888', opacity=0.25, strokeWidth=0.6).encode(detail='pair:N')
-    points = base.mark_circle(size=16, opacity=0.75).encode(
-        color=alt.Color('modality:N', scale=alt.Scale(domain=['image', 'text'], range=['#1f77b4', '#ff7f0e'])),
-        tooltip=['pair:N', 'modality:N', 'index:Q'])
-    return (lines + points).properties(width=420, height=380, title=title)
+TSNE_LINES = 25                                                  # pairs joined by a line in Fig. 4
+MODALITY_COLOURS = dict(domain=['image', 'text'], range=['#1b7837', '#762a83'])   # not the method colours: these are modalities
+
+def tsne_chart(coords:pd.DataFrame, title:str='', n_lines:int=TSNE_LINES) -> alt.Chart:
+    "Fig. 4: t-SNE points coloured by modality; the first `n_lines` pairs (a random sample: pairs are numbered in random order) joined by a line."
+    axis = lambda t: dict(title=t, axis=alt.Axis(labels=False, ticks=False))
+    points = alt.Chart(coords).mark_circle(size=18, opacity=0.7).encode(
+        x=alt.X('x:Q', **axis('t-SNE 1')), y=alt.Y('y:Q', **axis('t-SNE 2')),
+        color=alt.Color('modality:N', title='modality', scale=alt.Scale(**MODALITY_COLOURS)), tooltip=['pair:N', 'modality:N', 'index:Q'])
+    joined = coords[coords.pair < n_lines]
+    lines = alt.Chart(joined).mark_line(color='#333', opacity=0.7, strokeWidth=1).encode(x='x:Q', y='y:Q', detail='pair:N')
+    return (points + lines).properties(width=420, height=380, title=title)
+
 
 # %% ../nbs/07_analysis.ipynb #b05242fe
 def flops_per_sample(model:torch.nn.Module, d_v:int, d_t:int, batch:int=64, backward:bool=False) -> float:
@@ -121,16 +126,18 @@ def cost_table(methods, d_v:int=512, d_t:int=512, batch:int=64, seed:int=0) -> p
 
 # %% ../nbs/07_analysis.ipynb #63ddb8c6
 def cost_chart(table:pd.DataFrame) -> alt.Chart:
-    "Fig. 5: parameters and forward FLOPs per sample by method, measured beside the paper's."
+    "Fig. 5: parameters and forward FLOPs per sample by method (the site's method colours), measured (solid) beside the paper's (pale)."
     long = pd.concat([pd.DataFrame(dict(method=table.method, quantity=q, source=s, value=table[col]))
                       for q, pairs in [('parameters', [('measured', 'params'), ('paper', 'paper_params')]),
                                        ('FLOPs per sample (forward)', [('measured', 'flops_forward'), ('paper', 'paper_flops')])]
                       for s, col in pairs]).dropna()
     return alt.Chart(long).mark_bar().encode(
-        x=alt.X('method:N', title=None), xOffset='source:N', y=alt.Y('value:Q', title=None, axis=alt.Axis(format='~s')),
-        color=alt.Color('source:N', scale=alt.Scale(domain=['measured', 'paper'], range=['#4c78a8', '#bbbbbb'])),
+        x=alt.X('method:N', title=None, sort=list(table.method), axis=alt.Axis(labelAngle=0)), xOffset=alt.XOffset('source:N', sort=['measured', 'paper']),
+        y=alt.Y('value:Q', title=None, axis=alt.Axis(format='~s')), color=method_colour(table.method),
+        opacity=alt.Opacity('source:O', title='source', sort=['measured', 'paper'], scale=alt.Scale(domain=['measured', 'paper'], range=[1.0, 0.35])),
         tooltip=['method', 'source', alt.Tooltip('value:Q', format=',.0f')],
-    ).properties(width=200, height=220).facet(column=alt.Column('quantity:N', title=None)).resolve_scale(y='independent')
+    ).properties(width=220, height=220).facet(column=alt.Column('quantity:N', title=None, sort=['parameters', 'FLOPs per sample (forward)'])).resolve_scale(y='independent')
+
 
 # %% ../nbs/07_analysis.ipynb #8996dc44
 def run_analysis(cfg, out_dir, n_pairs:int=None) -> dict:

@@ -16,10 +16,11 @@ from .results import RUN_INFO, TABLE2_CSV, PAIRED_TESTS_CSV, read_record, read_r
 from .study import run_config, paired_tests
 from .runstate import valid_rows
 from .stats import chance_state, t_interval, paired_interval, judge, combine, CHANCE_MARGIN
+from .display import method_colour
 
 # %% auto #0
-__all__ = ['DEGRADATION_TABLES', 'reusable_rows', 'seed_advantage', 'table2', 'chance_onset', 'advantage_trend', 'fig3',
-           'run_degradation']
+__all__ = ['DEGRADATION_TABLES', 'reusable_rows', 'seed_advantage', 'table2', 'chance_onset', 'advantage_trend', 'at_or_below',
+           'low_onset', 'chance_sentence', 'fig3', 'run_degradation']
 
 # %% ../nbs/06_degradation.ipynb #b3c35b98
 def reusable_rows(cfg:RunConfig, out_dir) -> pd.DataFrame:
@@ -84,19 +85,60 @@ def advantage_trend(t2:pd.DataFrame, df:pd.DataFrame=None, a:str='concat', b:str
     return dict(first_noise=at('noise', 0), first=at('advantage', 0), last_noise=at('noise', -1), last=at('advantage', -1),
                 n_levels=len(live), chance_onset=onset, steps=pd.DataFrame(steps), monotone=monotone)
 
+# %% ../nbs/06_degradation.ipynb #d23aef4b
+def at_or_below(t2:pd.DataFrame, m:str, margin:float=CHANCE_MARGIN) -> pd.Series:
+    "Per row of Table 2: is method `m` at or below chance — its 90% interval ends at or below 50% + `margin` (the upper test of the equivalence test)?"
+    return t2[f'{m}_chance_hi'] <= 50 + 100 * margin + 1e-9
+
+def low_onset(t2:pd.DataFrame, a:str='concat', b:str='cross', margin:float=CHANCE_MARGIN):
+    "The smallest σ from which both methods are at or below chance at that and every larger σ (None if never)."
+    t2, onset = t2.sort_values('noise'), None
+    for noise, low in zip(t2.noise[::-1], (at_or_below(t2, a, margin) & at_or_below(t2, b, margin))[::-1]):
+        if not low: break
+        onset = noise
+    return onset
+
+_STATE = {'undecided': 'between at and below chance'}
+
+def chance_sentence(t2:pd.DataFrame, a:str='concat', b:str='cross', margin:float=CHANCE_MARGIN) -> str:
+    "From which σ both methods are at chance, or at or below it, in words that follow from Table 2's equivalence tests."
+    top, bottom, low, strict = 50 + 100 * margin, 50 - 100 * margin, low_onset(t2, a, b, margin), chance_onset(t2)
+    if low is None:
+        return (f"At no σ tested are both methods at or below chance: at every σ the 90% interval of at least one of them reaches above {top:g}%, "
+                f"the upper margin of the equivalence test.")
+    z = t2[t2.noise >= low].sort_values('noise')
+    acc = pd.concat([z[f'{a}_mean'], z[f'{b}_mean']])
+    if strict == low:
+        return (f"From σ = {low:g} on, both methods are **at chance** ({acc.min():.1f}–{acc.max():.1f}%): every 90% interval lies inside "
+                f"{bottom:g}–{top:g}%, the equivalence test's margins.")
+    states = []
+    for m in (a, b):
+        by = z.groupby(f'{m}_chance', sort=False).noise.agg(lambda s: ', '.join(f'{v:g}' for v in s))
+        states.append(f"{m} " + ', '.join(f"{_STATE.get(s, s)} at σ = {v}" for s, v in by.items()))
+    strict_words = f" Both are at chance in the strict sense from σ = {strict:g}." if strict is not None else ''
+    return (f"From σ = {low:g} on, both methods are **at or below chance** ({acc.min():.1f}–{acc.max():.1f}%): every 90% interval ends below "
+            f"{top:g}%, the upper margin of the equivalence test, so neither is better than chance. They are not *at* chance in the test's strict sense "
+            f"(the whole interval inside {bottom:g}–{top:g}%) wherever an interval reaches below the lower margin, {bottom:g}%: {'; '.join(states)}.{strict_words} "
+            f"Below chance — an interval wholly under 50% — happens with noisy features: what a model memorised of noisy training pairs transfers with the wrong sign.")
+
+
 # %% ../nbs/06_degradation.ipynb #efa9358a
 def fig3(df:pd.DataFrame, title:str=None) -> alt.Chart:
-    "Fig. 3: accuracy (%) against noise σ per method, mean ± 1 std over seeds, with the 50% chance line."
+    "Fig. 3: accuracy (%) against noise σ per method, mean ± 1 std over seeds, with the 50% chance line; an axis that does not start at 0 says so in its title."
     s = (df.assign(acc=df.accuracy * 100).groupby(['noise', 'method'])['acc'].agg(['mean', 'std']).reset_index().fillna({'std': 0}))
     s = s.assign(lo=s['mean'] - s['std'], hi=s['mean'] + s['std'])
+    bottom = max(0.0, float(np.floor((min(s.lo.min(), 50) - 2) / 5) * 5))
+    top = min(100.0, float(np.ceil((s.hi.max() + 1) / 5) * 5))
+    ytitle = 'accuracy (%)' + (f' — axis cut: starts at {bottom:g}, not 0' if bottom > 0 else '')
     x = alt.X('noise:Q', title='noise σ (Eq. 4)', axis=alt.Axis(values=sorted(s.noise.unique()), format='.2~f'))
-    base = alt.Chart(s).encode(x=x, color=alt.Color('method:N', title='fusion'))
-    band = base.mark_area(opacity=.25).encode(y=alt.Y('lo:Q', title='accuracy (%)', scale=alt.Scale(zero=False)), y2='hi:Q')
-    line = base.mark_line(point=True).encode(y='mean:Q', tooltip=['method', 'noise', alt.Tooltip('mean:Q', format='.2f'), alt.Tooltip('std:Q', format='.2f')])
+    base = alt.Chart(s).encode(x=x, color=method_colour(s.method))
+    band = base.mark_area(opacity=.25).encode(y=alt.Y('lo:Q', title=ytitle, scale=alt.Scale(domain=[bottom, top], nice=False)), y2='hi:Q')
+    line = base.mark_line(point=True).encode(y='mean:Q', tooltip=['method', 'noise', alt.Tooltip('mean:Q', format='.1f'), alt.Tooltip('std:Q', format='.1f')])
     chance = alt.Chart(pd.DataFrame(dict(y=[50.0]))).mark_rule(strokeDash=[4, 4], color='gray').encode(y='y:Q')
     return (band + line + chance).properties(width=420, height=280, title=title or 'Fig. 3: accuracy under feature noise (mean ± 1 std)')
 
 DEGRADATION_TABLES = {TABLE2_CSV: table2, PAIRED_TESTS_CSV: paired_tests}
+
 
 # %% ../nbs/06_degradation.ipynb #62afcad1
 def run_degradation(cfg, out_dir, progress:bool=False, warn=print) -> dict:

@@ -21,9 +21,9 @@ from .verdicts import claims
 from .instrument import method_gaps, who_wins, complete_sets, follows_alignment, cross_calls
 
 # %% auto #0
-__all__ = ['LOW', 'DEGENERACY', 'control_findings', 'attention_findings', 'baselines_sentence', 'alignment_sentence',
-           'lead_sentences', 'central_sentence', 'chance_words', 'noise_sentences', 'evidence_caveat',
-           'advice_sentence', 'answer_sentence', 'findings']
+__all__ = ['DEGENERACY', 'control_findings', 'attention_findings', 'baselines_sentence', 'alignment_sentence', 'lead_sentences',
+           'central_sentence', 'chance_words', 'noise_sentences', 'evidence_caveat', 'advice_sentence',
+           'answer_sentence', 'findings']
 
 # %% ../nbs/09d_findings.ipynb #f9936978
 def _attention_rows(runs:dict, controls:bool) -> pd.DataFrame:
@@ -160,23 +160,17 @@ def central_sentence(runs:dict, v:pd.DataFrame) -> str:
     where = central.verdict.iloc[0] if len(central) == 1 else ', '.join(f"{x} on {EVIDENCE[k].long}" for x, k in zip(central.verdict, central.evidence))
     return f"The paper's central claim — alignment decides the winner, so cross-attention should win on unaligned features — is **{where}** here{inst}; {tally}."
 
-LOW = ('at chance', 'below chance')
-
 def chance_words(t2:pd.DataFrame) -> str:
-    """From which σ both fusions stay at or below chance, in words with the accuracies there: the degradation's equivalence test (`stats.chance_state`)
-    calls an accuracy *at chance* when its 90% interval lies inside 50% ± 2 points and *below chance* when it lies under 50%."""
-    t2, onset = t2.sort_values('noise'), None
-    for z, a, b in zip(t2.noise[::-1], t2.concat_chance[::-1], t2.cross_chance[::-1]):
-        if a not in LOW or b not in LOW: break
-        onset = z
+    """From which σ both fusions stay at or below chance, in words with their accuracies there — the degradation page's one rule (`degradation.low_onset`):
+    each one's 90% interval of validation accuracy ends at or below 50% + the equivalence margin; inside the margins is *at chance*, wholly under 50% *below*."""
+    from fusion_study.degradation import low_onset
+    from fusion_study.stats import CHANCE_MARGIN
+    onset = low_onset(t2)
     if onset is None: return 'at no noise level are both fusions at or below chance'
     low = t2[t2.noise >= onset]
     acc = pd.concat([low.concat_mean, low.cross_mean])
-    states = sorted(set(low.concat_chance) | set(low.cross_chance), key=LOW.index)
-    why = ('the 90% intervals of their validation accuracy lie under 50%' if states == ['below chance'] else
-           'each 90% interval of the validation accuracy lies inside 50% ± 2 points' if states == ['at chance'] else
-           'each 90% interval of the validation accuracy lies inside 50% ± 2 points (at chance) or under 50% (below)')
-    return f"from σ = {onset:g} both fusions are {' or '.join(states)} ({acc.min():.1f}–{acc.max():.1f}%: {why})"
+    return (f"from σ = {onset:g} both fusions are at or below chance ({acc.min():.1f}–{acc.max():.1f}%: each one's 90% interval of validation accuracy "
+            f"ends at or below {50 + 100 * CHANCE_MARGIN:g}%, the equivalence test's upper margin)")
 
 def noise_sentences(runs:dict) -> list[str]:
     "cross − concat under feature noise on the most direct degradation configuration, the paper's 'grows monotonically' (of concat's lead), and from where both fusions are at or below chance."
