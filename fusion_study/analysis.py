@@ -79,6 +79,7 @@ MODALITY_COLOURS = dict(domain=['image', 'text'], range=['#1b7837', '#762a83']) 
 def tsne_chart(coords:pd.DataFrame, title:str='', n_lines:int=TSNE_LINES) -> alt.Chart:
     "Fig. 4: t-SNE points coloured by modality; the first `n_lines` pairs (a random sample: pairs are numbered in random order) joined by a line."
     axis = lambda t: dict(title=t, axis=alt.Axis(labels=False, ticks=False))
+    coords = coords[['x', 'y', 'modality', 'pair', 'index']].round({'x': 2, 'y': 2})          # what the chart draws, at a precision the eye can see: the page stays small
     points = alt.Chart(coords).mark_circle(size=18, opacity=0.7).encode(
         x=alt.X('x:Q', **axis('t-SNE 1')), y=alt.Y('y:Q', **axis('t-SNE 2')),
         color=alt.Color('modality:N', title='modality', scale=alt.Scale(**MODALITY_COLOURS)), tooltip=['pair:N', 'modality:N', 'index:Q'])
