@@ -16,7 +16,9 @@ from .core import FusionStudyError, Recipe, RunConfig, code_version, get_device,
 from .extract import check_features, load_features
 from .fusion import METHODS, TOKEN_METHODS
 from .data import ATTENTION_WINS, TOKEN_TASK_WORDS
-from .stats import t_interval, paired_interval, holm
+from .stats import t_interval, paired_interval, holm, chance_state, CHANCE_MARGIN
+from .words import angle, set_label, feature_words, TERMS
+from .display import method_colour, result_table, pm, pts, fmt_count
 from .alignment import alignment_table
 from .results import (paired_differences, usable, is_diverged, INT_COLUMNS, RUN_KEY, ALIGNMENT_CSV, METRICS, RESULT_COLUMNS, RESULTS, RUN_INFO, COMPLETE, ROWS, TABLE1_CSV, PAIRED_TESTS_CSV, ATTENTION_CSV,
                                   record_run, read_results, keep_row, stored_rows, read_record, write_record, read_table, write_table)
@@ -25,7 +27,9 @@ from .runstate import valid_rows, previous_results, mark_complete, incomplete_re
 
 # %% auto #0
 __all__ = ['CONTROL_BASELINES', 'STUDY_TABLES', 'check_methods', 'preflight', 'run_config', 'summarise', 'table1', 'paired_tests',
-           'attention_tests', 'fig1', 'fig2', 'study_tables', 'run_study']
+           'in_convention', 'level_labels', 'chance_states', 'chance_words', 'attention_tests', 'fig1', 'fig2',
+           'feature_set_table', 'feature_set_view', 'alignment_chart', 'grid_words', 'instrument_words', 'page_terms',
+           'study_tables', 'run_study']
 
 # %% ../nbs/05_study.ipynb #f226577d
 def check_methods(cfg:RunConfig, d_v:int, d_t:int, tokens:int=None):
@@ -75,20 +79,21 @@ def run_config(cfg:RunConfig, out_dir, progress:bool=True, tables:dict=None, reu
 
 # %% ../nbs/05_study.ipynb #1ff24091
 def summarise(df:pd.DataFrame, metrics=METRICS, by=('noise', 'rotation', 'scale'), wide_max:int=3) -> pd.DataFrame:
-    "Table-1 layout: one row per `by` value, one column per method × metric, cells 'mean ± std' in percent; with more than `wide_max` methods one row per `by` value × method, so the table fits a page."
+    "Table-1 layout: one row per `by` value (θ as a fraction of π), one column per method × metric, cells 'mean ± std' in percent, and with concat and cross 'cross − concat' (points); with more than `wide_max` methods one row per `by` value × method, so the table fits a page."
     by = [b for b in by if b in df and df[b].nunique() > 1] or [by[-1]]
     g = df.groupby([*by, 'method'])[list(metrics)]
     mean, std = g.mean() * 100, g.std(ddof=1).fillna(0) * 100
     cells = (mean.map('{:.2f}'.format) + ' ± ' + std.map('{:.2f}'.format)).unstack('method')
     methods = list(dict.fromkeys(df.method))
+    theta = lambda t: t.rename(index=angle, level='rotation') if 'rotation' in by else t                  # θ as a fraction of π
     if len(methods) > wide_max:
         long = mean.map('{:.2f}'.format) + ' ± ' + std.map('{:.2f}'.format)
-        return long.iloc[sorted(range(len(long)), key=lambda i: (*long.index[i][:-1], methods.index(long.index[i][-1])))]
+        return theta(long.iloc[sorted(range(len(long)), key=lambda i: (*long.index[i][:-1], methods.index(long.index[i][-1])))])
     table = cells.swaplevel(axis=1).reindex(columns=pd.MultiIndex.from_product([methods, list(metrics)]))
-    if {'concat', 'cross'} <= set(methods):
+    if {'concat', 'cross'} <= set(methods):                               # the site's one sign convention: method − concat (words.SIGN)
         acc = mean['accuracy'].unstack('method')
-        table[('concat − cross', 'accuracy')] = (acc['concat'] - acc['cross']).map('{:+.2f}'.format)
-    return table
+        table[('cross − concat', 'accuracy')] = (acc['cross'] - acc['concat']).map('{:+.2f}'.format)
+    return theta(table)
 
 # %% ../nbs/05_study.ipynb #830a73fd
 def table1(df:pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
@@ -128,6 +133,56 @@ def paired_tests(df:pd.DataFrame, metric:str='accuracy', a:str='concat', b:str='
     if len(out): out['t_p_holm'] = holm(out.t_p)                # one family: every comparison of the configuration
     return out
 
+# %% ../nbs/05_study.ipynb #bf70fefb
+def in_convention(tests:pd.DataFrame) -> pd.DataFrame:
+    """`paired_tests` rows in the site's one sign convention, method − concat (`words.SIGN`): a stored 'concat − b' row becomes 'b − concat' —
+    its mean, t and d_z negated, its interval's ends swapped and negated; spreads and p-values unchanged. The files keep the stored sign (`results`)."""
+    if not len(tests): return tests
+    flip = tests.comparison.astype(str).str.startswith('concat − ').to_numpy()
+    s = np.where(flip, -1.0, 1.0)
+    return tests.assign(mean_diff=s * tests.mean_diff, ci_lo=np.where(flip, -tests.ci_hi, tests.ci_lo), ci_hi=np.where(flip, -tests.ci_lo, tests.ci_hi),
+                        t=s * tests.t, effect_dz=s * tests.effect_dz,
+                        comparison=[f"{c.split(' − ', 1)[1]} − concat" if f else c for c, f in zip(tests.comparison.astype(str), flip)])
+
+
+# %% ../nbs/05_study.ipynb #fe9f502b
+def level_labels(df:pd.DataFrame) -> pd.Series:
+    "Each row's feature set within one configuration, in a few words: its θ (a fraction of π, `words.angle`) and σ where they vary over `df`; '' where neither does."
+    parts = [df[c].map(f) for c, f in (('rotation', lambda t: f'θ = {angle(t)}'), ('noise', lambda z: f'σ = {z:g}')) if c in df and df[c].nunique() > 1]
+    if not parts: return pd.Series('', index=df.index)
+    return pd.concat(parts, axis=1).apply(', '.join, axis=1)
+
+
+# %% ../nbs/05_study.ipynb #83fdfb9f
+def chance_states(df:pd.DataFrame, by=('noise', 'rotation', 'scale', 'method')) -> pd.DataFrame:
+    """Per `by` group (those of `by` in `df`): the accuracy (%) over its seeds' validation pairs pooled, the 90% interval and the state of
+    `stats.chance_state` — the equivalence test Table 2 (`degradation`) uses: 'at chance', 'below chance', 'above chance' or 'undecided'."""
+    by = [b for b in by if b in df]
+    if 'n_val' not in df or not len(df): return pd.DataFrame(columns=[*by, 'accuracy', 'lo', 'hi', 'pairs', 'n_seeds', 'state'])
+    rows = []
+    for k, g in df.groupby(by, sort=False):
+        c = chance_state(int(np.round(g.accuracy * g.n_val).sum()), int(g.n_val.sum()))
+        rows.append(dict(zip(by, k), accuracy=100 * c['accuracy'], lo=100 * c['lo'], hi=100 * c['hi'], pairs=int(g.n_val.sum()), n_seeds=len(g), state=c['state']))
+    return pd.DataFrame(rows)
+
+_CHANCE_WORDS = {'at chance': "**At chance** (the 90% interval of the accuracy lies inside 50% ± {m:g} points, the equivalence test)",
+                 'below chance': "**Below chance** (the 90% interval lies wholly under 50%)",
+                 'undecided': "**Not above chance** (the 90% interval includes 50%: these runs cannot tell it from guessing, and are too few to show it is at chance within ± {m:g} points)"}
+
+def chance_words(states:pd.DataFrame, margin:float=CHANCE_MARGIN) -> str:
+    "A line per chance state other than 'above chance': each method and scale in it — the θ and σ where they vary, the accuracy and its 90% interval; '' when every one is above chance."
+    where, lines = level_labels(states), []
+    for state, words in _CHANCE_WORDS.items():
+        g = states[states.state == state]
+        if not len(g): continue
+        items = []
+        for (m, s), h in g.groupby(['method', 'scale'], sort=False):
+            cells = [f"{w + ': ' if w else ''}{r.accuracy:.1f}% (90% interval {r.lo:.1f}–{r.hi:.1f}%)" for r, w in zip(h.itertuples(), where.loc[h.index])]
+            items.append(f"{m} at {int(s):,} pairs ({h.n_seeds.iloc[0]} seeds, {h.pairs.iloc[0]:,} validation pairs{' each' if len(h) > 1 else ''}): " + ', '.join(cells))
+        lines.append(f"- {words.format(m=100 * margin)}: " + '; '.join(items) + '.')
+    return '\n'.join(lines)
+
+
 # %% ../nbs/05_study.ipynb #f18cda90
 CONTROL_BASELINES = ('concat', 'match_mlp', 'bilinear')     # the pooled methods attention must beat on a token-set control
 
@@ -154,27 +209,136 @@ def _mean_std(df:pd.DataFrame, metrics, by=('scale', 'method')) -> pd.DataFrame:
     s[['mean', 'std']] *= 100
     return s.assign(lo=s['mean'] - s['std'], hi=s['mean'] + s['std'])
 
+def _by_set(df:pd.DataFrame, metrics) -> pd.DataFrame:
+    "`_mean_std` per feature set (`level_labels`) × scale × method: never pooled over θ or σ."
+    return _mean_std(df.assign(feature_set=level_labels(df)), metrics, by=('feature_set', 'scale', 'method'))
+
+def _per_set(chart, s:pd.DataFrame, **facet):
+    "`chart` once per feature set of `s` (columns, or `facet`'s channels) where it has several, else as it is."
+    if s.feature_set.nunique() < 2 and not facet: return chart
+    return chart.facet(**(facet or {}), **({'row' if facet else 'column': alt.Facet('feature_set:N', title=None, sort=list(dict.fromkeys(s.feature_set)))} if s.feature_set.nunique() > 1 else {}))
+
 def fig1(df:pd.DataFrame, metric:str='accuracy', title:str=None) -> alt.Chart:
-    "Fig. 1: `metric` (%) per scale, one bar per method, ±1 std over seeds as error bars."
-    s = _mean_std(df, [metric])
-    floor = float(max(0, 5 * np.floor((s.lo.min() - 5) / 5)))
-    base = alt.Chart(s).encode(x=alt.X('scale:O', title='training pairs (scale)'), xOffset='method:N',
-                               color=alt.Color('method:N', title='fusion'))
-    bars = base.mark_bar(clip=True).encode(y=alt.Y('mean:Q', title=f'{metric} (%)', scale=alt.Scale(domain=[floor, 100])),
+    """Fig. 1: `metric` (%) per scale, one bar per method in its colour (`display.method_colour`), ±1 std over seeds as error bars, on an axis
+    from 0 to 100 with chance (50%) dashed; one panel per feature set where θ or σ varies — never pooled over them."""
+    s = _by_set(df, [metric]).pipe(lambda s: s.assign(lo=s.lo.clip(0, 100), hi=s.hi.clip(0, 100)))
+    methods = list(dict.fromkeys(df.method))
+    base = alt.Chart().encode(x=alt.X('scale:O', title='training pairs (scale)'), xOffset=alt.XOffset('method:N', sort=methods), color=method_colour(methods, title='fusion'))
+    bars = base.mark_bar(clip=True).encode(y=alt.Y('mean:Q', title=f'{metric} (%)', scale=alt.Scale(domain=[0, 100])),
                                            tooltip=['method', 'scale', alt.Tooltip('mean:Q', format='.2f'), alt.Tooltip('std:Q', format='.2f')])
     err = base.mark_rule(color='black').encode(y='lo:Q', y2='hi:Q')
-    return (bars + err).properties(width=320, height=260, title=title or f'Fig. 1: {metric} by scale (mean ± 1 std over seeds)')
+    chance = alt.Chart().mark_rule(strokeDash=[4, 4], color='gray').encode(y=alt.datum(50))
+    chart = alt.layer(bars, err, chance, data=s).properties(width=max(260, 28 * s.scale.nunique() * len(methods)), height=260)
+    return _per_set(chart, s).properties(title=title or f'Fig. 1: {metric} by scale (mean ± 1 std over seeds; dashed: chance)')
 
-def fig2(df:pd.DataFrame, metrics=('accuracy', 'f1'), title:str=None) -> alt.Chart:
-    "Fig. 2: scaling curves of `metrics` (%) against scale, mean over seeds with a ±1 std band."
-    s = _mean_std(df, list(metrics))
+def fig2(df:pd.DataFrame, metrics=('accuracy', 'f1'), title:str=None) -> alt.Chart|None:
+    "Fig. 2: scaling curves of `metrics` (%) against scale, mean over seeds with a ±1 std band, each method in its colour, a row per feature set where θ or σ varies; None from a single scale (a curve needs two)."
+    if df.scale.nunique() < 2: return None
+    s = _by_set(df, list(metrics))
     x = alt.X('scale:Q', title='training pairs (scale, log axis)', scale=alt.Scale(type='log', base=2),
               axis=alt.Axis(values=sorted(map(int, s.scale.unique())), format='d'))
-    base = alt.Chart().encode(x=x, color=alt.Color('method:N', title='fusion'))
+    base = alt.Chart().encode(x=x, color=method_colour(list(dict.fromkeys(df.method)), title='fusion'))
     band = base.mark_area(opacity=.25).encode(y=alt.Y('lo:Q', title='%', scale=alt.Scale(zero=False)), y2='hi:Q')
     line = base.mark_line(point=True).encode(y='mean:Q', tooltip=['method', 'scale', 'metric', alt.Tooltip('mean:Q', format='.2f'), alt.Tooltip('std:Q', format='.2f')])
-    return (alt.layer(band, line, data=s).properties(width=280, height=220)
-               .facet(column=alt.Column('metric:N', title=None)).properties(title=title or 'Fig. 2: scaling curves (mean ± 1 std over seeds)'))
+    return _per_set(alt.layer(band, line, data=s).properties(width=280, height=220), s, column=alt.Column('metric:N', title=None)
+                    ).properties(title=title or 'Fig. 2: scaling curves (mean ± 1 std over seeds)')
+
+
+# %% ../nbs/05_study.ipynb #35051080
+def _level_key(df:pd.DataFrame) -> pd.DataFrame:
+    "noise and rotation rounded to 9 decimals: the keys a results row and an alignment row of one feature set share after their CSV round trips."
+    return df.assign(_noise=df.noise.astype(float).round(9), _rotation=df.rotation.astype(float).round(9))
+
+def _vs_concat(g:pd.DataFrame, m:str) -> dict:
+    "`m` − concat (points) on one feature set and scale, paired by seed, with its 95% interval over seeds and validation pairs (as `paired_tests`); NaN for concat itself or without it."
+    if m == 'concat' or 'concat' not in set(g.method): return dict(diff=np.nan, lo=np.nan, hi=np.nan)
+    p = paired_differences(g, m, 'concat')
+    ci = paired_interval(p['diff'], p['var'])
+    return dict(diff=ci['mean'], lo=ci['lo'], hi=ci['hi'])
+
+def feature_set_table(df:pd.DataFrame, alignment:pd.DataFrame, cfg:dict) -> pd.DataFrame:
+    """The instrument's table: one row per feature set × scale × method of `df` (usable results) — the feature set (`words.set_label`: θ as a fraction of π,
+    'permuted'), its measured zero-shot AUC and CKA (`alignment`, alignment.csv: matched by noise and rotation), the accuracy (%) mean and std over seeds,
+    method − concat (points) with its 95% interval paired by seed (over seeds and validation pairs), and the seeds."""
+    df = df.assign(rotation=df.get('rotation', 0.0), noise=df.get('noise', 0.0))
+    methods, rows = list(dict.fromkeys(df.method)), []
+    for (z, t, s), g in df.groupby(['noise', 'rotation', 'scale']):
+        for m in [m for m in methods if m in set(g.method)]:
+            a = g[g.method == m].accuracy * 100
+            rows.append(dict(noise=z, rotation=t, scale=int(s), method=m, accuracy=a.mean(), std=a.std(ddof=1), n_seeds=len(a), **_vs_concat(g, m)))
+    out = _level_key(pd.DataFrame(rows)).merge(_level_key(alignment)[['_noise', '_rotation', 'zero_shot_auc', 'cka']], on=['_noise', '_rotation'], how='left')
+    return out.drop(columns=['_noise', '_rotation']).assign(feature_set=[set_label(cfg, z, t) for z, t in zip(out.noise, out.rotation)], theta=out.rotation.map(angle))
+
+
+# %% ../nbs/05_study.ipynb #8f158420
+def feature_set_view(tab:pd.DataFrame, caption:str=None, csv:str=RESULTS):
+    "`feature_set_table` as the page shows it (`display.result_table`, with the link to `csv`): θ where rotation varies, σ where noise varies, training pairs where the scale does; differences as method − concat with their 95% interval."
+    t = tab.assign(acc=[pm(m, s) for m, s in zip(tab.accuracy, tab['std'])], gap=tab['diff'].map(pts),
+                   ci=['—' if pd.isna(lo) else f"[{pts(lo)}, {pts(hi)}]" for lo, hi in zip(tab.lo, tab.hi)])
+    vary = lambda c, name: {c: name} if tab[c].nunique() > 1 or (c == 'theta' and (tab.rotation != 0).any()) else {}
+    names = {'feature_set': 'feature set', **vary('theta', 'θ'), **({'noise': 'σ'} if tab.noise.nunique() > 1 else {}), **vary('scale', 'training pairs'),
+             'zero_shot_auc': 'zero-shot AUC', 'cka': 'CKA', 'method': 'method', 'acc': 'accuracy (%)', 'gap': 'method − concat (points)', 'ci': '95% interval', 'n_seeds': 'seeds'}
+    return result_table(t, names, formats=dict(zero_shot_auc='{:.3f}', cka='{:.2f}', noise='{:g}', scale=fmt_count), caption=caption, csv=csv)
+
+def _set_axis(tab:pd.DataFrame) -> pd.Series:
+    "Each feature set's place on the instrument chart's axis: its measured zero-shot AUC, and its θ, σ or 'permuted' where the page has several sets."
+    many = tab.feature_set.nunique() > 1
+    return pd.Series([f"{a:.3f}" + (f" ({w})" if many and w else '') for a, w in zip(tab.zero_shot_auc, level_labels(tab))], index=tab.index)
+
+def _alignment_panels(s:pd.DataFrame, methods:list) -> alt.Chart:
+    "One scale's two panels of `alignment_chart`: accuracy (±1 std; dashed: chance) and method − concat (95% interval; dashed: level) per feature set and method."
+    order = list(dict.fromkeys(s.sort_values('zero_shot_auc').auc_axis))
+    base = alt.Chart().encode(x=alt.X('auc_axis:N', sort=order, title='measured zero-shot AUC of the feature set', axis=alt.Axis(labelAngle=0)),
+                              xOffset=alt.XOffset('method:N', sort=methods), color=method_colour(methods, title='fusion'),
+                              tooltip=['feature_set', 'method', alt.Tooltip('zero_shot_auc:Q', format='.3f'), alt.Tooltip('accuracy:Q', format='.1f'), alt.Tooltip('diff:Q', format='+.1f')])
+    def panel(y, lo, hi, what, ref):
+        rule = alt.Chart().mark_rule(strokeDash=[4, 4], color='gray').encode(y=alt.datum(ref))
+        dots = base.mark_point(filled=True, size=50, opacity=1).encode(y=alt.Y(f'{y}:Q', title=what, scale=alt.Scale(zero=False)))
+        return alt.layer(base.mark_rule().encode(y=f'{lo}:Q', y2=f'{hi}:Q'), dots, rule).properties(width=max(240, 16 * len(order) * len(methods)), height=240)
+    acc = panel('accuracy', 'a_lo', 'a_hi', 'accuracy (%), ±1 std', 50)
+    if not s['diff'].notna().any(): return acc.properties(data=s)
+    return alt.hconcat(acc, panel('diff', 'lo', 'hi', 'method − concat (points), 95% interval', 0).transform_filter('isValid(datum.diff)'), data=s)
+
+def alignment_chart(tab:pd.DataFrame, title:str=None) -> alt.Chart:
+    """The instrument's chart from `feature_set_table`: each method's accuracy and its method − concat against the feature set's measured zero-shot AUC —
+    one column per feature set in order of AUC, one point per method in its colour (`display.method_colour`); a row per scale where there are several. No curve over scales."""
+    s = tab.assign(auc_axis=_set_axis(tab), a_lo=tab.accuracy - tab['std'].fillna(0), a_hi=tab.accuracy + tab['std'].fillna(0))
+    methods, scales = list(dict.fromkeys(s.method)), sorted(s.scale.unique())
+    rows = [_alignment_panels(s[s.scale == sc], methods) for sc in scales]
+    chart = rows[0] if len(rows) == 1 else alt.vconcat(*[r.properties(title=f'{int(sc):,} training pairs') for r, sc in zip(rows, scales)])
+    return chart.properties(title=title or 'Accuracy and method − concat against measured alignment')
+
+
+# %% ../nbs/05_study.ipynb #e8296317
+def _plural(n:int, one:str, many:str=None) -> str: return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+def grid_words(cfg:RunConfig, sets:int=None) -> str:
+    "The grid of a configuration in words: its methods, feature sets (θ, σ), training sizes and seeds — '1 training size', never '1 training sizes'."
+    sc = f"{_plural(len(cfg.scales), 'training size')} ({', '.join(f'{s:,}' for s in cfg.scales)} image–caption pairs)"
+    levels = [*([f"{_plural(len(cfg.rotation), 'rotation')} θ ({', '.join(map(angle, cfg.rotation))})"] if len(cfg.rotation) > 1 else []),
+              *([f"{_plural(len(cfg.noise), 'noise level')} σ ({', '.join(f'{z:g}' for z in cfg.noise)})"] if len(cfg.noise) > 1 else [])]
+    return ' × '.join([f"{_plural(len(cfg.methods), 'method')} ({', '.join(cfg.methods)})", *levels, sc, f"{_plural(len(cfg.seeds), 'seed')} ({', '.join(map(str, cfg.seeds))})"])
+
+def instrument_words(cfg:RunConfig) -> str:
+    "What an instrument configuration changes in its features and what it keeps, in words (`words.TERMS` 'θ', 'zero-shot AUC')."
+    moves, keeps = [], ['the same scenes, captions, pairs and labels']
+    if cfg.alignment is not None:
+        moves.append(f"the synthetic alignment knob at a = {cfg.alignment:g}: the share of each caption's features that is the image space's own map "
+                     "(a = 1: one shared space, CLIP-like; a = 0: unrelated spaces), calibrated so that the zero-shot AUC steps evenly with a")
+        keeps.append("each caption still encodes its scene, through the image's map or through a map of its own")
+    if any(cfg.rotation): moves.append(f"the text space rotated by θ ({', '.join(map(angle, cfg.rotation))}): {TERMS['θ'].definition}")
+    if cfg.permute: moves.append("the text coordinates put in one fixed random order, their correspondence with the image's coordinates lost")
+    if (undo := ' and '.join(w for w, on in (('the rotation', any(cfg.rotation)), ('the permutation', cfg.permute)) if on)):
+        keeps.append(f"{undo} {'are' if ' and ' in undo else 'is'} undone by a linear map, so nothing the text features say is lost")
+    if cfg.tokens: moves.append(f"each image given as {cfg.tokens} region tokens")
+    return (f"**What it changes**{'' if cfg.alignment is not None else ', on ' + feature_words(cfg.to_dict())}: {'; '.join(moves)}. **What it keeps**: {'; '.join(keeps)} — "
+            f"so what moves is the measured alignment, the zero-shot AUC ({TERMS['zero-shot AUC'].definition}).")
+
+def page_terms(cfg:RunConfig, instrument:bool, chance:str='') -> list:
+    "The `words.TERMS` a configuration's page uses, for its glossary: the sign, the interval and Holm's p always; the instrument's feature set, AUC and CKA; θ, σ and 'at chance' where the page shows them."
+    return [*(['feature set', 'zero-shot AUC', 'CKA'] if instrument else []), 'method − concat', '95% interval', 'Holm-adjusted',
+            *(['θ'] if any(cfg.rotation) or len(cfg.rotation) > 1 else []), *(['σ'] if len(cfg.noise) > 1 else []), *(['at chance'] if chance else [])]
+
 
 # %% ../nbs/05_study.ipynb #e55cded2
 STUDY_TABLES = {TABLE1_CSV: table1, PAIRED_TESTS_CSV: paired_tests}
@@ -185,8 +349,8 @@ def study_tables(cfg:RunConfig) -> dict:
     return {**STUDY_TABLES, **({ATTENTION_CSV: lambda df: attention_tests(df, cfg.token_task)} if cfg.token_task or set(cfg.methods) & set(TOKEN_METHODS) else {})}
 
 def run_study(cfg, out_dir, progress:bool=False, warn=print) -> dict:
-    "Train the grid of `cfg` (a `RunConfig` or its dict) in `out_dir` and write its files; return `results`, `summary`, `table1`, `tests` and (where an attention method ran) `attention`."
+    "Train the grid of `cfg` (a `RunConfig` or its dict) in `out_dir` and write its files; return `results`, `summary`, `table1`, `tests`, the measured `alignment` and (where an attention method ran) `attention`."
     cfg = cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
     results = run_config(cfg, out_dir, progress=progress, tables=study_tables(cfg), warn=warn)
-    return dict(results=usable(results), diverged=results[is_diverged(results)], summary=summarise(usable(results)) if len(usable(results)) else pd.DataFrame(), table1=read_table(out_dir, TABLE1_CSV), tests=read_table(out_dir, PAIRED_TESTS_CSV),
+    return dict(results=usable(results), diverged=results[is_diverged(results)], summary=summarise(usable(results)) if len(usable(results)) else pd.DataFrame(), table1=read_table(out_dir, TABLE1_CSV), tests=read_table(out_dir, PAIRED_TESTS_CSV), alignment=read_table(out_dir, ALIGNMENT_CSV),
                 attention=read_table(out_dir, ATTENTION_CSV) if ATTENTION_CSV in study_tables(cfg) else None)
