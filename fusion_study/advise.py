@@ -272,7 +272,8 @@ def advice_paragraph(a:dict) -> str:
     elif d['cosine_as_good'] is False: s.append(f"A parameter-free cosine is not as good ({_pct(t['cosine'][acc])}).")
     elif d['cosine_as_good'] is None: s.append("A parameter-free cosine does not apply: the widths differ.")
     if 'concat_minus_cross' in d:
-        s.append(f"Between the paper's two, concat − cross is {_pts(d['concat_minus_cross'])} ({_pct(t['concat'][acc])} vs {_pct(t['cross'][acc])}).")
+        x = d['concat_minus_cross']                                        # advice.json keeps concat − cross; the words use the site's sign, method − concat
+        s.append(f"Between the paper's two, cross − concat is {_pts(dict(mean=-x['mean'], lo=-x['hi'], hi=-x['lo']))} ({_pct(t['cross'][acc])} vs {_pct(t['concat'][acc])}).")
     verdict = {True: 'This agrees with', False: 'This contradicts', None: 'This neither confirms nor contradicts'}[p['agrees']]
     s.append(f"{verdict} the paper's claim for {p['alignment']} features ({p['where']}: {p['says']} wins)"
              + ('' if p['agrees'] is not None else ': there is no reliable difference between concat and cross') + '.')

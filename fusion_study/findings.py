@@ -229,8 +229,10 @@ def _kinds_words(calls:pd.DataFrame) -> str:
 
 def _choice(calls:pd.DataFrame, fa:dict=None) -> str:
     "Which of the paper's two fusions to use on features like the ones counted, from the calls (and, where both win somewhere, whether the ranking follows measured alignment)."
-    auc, won = calls.zero_shot_auc.dropna(), calls.call.value_counts()
-    like = f"features of measured alignment (zero-shot AUC) from {auc.min():.2f} to {auc.max():.2f}" if len(auc) else "features like these"
+    auc, won, kinds = calls.zero_shot_auc.dropna(), calls.call.value_counts(), list(dict.fromkeys(calls.evidence))
+    span = f"of measured alignment (zero-shot AUC) from {auc.min():.2f} to {auc.max():.2f}" if len(auc) else ''
+    like = (f"{EVIDENCE[kinds[0]].long} {span}" if len(kinds) == 1 else
+            f"features like these ({' and '.join(EVIDENCE[k].short for k in kinds)}{', ' + span if span else ''})").strip()   # the kind of evidence, in the first sentence
     if not won.get('cross', 0): return f"Use concatenation (concat), not cross-attention, for {like}"
     if not won.get('concat', 0): return f"Use cross-attention (cross), not concatenation, for {like}"
     a, b = calls[calls.call == 'cross'].zero_shot_auc.max(), calls[calls.call == 'concat'].zero_shot_auc.min()

@@ -62,6 +62,40 @@ def test_every_page_renders_in_chromium_without_errors(site):
         assert not re.search(r'class="fusion-chart[^"]*"[^>]*>\s*chart error', dom), f"{page}: a chart failed"
         if page.name == 'report.html':
             assert re.search(r'<table[^>]*class="report-table', dom) and "The paper's claims, judged" in dom and 'What we found' in dom
+        reads_as_a_reader(page, dom)
+
+def visible(dom:str) -> str:
+    "What a reader reads of a page's DOM: no scripts, styles, navbar, contents box or download line; tags dropped, entities decoded."
+    seen = re.sub(r'<nav\b.*?</nav>|<p class="fusion-files".*?</p>', ' ', body_text(dom), flags=re.S)
+    return html.unescape(re.sub(r'<[^>]+>', ' ', seen))
+
+def legend_colours(dom:str) -> dict:
+    "{legend label: colours} of every legend entry Vega drew into the page's SVG (the symbol's fill, or its stroke where the fill is transparent)."
+    found = {}
+    for sym, label in re.findall(r'role-legend-symbol"[^>]*>\s*<path ([^>]*)>.*?role-legend-label"[^>]*>\s*<text[^>]*>([^<]*)</text>', dom, re.S):
+        fill, stroke = (re.search(rf'\b{a}="([^"]*)"', sym) for a in ('fill', 'stroke'))
+        found.setdefault(html.unescape(label), set()).add(fill.group(1) if fill and fill.group(1) not in ('transparent', 'none') else stroke.group(1) if stroke else None)
+    return found
+
+def first_sentence(dom:str) -> str:
+    "The first sentence a reader meets under the page's heading."
+    text = ' '.join(visible(dom[dom.index('</h1>') + 5:]).split())
+    return re.split(r'(?<=[.!?])\s', text, maxsplit=1)[0]
+
+def reads_as_a_reader(page:Path, dom:str):
+    """Issue 27, on the drawn page: each method id a reader can read is defined on that page (a `<dfn>` from the word table); each legend entry that names
+    a method has that method's one colour (`words.METHODS`), the same on every page; the home page's first sentence names a method and the kind of evidence."""
+    from fusion_study.words import METHODS, EVIDENCE
+    text = visible(dom)
+    defined = {html.unescape(d).strip() for d in re.findall(r'<dfn\b[^>]*>([^<]*)</dfn>', dom)}
+    used = {m for m in METHODS if re.search(rf'(?<![\w-]){re.escape(m)}(?![\w-])', text)}
+    assert used <= defined, f"{page}: method ids a reader meets without a definition on the page: {sorted(used - defined)}"
+    for label, colours in legend_colours(dom).items():
+        if label in METHODS: assert colours == {METHODS[label].colour}, (page, label, colours)
+    if page.name == 'report.html':
+        first = first_sentence(dom)
+        assert re.match(r'(Use|Measure)\b', first) and ('(concat)' in first or '(cross)' in first or first.startswith('Measure')), first
+        assert any(w.long in first or w.short in first for w in EVIDENCE.values()), first
 
 # What each smoke configuration's page must be headed with (params/smoke.yaml): the paper's table/figure and the features it ran on.
 HEADINGS = {'smoke_aligned': 'Table 1 — synthetic aligned features', 'smoke_unaligned': 'Table 1 — synthetic unaligned features',
@@ -257,3 +291,23 @@ def test_quarto_yml_names_the_default_configurations_in_words():
     assert sorted(l['href'] for l in links) == want
     assert not [l['text'] for l in links if re.search(r'knob|\ba =|backbone$', l['text'])], [l['text'] for l in links]
     assert project_navbar(ROOT/'runs') == cfg['website']['navbar'] and project_navbar(ROOT/'params') is None
+
+def test_every_table_links_its_csv_and_the_rotation_page_has_a_theta_column(site):
+    "Every table on every page links the CSV file it shows, and the link resolves; the rotated instrument's page lists θ as a column, one distinct row per feature set × method."
+    n = 0
+    for page in pages(site):
+        for table in re.findall(r'<table\b.*?</table>', body_text(page.read_text(encoding='utf-8')), re.S):
+            link = re.search(r'<caption>.*?<a class="fusion-csv"[^>]*\bhref="([^"]+)"', table, re.S)
+            assert link, (page, ' '.join(re.sub(r'<[^>]+>', ' ', table).split())[:200])
+            assert (page.parent/html.unescape(link.group(1))).is_file(), (page, link.group(1)); n += 1
+    assert n >= 10, n
+    rotated = body_text((site/'runs'/'smoke_instrument'/'study.html').read_text(encoding='utf-8'))
+    heads = lambda t: [html.unescape(re.sub(r'<[^>]+>', '', h)).strip() for h in re.findall(r'<th\b[^>]*>(.*?)</th>', t, re.S)]
+    rows = lambda t: [tuple(html.unescape(re.sub(r'<[^>]+>', '', c)).strip() for c in re.findall(r'<td\b[^>]*>(.*?)</td>', r, re.S))
+                      for r in re.findall(r'<tr\b.*?</tr>', t, re.S) if '<td' in r]
+    tables = [t for t in re.findall(r'<table\b.*?</table>', rotated, re.S) if any(h.startswith('θ') or 'rotation θ' in h for h in heads(t))]
+    assert tables, 'no table with a θ column on the rotation page'
+    for t in tables:
+        r = rows(t)
+        assert len(r) == len(set(r)), r
+        assert any('π/2' in c for row in r for c in row) and not any(re.fullmatch(r'1\.57\d*', c) for row in r for c in row), r
