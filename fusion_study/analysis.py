@@ -54,7 +54,7 @@ def tsne_pairs(feats:Features, pairs:pd.DataFrame, seed:int=0, perplexity:float=
     xy = TSNE(2, perplexity=min(perplexity, (len(X) - 1) / 3), init='pca', random_state=seed).fit_transform(X)
     n = len(pairs)
     return pd.DataFrame(dict(view='centred' if centre else 'raw', pair=np.tile(pairs.pair.values, 2), modality=['image'] * n + ['text'] * n,
-                             index=np.concatenate([pairs.image.values, pairs.caption.values]), x=xy[:, 0], y=xy[:, 1]))
+                             index=np.concatenate([pairs.image.values, pairs.caption.values]), x=np.round(xy[:, 0].astype(float), 3), y=np.round(xy[:, 1].astype(float), 3)))   # t-SNE places points, not digits
 
 # %% ../nbs/07_analysis.ipynb #66291c33
 def alignment_scores(feats:Features, pairs:pd.DataFrame, coords:pd.DataFrame=None) -> dict:
@@ -79,10 +79,10 @@ MODALITY_COLOURS = dict(domain=['image', 'text'], range=['#1b7837', '#762a83']) 
 def tsne_chart(coords:pd.DataFrame, title:str='', n_lines:int=TSNE_LINES) -> alt.Chart:
     "Fig. 4: t-SNE points coloured by modality; the first `n_lines` pairs (a random sample: pairs are numbered in random order) joined by a line."
     axis = lambda t: dict(title=t, axis=alt.Axis(labels=False, ticks=False))
-    coords = coords[['x', 'y', 'modality', 'pair', 'index']].round({'x': 2, 'y': 2})          # what the chart draws, at a precision the eye can see: the page stays small
+    coords = coords[['x', 'y', 'modality', 'pair']].astype({'x': float, 'y': float}).round({'x': 1, 'y': 1})   # what the chart draws, at a precision the eye can see: the page stays small
     points = alt.Chart(coords).mark_circle(size=18, opacity=0.7).encode(
         x=alt.X('x:Q', **axis('t-SNE 1')), y=alt.Y('y:Q', **axis('t-SNE 2')),
-        color=alt.Color('modality:N', title='modality', scale=alt.Scale(**MODALITY_COLOURS)), tooltip=['pair:N', 'modality:N', 'index:Q'])
+        color=alt.Color('modality:N', title='modality', scale=alt.Scale(**MODALITY_COLOURS)), tooltip=['pair:N', 'modality:N'])
     joined = coords[coords.pair < n_lines]
     lines = alt.Chart(joined).mark_line(color='#333', opacity=0.7, strokeWidth=1).encode(x='x:Q', y='y:Q', detail='pair:N')
     return (points + lines).properties(width=420, height=380, title=title)

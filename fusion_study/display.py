@@ -114,7 +114,7 @@ def method_colour(methods, field:str='method', title:str='method', legend=alt.Un
 
 def glossary(methods=(), terms=()):
     """The words a page uses, defined where it first uses them (from the word table, `words.METHODS` and `words.TERMS`): one line per method
-    ('concat — concatenation: Eq. 1 …') and per term; a definition list whose names are `<dfn>` elements, so a reader and a test find each definition."""
+    ('concat — concatenation: Eq. 1 …') and per term, in two columns under a summary a reader can fold; each name is a `<dfn>` element, so a reader and a test find each definition."""
     from IPython.display import HTML
     from fusion_study.words import METHODS, TERMS
     ms = [m for m in dict.fromkeys(methods) if m in METHODS]

@@ -83,7 +83,7 @@ ILLUSTRATIVE_B = {'aligned': {'concat': 0.10, 'cross': 0.10},            # the b
 
 def illustrative_curves(d_v:int=512, d_t:int=512, n=None, c:float=ILLUSTRATIVE_C, biases=ILLUSTRATIVE_B) -> pd.DataFrame:
     "Fig. 6 as the paper draws it: R(N) = B + c·samples/N per scenario and method, with illustrative B and c."
-    n = np.geomspace(1e2, 1e6, 200) if n is None else np.asarray(n, float)
+    n = np.geomspace(1e2, 1e6, 100) if n is None else np.asarray(n, float)              # 25 points a decade: smooth on a log axis
     V = sample_complexity(d_v, d_t).set_index('method').samples * c
     return pd.concat([pd.DataFrame(dict(scenario=s, method=m, N=n, risk=risk(n, b, V[m]), B=b, V=V[m]))
                       for s, bs in biases.items() for m, b in bs.items()], ignore_index=True)
@@ -228,8 +228,8 @@ def fitted_chart(summary:pd.DataFrame, fits:pd.DataFrame, crossover:pd.DataFrame
         c = crossover[crossover.curve == curve] if len(crossover) else pd.DataFrame(columns=['method', 'verdict', 'B_concat', 'V_concat', 'B_other', 'V_other'])
         meet = pd.DataFrame(dict(N=[meeting_n(r.B_concat, r.V_concat, r.B_other, r.V_other) for r in c.itertuples()], method=list(c.method))).dropna()
         hi = min(max(4 * s.scale.max(), 2 * meet.N.max() if len(meet) else 0), 1e3 * s.scale.max())
-        n = np.geomspace(s.scale.min() / 2, hi, 200)
-        lines = pd.concat([pd.DataFrame(dict(method=r.method, N=n, error=risk(n, r.B, r.V))) for r in f.itertuples()])
+        n = np.geomspace(s.scale.min() / 2, hi, 100)
+        lines = pd.concat([pd.DataFrame(dict(method=r.method, N=n, error=risk(n, r.B, r.V))) for r in f.itertuples()]).round({'N': 1, 'error': 4})   # drawn, not stored: digits the eye can see
         x = alt.X('N:Q', scale=alt.Scale(type='log', domain=[float(n.min()), float(n.max())], nice=False), title='training pairs N')
         layer = alt.Chart(lines[lines.error <= 1]).mark_line(clip=True).encode(x=x, y=y('error:Q'), color=colour)
         pts_ = alt.Chart(s.rename(columns={'scale': 'N'}))
