@@ -80,9 +80,9 @@ def tsne_chart(coords:pd.DataFrame, title:str='', n_lines:int=TSNE_LINES) -> alt
     "Fig. 4: t-SNE points coloured by modality; the first `n_lines` pairs (a random sample: pairs are numbered in random order) joined by a line."
     axis = lambda t: dict(title=t, axis=alt.Axis(labels=False, ticks=False))
     coords = coords[['x', 'y', 'modality', 'pair']].astype({'x': float, 'y': float}).round({'x': 1, 'y': 1})   # what the chart draws, at a precision the eye can see: the page stays small
-    points = alt.Chart(coords).mark_circle(size=18, opacity=0.7).encode(
+    points = alt.Chart(coords[['x', 'y', 'modality']]).mark_circle(size=18, opacity=0.7).encode(          # the points need no pair number: only the joined ones do
         x=alt.X('x:Q', **axis('t-SNE 1')), y=alt.Y('y:Q', **axis('t-SNE 2')),
-        color=alt.Color('modality:N', title='modality', scale=alt.Scale(**MODALITY_COLOURS)), tooltip=['pair:N', 'modality:N'])
+        color=alt.Color('modality:N', title='modality', scale=alt.Scale(**MODALITY_COLOURS)), tooltip=['modality:N'])
     joined = coords[coords.pair < n_lines]
     lines = alt.Chart(joined).mark_line(color='#333', opacity=0.7, strokeWidth=1).encode(x='x:Q', y='y:Q', detail='pair:N')
     return (points + lines).properties(width=420, height=380, title=title)

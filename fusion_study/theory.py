@@ -103,7 +103,7 @@ def illustrative_chart(curves:pd.DataFrame) -> alt.Chart:
         p = g.groupby('method')[['B', 'V']].first()
         n = crossover_n(p.B['concat'], p.V['concat'], p.B['cross'], p.V['cross'])
         label = verdict(p.B['concat'], p.V['concat'], p.B['cross'], p.V['cross'])        # the words of the fitted chart and the crossover table
-        layer = alt.Chart(g[g.risk <= 0.8]).mark_line().encode(                # curves leave the frame above 0.8 rather than flatten there
+        layer = alt.Chart(g.loc[g.risk <= 0.8, ['N', 'risk', 'method']].round({'N': 1, 'risk': 4})).mark_line().encode(   # curves leave the frame above 0.8 rather than flatten there; drawn digits only
             x=alt.X('N:Q', scale=alt.Scale(type='log'), title='training pairs N'),
             y=alt.Y('risk:Q', scale=alt.Scale(domain=[0, 0.8]), title='risk R(N) (illustrative)'),
             color=method_colour(['concat', 'cross']))
