@@ -233,6 +233,7 @@ def _choice(calls:pd.DataFrame, fa:dict=None) -> str:
     span = f"of measured alignment (zero-shot AUC) from {auc.min():.2f} to {auc.max():.2f}" if len(auc) else ''
     like = (f"{EVIDENCE[kinds[0]].long} {span}" if len(kinds) == 1 else
             f"features like these ({' and '.join(EVIDENCE[k].short for k in kinds)}{', ' + span if span else ''})").strip()   # the kind of evidence, in the first sentence
+    if not won.get('cross', 0) and not won.get('concat', 0): return f"Use concatenation (concat), the cheaper of two fusions that tie here, for {like}"
     if not won.get('cross', 0): return f"Use concatenation (concat), not cross-attention, for {like}"
     if not won.get('concat', 0): return f"Use cross-attention (cross), not concatenation, for {like}"
     a, b = calls[calls.call == 'cross'].zero_shot_auc.max(), calls[calls.call == 'concat'].zero_shot_auc.min()

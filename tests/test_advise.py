@@ -1,5 +1,5 @@
 """`fusion-study advise` on constructed features with a known answer, token-level files, bad files, and `source: file` as a study source."""
-import json, math, time
+import json, math, re, time
 from pathlib import Path
 
 import numpy as np
@@ -173,5 +173,8 @@ def test_every_notebook_runs_on_a_features_file(tmp_path):
     # issue 26's mislabels: the page heading, the findings' kind of evidence (a file is neither Flickr8k, captions nor image–text)
     assert 'Table 1 — your features (mine_a.npz)' in pages and 'Flickr8k CLIP' not in pages, 'a features-file study page is headed as Flickr8k'
     report = (tmp_path/'_site'/'runs'/'report'/'report.html').read_text()
-    found = report[report.index('What we found'):report.index('Is it alignment?') if 'Is it alignment?' in report else None]
+    h2 = lambda words: (m := re.search(rf'<h2\b[^>]*>\s*{re.escape(words)}', report)) and m.start()          # the section, not the contents box
+    found = report[h2('What we found'):h2('Is it alignment?') or None]
+    answer = report[report.index('</h1>'):h2('What we found')]
+    assert 'Evidence: your features only' in answer and ' for your features of measured alignment' in answer, answer[-1500:]   # the answer's first sentence names the kind
     assert 'your own features' in found and 'text–text' not in found and 'image–text features, ' not in found, found[:2000]
