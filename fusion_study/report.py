@@ -20,8 +20,8 @@ from .instrument import method_gaps, who_wins, follows_alignment, cross_calls
 from .findings import findings, alignment_sentence, answer_sentence
 
 # %% auto #0
-__all__ = ['CALL_WORDS', 'page_links', 'page_link', 'configurations', 'shown', 'table1_cells', 'table2_cells', 'table4_wording',
-           'disagreements', 'gap_chart', 'who_wins_table', 'alignment_chart']
+__all__ = ['FEATURE_SHADES', 'CALL_WORDS', 'page_links', 'page_link', 'configurations', 'shown', 'table1_cells', 'table2_cells',
+           'table4_wording', 'disagreements', 'gap_chart', 'who_wins_table', 'alignment_chart']
 
 # %% ../nbs/09e_report.ipynb #ed543284
 def page_links(runs:dict) -> str:
@@ -96,6 +96,8 @@ def disagreements() -> list[str]:
             for r in c[~c.agrees].itertuples()]
 
 # %% ../nbs/09e_report.ipynb #5030ee4a
+FEATURE_SHADES = ['#222222', '#8c8c8c', '#6a3d9a', '#b15928', '#1b7837', '#c51b7d']     # feature sets' lines: greys and colours no method has (words.METHODS)
+
 def gap_chart(runs:dict):
     "cross − concat accuracy by scale per feature set (the site's sign: below 0, concat is ahead), with 95% intervals over seeds and validation pairs, beside the paper's Table 1 gaps (CLIP) and its stated range."
     import altair as alt
@@ -105,7 +107,7 @@ def gap_chart(runs:dict):
     paper = table1_gaps().assign(gap=lambda t: -t.gap, features="the paper's Table 1 (CLIP)")
     scales = sorted(set(map(int, gaps.scale)) | set(P['scales']))
     x = alt.X('scale:Q', title='training pairs (log scale)', scale=alt.Scale(type='log', base=2), axis=alt.Axis(values=scales, format=',d'))
-    colour = alt.Color('features:N', title=None, scale=alt.Scale(scheme='dark2'), legend=alt.Legend(orient='bottom', columns=1))   # feature sets, not methods: not the method colours
+    colour = alt.Color('features:N', title=None, scale=alt.Scale(range=FEATURE_SHADES), legend=alt.Legend(orient='bottom', columns=1))   # feature sets, not methods: never a method's colour
     band = alt.Chart(pd.DataFrame(dict(x=[min(P['scales'])], x2=[max(P['scales'])], y=[-P['high']], y2=[-P['low']]))).mark_rect(opacity=.15, color='gray').encode(
         x=alt.X('x:Q', scale=alt.Scale(type='log', base=2)), x2='x2:Q', y='y:Q', y2='y2:Q')
     base = alt.Chart(gaps).encode(x=x, color=colour)
