@@ -58,13 +58,17 @@ def table2(df:pd.DataFrame, a:str='concat', b:str='cross') -> pd.DataFrame:
         rows.append(row)
     return pd.DataFrame(rows)
 
-def chance_onset(t2:pd.DataFrame):
-    "The smallest σ from which both methods are at chance at that and every larger σ (None if never)."
-    t2, onset = t2.sort_values('noise'), None
-    for noise, both in zip(t2.noise[::-1], t2.both_at_chance[::-1]):
-        if not both: break
+def _onset(t2:pd.DataFrame, holds:pd.Series):
+    "The smallest σ from which `holds` (one flag per row of `t2`) is true at that and every larger σ (None if never)."
+    order, onset = t2.noise.sort_values().index, None
+    for noise, ok in zip(t2.noise[order][::-1], holds[order][::-1]):
+        if not ok: break
         onset = noise
     return onset
+
+def chance_onset(t2:pd.DataFrame):
+    "The smallest σ from which both methods are at chance at that and every larger σ (None if never)."
+    return _onset(t2, t2.both_at_chance)
 
 def advantage_trend(t2:pd.DataFrame, df:pd.DataFrame=None, a:str='concat', b:str='cross') -> dict:
     "How the advantage moves with σ: its ends before the chance onset, and the verdict on 'grows monotonically' over every step between σ levels."
@@ -92,11 +96,7 @@ def at_or_below(t2:pd.DataFrame, m:str, margin:float=CHANCE_MARGIN) -> pd.Series
 
 def low_onset(t2:pd.DataFrame, a:str='concat', b:str='cross', margin:float=CHANCE_MARGIN):
     "The smallest σ from which both methods are at or below chance at that and every larger σ (None if never)."
-    t2, onset = t2.sort_values('noise'), None
-    for noise, low in zip(t2.noise[::-1], (at_or_below(t2, a, margin) & at_or_below(t2, b, margin))[::-1]):
-        if not low: break
-        onset = noise
-    return onset
+    return _onset(t2, at_or_below(t2, a, margin) & at_or_below(t2, b, margin))     # chance_onset's rule, with the upper margin alone
 
 _STATE = {'undecided': 'between at and below chance'}
 

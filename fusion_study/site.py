@@ -203,9 +203,9 @@ def publish_files(page:dict, site:Path, runs_dir=None) -> tuple[str|None, list]:
     if nb is not None:
         text = json.dumps(vegalite_charts(nb), ensure_ascii=False, separators=(',', ':'))      # a valid notebook without nbformat's indentation: half the size
         (dest/Path(page['nb']).name).write_text(scrub(text, path_names(runs_dir, nb)), encoding='utf-8')
-    data = sorted(p.name for p in folder.glob('*.csv') if p.is_file())
+    data, names = sorted(p.name for p in folder.glob('*.csv') if p.is_file()), path_names(runs_dir)
     for name in data:
-        try: (dest/name).write_text(scrub((folder/name).read_text(encoding='utf-8'), path_names(runs_dir)), encoding='utf-8')
+        try: (dest/name).write_text(scrub((folder/name).read_text(encoding='utf-8'), names), encoding='utf-8')
         except UnicodeDecodeError: shutil.copyfile(folder/name, dest/name)      # not text: as it is
     return (Path(page['nb']).name if nb is not None else None), data
 
