@@ -15,9 +15,9 @@ from .core import FusionStudyError, RunConfig
 from .data import Features, add_noise, misalign, token_sets, pool_tokens
 
 # %% auto #0
-__all__ = ['KNN_K', 'COSINE_MEASURES', 'ALIGNED_AUC', 'UNALIGNED_AUC', 'sample_images', 'one_caption_each', 'zero_shot_auc',
-           'retrieval', 'linear_cka', 'mutual_knn', 'alignment_metrics', 'pooled', 'measure_alignment',
-           'alignment_table', 'alignment_class']
+__all__ = ['MAP_ALPHAS', 'MAP_MEASURES', 'KNN_K', 'COSINE_MEASURES', 'ALIGNED_AUC', 'UNALIGNED_AUC', 'sample_images',
+           'one_caption_each', 'zero_shot_auc', 'retrieval', 'mapped_retrieval', 'linear_cka', 'mutual_knn',
+           'alignment_metrics', 'pooled', 'measure_alignment', 'alignment_table', 'alignment_class']
 
 # %% ../nbs/02d_alignment.ipynb #64d60fba
 def sample_images(feats:Features, n:int=1000, seed:int=0) -> tuple:
@@ -56,6 +56,27 @@ def retrieval(sim:torch.Tensor, owner:torch.Tensor, ks=(1, 5)) -> dict:
     return out
 
 
+# %% ../nbs/02d_alignment.ipynb #88a18bf7
+MAP_ALPHAS = np.logspace(-2, 3, 6)         # ridge penalties tried by cross-validation on the training images
+MAP_MEASURES = ('map_i2t_r1', 'map_t2i_r1', 'map_i2t_r5', 'map_t2i_r5', 'map_chance_r1', 'map_val_images')
+
+def mapped_retrieval(v:torch.Tensor, t:torch.Tensor, owner:torch.Tensor, seed:int=0, val_frac:float=0.2) -> dict:
+    """Recall@1 and @5 both ways among held-out images after a ridge map from image to text features fitted on
+    the other images' caption pairs only; `map_` keys (`MAP_MEASURES`), NaN with fewer than 10 images."""
+    from sklearn.linear_model import RidgeCV
+    n = len(v)
+    if n < 10: return dict.fromkeys(MAP_MEASURES, float('nan'))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 2))
+    is_val = torch.zeros(n, dtype=torch.bool); is_val[perm[:max(2, round(n * val_frac))]] = True
+    train_caps, val_caps = ~is_val[owner], is_val[owner]
+    ridge = RidgeCV(alphas=MAP_ALPHAS).fit(v[owner[train_caps]].double().numpy(), t[train_caps].double().numpy())
+    val_imgs = torch.nonzero(is_val).flatten()
+    mapped = F.normalize(torch.as_tensor(ridge.predict(v[val_imgs].double().numpy()), dtype=torch.float32), dim=-1)
+    where = torch.full((n,), -1, dtype=torch.long); where[val_imgs] = torch.arange(len(val_imgs))
+    r = retrieval(t[val_caps] @ mapped.T, where[owner[val_caps]])
+    return {**{f'map_{k}': x for k, x in r.items()}, 'map_chance_r1': 1 / len(val_imgs), 'map_val_images': len(val_imgs)}
+
+
 # %% ../nbs/02d_alignment.ipynb #74242fcc
 def _hsic1(K:torch.Tensor, L:torch.Tensor) -> torch.Tensor:
     "The unbiased HSIC estimator (Song et al. 2012) of two Gram matrices, diagonals zeroed."
@@ -91,6 +112,7 @@ def alignment_metrics(v:torch.Tensor, t:torch.Tensor, owner:torch.Tensor, k:int=
     pick = one_caption_each(owner, seed + 1)
     geometry = dict(cka=linear_cka(v, t[pick]) if len(v) >= 4 else float('nan'), mutual_knn=mutual_knn(v, t[pick], k) if len(v) >= 3 else float('nan'),
                     knn_k=min(k, len(v) - 1), knn_chance=min(k, len(v) - 1) / (len(v) - 1))
+    geometry.update(mapped_retrieval(v, t, owner, seed))       # any widths: through a map fitted on other images
     if v.shape[1] != t.shape[1]: return dict(n_images=len(v), n_captions=len(t), **geometry, **dict.fromkeys(COSINE_MEASURES, float('nan')))
     sim = t @ v.T
     auc, matched, other = zero_shot_auc(sim, owner, seed)

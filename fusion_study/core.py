@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'MAX_NAME', 'TOKEN_TASKS', 'RANGES', 'GRID_LISTS', 'METHOD_CLASSES', 'ENGINE_NAMES',
-           'DEVICES', 'ENCODER_FAMILIES', 'ENCODER_FORMS', 'PAIRS_CSV', 'IMAGE_NPY', 'TEXT_NPY', 'FORMATS', 'BACKBONES',
-           'ADVICE_FILES', 'EXECUTORS', 'MIN_TIMEOUT', 'EXECUTOR_RANGES', 'SLURM_ONLY', 'JOB_ONLY', 'PER_JOB',
-           'LOCK_FILE', 'REPORT_DIR', 'CRASH_POINTS', 'COMMAND_CRASH_POINTS', 'FusionStudyError', 'Recipe', 'RunConfig',
-           'check_keys', 'check_fields', 'quote', 'min_scale', 'check_ranges', 'features_path', 'check_names',
-           'advice_source', 'check_advice_out', 'ExecutorOptions', 'check_job', 'check_executor', 'seed_everything',
-           'get_device', 'cache_dir', 'project_root', 'code_version', 'write_atomic', 'file_digest', 'folder_lock',
-           'crash_point']
+__all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'MAX_NAME', 'TOKEN_TASKS', 'NEGATIVES', 'RANGES', 'GRID_LISTS', 'METHOD_CLASSES',
+           'ENGINE_NAMES', 'DEVICES', 'ENCODER_FAMILIES', 'ENCODER_FORMS', 'PAIRS_CSV', 'IMAGE_NPY', 'TEXT_NPY',
+           'FORMATS', 'BACKBONES', 'ADVICE_FILES', 'EXECUTORS', 'MIN_TIMEOUT', 'EXECUTOR_RANGES', 'SLURM_ONLY',
+           'JOB_ONLY', 'PER_JOB', 'LOCK_FILE', 'REPORT_DIR', 'CRASH_POINTS', 'COMMAND_CRASH_POINTS', 'FusionStudyError',
+           'Recipe', 'RunConfig', 'check_keys', 'check_fields', 'quote', 'min_scale', 'check_ranges', 'features_path',
+           'check_names', 'advice_source', 'check_advice_out', 'ExecutorOptions', 'check_job', 'check_executor',
+           'seed_everything', 'get_device', 'cache_dir', 'project_root', 'code_version', 'write_atomic', 'file_digest',
+           'folder_lock', 'crash_point']
 
 # %% ../nbs/00_core.ipynb #61a976dd
 class FusionStudyError(Exception):
@@ -59,6 +59,7 @@ class RunConfig(Recipe):
     noise: typing.List[float] = field(default_factory=lambda: [0.0])
     rotation: typing.List[float] = field(default_factory=lambda: [0.0])   # text features rotated by exp(θS), θ in radians (01_data)
     permute: bool = False                    # text coordinates permuted (a fixed, seeded permutation)
+    negatives: str = 'random'                # a mismatched pair's image: 'random', or 'category' (its caption's category: hard)
     engine: str = 'auto'                     # trainer engine: 'auto', 'loop', 'batched'
     device: str = 'auto'                     # 'auto' (cuda if present), 'cpu', 'cuda'
     inputs: typing.List[str] = field(default_factory=list)  # other configurations (same runs folder) whose results this notebook reads
@@ -137,6 +138,7 @@ def _finite(v): return isinstance(v, (int, float)) and math.isfinite(v)
 
 # key → (test of one value (each item of a list), what the value must be)
 TOKEN_TASKS = ('pointer', 'invariant', 'pooled')     # 01_data: attention must win on the first two, must not on the last
+NEGATIVES = ('random', 'category')                   # 01_data: how a mismatched pair's image is drawn
 
 RANGES = {
     'name': (lambda v: _slug(v) and len(v) <= MAX_NAME, f"a name of at most {MAX_NAME} letters, digits, '-' and '_' (it becomes a folder name)"),
@@ -158,6 +160,7 @@ RANGES = {
     'tokens': (lambda v: v is None or v >= 2, 'at least 2 region tokens (or null for pooled features)'),
     'token_task': (lambda v: v is None or v in TOKEN_TASKS, f"one of the token-set controls {', '.join(TOKEN_TASKS)} (or null)"),
     'inputs': (_slug, 'the name of another configuration'),
+    'negatives': (lambda v: v in NEGATIVES, f"one of {', '.join(NEGATIVES)} (how a mismatched pair's image is drawn)"),
     'feature_dims': (lambda v: v >= 1, 'a width of at least 1'),
 }
 GRID_LISTS = ('methods', 'scales', 'seeds', 'noise', 'rotation')
@@ -206,8 +209,8 @@ METHOD_CLASSES = {'concat': 'ConcatFusion', 'cross': 'CrossAttentionFusion', 'cr
                   'attend': 'AttendCompare', 'xattn': 'CrossTransformer'}          # a method's name → its class in fusion_study.fusion
 ENGINE_NAMES = ('auto', 'loop', 'batched')
 DEVICES = re.compile(r'auto|cpu|cuda(:[0-9]+)?|mps')
-ENCODER_FAMILIES = ('clip', 'torchvision', 'hf', 'st', 'st-tokens', 'tfidf-svd')
-ENCODER_FORMS = "clip:<model>/<pretrained>, torchvision:<classifier>/<weights>, hf:<model id>, st:<package or folder>, st-tokens:<package or folder> (its token states) or tfidf-svd:<width>"
+ENCODER_FAMILIES = ('clip', 'torchvision', 'hf', 'st', 'st-tokens', 'tfidf-svd', 'effnet-lite', 'effnet-lite-tokens')
+ENCODER_FORMS = "clip:<model>/<pretrained>, torchvision:<classifier>/<weights>, hf:<model id>, st:<package or folder>, st-tokens:<package or folder> (its token states), tfidf-svd:<width>, effnet-lite:<lite0|lite1|lite2>[/<weights>] or effnet-lite-tokens:<lite0|lite1|lite2>[/<weights>] (its region tokens)"
 PAIRS_CSV, IMAGE_NPY, TEXT_NPY = 'pairs.csv', 'image.npy', 'text.npy'   # a features folder: pairs.csv has a column text_owner, one row per text row
 FORMATS = "a .safetensors or .npz file with arrays image, text and text_owner, or a folder (or its pairs.csv) holding image.npy, text.npy and pairs.csv (column text_owner)"
 

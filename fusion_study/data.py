@@ -18,9 +18,9 @@ from .core import FusionStudyError, RunConfig, BACKBONES, TOKEN_TASKS
 __all__ = ['KNOB_R', 'KNOB_S', 'TOKEN_NOISE', 'ATTENTION_WINS', 'TOKEN_TASK_WORDS', 'CONTROL_TOKENS', 'MISALIGN_SEED', 'Captions',
            'parse_flickr8k_token', 'parse_kaggle_captions', 'load_captions', 'drop_missing_images', 'nonfinite_row',
            'Features', 'knob_weight', 'synthetic_features', 'synthetic_token_features', 'token_view', 'token_mask',
-           'pool_tokens', 'token_sets', 'item_widths', 'token_controls', 'Pairs', 'build_pairs', 'split_pairs',
-           'add_noise', 'rotation_generator', 'rotate_features', 'permute_features', 'misalign', 'synthetic_alignment',
-           'check_synthetic', 'synthetic_for_config', 'BACKBONES']
+           'pool_tokens', 'token_sets', 'item_widths', 'token_controls', 'Pairs', 'same_group_images', 'build_pairs',
+           'split_pairs', 'add_noise', 'rotation_generator', 'rotate_features', 'permute_features', 'misalign',
+           'synthetic_alignment', 'check_synthetic', 'synthetic_for_config', 'BACKBONES']
 
 # %% ../nbs/01_data.ipynb #6f6b879d
 def _read_text(path:Path) -> str:
@@ -118,6 +118,7 @@ class Features:
     meta: dict = field(default_factory=dict)
     raw: dict = None               # the features before L2 normalisation ({'image', 'text'}), when extracted with keep_raw
     val_images: torch.Tensor = None  # image rows reserved for validation (a fixed split, e.g. Flickr8k's official dev + test): `split_pairs` honours it
+    image_groups: torch.Tensor = None  # (n_images,) int64 category of each image, where the data set has them: `negatives: category`
 
     def __post_init__(self):
         if len(self.ids) != len(self.image) or len(self.text) != len(self.caption_image):
@@ -300,8 +301,22 @@ class Pairs:
     def __len__(self): return len(self.label)
     def __getitem__(self, i): return Pairs(self.image[i], self.text[i], self.label[i])
 
-def build_pairs(caption_image:torch.Tensor, n:int, seed:int, images=None) -> Pairs:
-    "Exactly `n` pairs, half positive, half negative, drawn with `seed` (optionally within the image subset `images`)."
+def same_group_images(owner:torch.Tensor, pool_imgs:torch.Tensor, groups:torch.Tensor, g) -> torch.Tensor:
+    "For each caption's own image in `owner`, another image of `pool_imgs` from its group (hard negatives)."
+    out = torch.empty_like(owner)
+    for grp in torch.unique(groups[owner]).tolist():
+        rows = torch.nonzero(groups[owner] == grp).flatten()
+        cand = pool_imgs[groups[pool_imgs] == grp]
+        if len(cand) < 2: cand = pool_imgs                  # the only image of its group here: any other
+        pick = cand[torch.randint(len(cand), (len(rows),), generator=g)]
+        while (clash := pick == owner[rows]).any():
+            pick[clash] = cand[torch.randint(len(cand), (int(clash.sum()),), generator=g)]
+        out[rows] = pick
+    return out
+
+def build_pairs(caption_image:torch.Tensor, n:int, seed:int, images=None, groups=None) -> Pairs:
+    """Exactly `n` pairs, half positive, half negative, drawn with `seed` (optionally within the image subset
+    `images`); with `groups` (each image's category) a negative's image comes from its caption's category."""
     caption_image = torch.as_tensor(caption_image)
     if n <= 0 or n % 2: raise FusionStudyError(f"The number of pairs must be a positive even number (half positive, half negative), got {n}.")
     g = torch.Generator().manual_seed(seed)
@@ -314,7 +329,8 @@ def build_pairs(caption_image:torch.Tensor, n:int, seed:int, images=None) -> Pai
     neg_cap = pool[torch.randperm(len(pool), generator=g)[:half]]
     # a random image of the pool that is not the caption's own: draw from the pool's images and redraw clashes
     pool_imgs = torch.unique(caption_image[pool])
-    neg_img = pool_imgs[torch.randint(len(pool_imgs), (half,), generator=g)]
+    if groups is not None: neg_img = same_group_images(caption_image[neg_cap], pool_imgs, torch.as_tensor(groups), g)
+    else: neg_img = pool_imgs[torch.randint(len(pool_imgs), (half,), generator=g)]
     while (clash := neg_img == caption_image[neg_cap]).any():
         neg_img[clash] = pool_imgs[torch.randint(len(pool_imgs), (int(clash.sum()),), generator=g)]
     image = torch.cat([caption_image[pos_cap], neg_img])
@@ -323,19 +339,25 @@ def build_pairs(caption_image:torch.Tensor, n:int, seed:int, images=None) -> Pai
     order = torch.randperm(n, generator=g)
     return Pairs(image[order], text[order], label[order])
 
-def split_pairs(caption_image:torch.Tensor, n:int, seed:int, val_frac:float=0.2, by_image:bool=False, val_images=None) -> tuple[Pairs, Pairs]:
-    "`n` pairs split into (train, val) with `val_frac` in val; stratified, or disjoint by image with `by_image`, or by the fixed validation images `val_images`."
+def split_pairs(caption_image:torch.Tensor, n:int, seed:int, val_frac:float=0.2, by_image:bool=False, val_images=None,
+                groups=None) -> tuple[Pairs, Pairs]:
+    """`n` pairs split into (train, val) with `val_frac` in val; stratified, or disjoint by image with `by_image`, or by
+    the fixed validation images `val_images`; `groups`: hard negatives within each side (`build_pairs`)."""
+    if groups is not None and not (by_image or val_images is not None):
+        raise FusionStudyError("Hard negatives (negatives: category) need a split by image; set split_by_image: true.")
     if not 0 < val_frac < 1: raise FusionStudyError(f"val_frac must be between 0 and 1, got {val_frac}.")
     n_val = 2 * round(n * val_frac / 2)
     caption_image = torch.as_tensor(caption_image)
     if val_images is not None:                                            # a fixed split: every seed validates on the same images
         imgs, val_images = torch.unique(caption_image), torch.as_tensor(val_images)
-        return build_pairs(caption_image, n - n_val, seed, images=imgs[~torch.isin(imgs, val_images)]), build_pairs(caption_image, n_val, seed + 2, images=val_images)
+        return (build_pairs(caption_image, n - n_val, seed, images=imgs[~torch.isin(imgs, val_images)], groups=groups),
+                build_pairs(caption_image, n_val, seed + 2, images=val_images, groups=groups))
     if by_image:
         imgs = torch.unique(caption_image)
         perm = imgs[torch.randperm(len(imgs), generator=torch.Generator().manual_seed(seed + 1))]
         k = max(2, round(len(imgs) * val_frac))
-        return build_pairs(caption_image, n - n_val, seed, images=perm[k:]), build_pairs(caption_image, n_val, seed + 2, images=perm[:k])
+        return (build_pairs(caption_image, n - n_val, seed, images=perm[k:], groups=groups),
+                build_pairs(caption_image, n_val, seed + 2, images=perm[:k], groups=groups))
     pairs = build_pairs(caption_image, n, seed)
     g = torch.Generator().manual_seed(seed + 1)
     val = torch.cat([(w := torch.nonzero(pairs.label == c).flatten())[torch.randperm(len(w), generator=g)[:n_val // 2]] for c in (0, 1)])

@@ -16,7 +16,7 @@ from .core import FusionStudyError, cache_dir
 from .data import Captions, load_captions, drop_missing_images
 
 # %% auto #0
-__all__ = ['FLICKR8K_URL', 'FLICKR8K_ARCHIVES', 'IMAGE_EXTS', 'TEXT_ARCHIVE', 'SPLIT_FILES', 'FALLBACK_VAL_FRAC',
+__all__ = ['FLICKR8K_URL', 'FLICKR8K_ARCHIVES', 'IMAGE_EXTS', 'TEXT_ARCHIVE', 'SPLIT_FILES', 'FALLBACK_VAL_FRAC', 'CACHED_DATA',
            'flickr8k_base_url', 'Unreachable', 'verify_archive', 'download', 'Layout', 'find_layout', 'Flickr8k',
            'scan_dataset', 'format_report', 'get_flickr8k', 'find_captions_file', 'read_split', 'CaptionSet',
            'scan_captions', 'format_caption_report', 'get_flickr8k_captions', 'default_data_dir', 'resolve_data_dir',
@@ -284,9 +284,13 @@ def default_data_dir() -> Path:
     "Where `fusion-study data flickr8k` puts the data set unless told otherwise: `cache_dir()/data/flickr8k`."
     return cache_dir()/'data'/'flickr8k'
 
+CACHED_DATA = ('flickr8k', 'stamps')     # data sets `fusion-study data NAME` puts in the cache: a params file names them
+
 def resolve_data_dir(data_dir=None) -> Path:
-    "`data_dir` with `~` and variables expanded (absolute paths only: notebooks run from their run folder), or the default."
+    """`data_dir` with `~` and variables expanded (absolute paths only: notebooks run from their run folder), a data
+    set's name from `CACHED_DATA` (its folder in the cache), or the default."""
     if data_dir is None: return default_data_dir()
+    if data_dir in CACHED_DATA: return cache_dir()/'data'/data_dir
     p = Path(os.path.expandvars(str(data_dir))).expanduser()
     if not p.is_absolute(): raise FusionStudyError(f"data_dir {str(data_dir)!r} must be an absolute path (or start with ~), because the study runs from its run folder; e.g. {Path(data_dir).resolve()}.")
     return p

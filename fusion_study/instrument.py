@@ -17,7 +17,8 @@ from .reading import of_kind, read_table
 __all__ = ['fingerprint_keys', 'feature_sets', 'method_gaps', 'who_wins', 'cross_calls', 'complete_sets', 'follows_alignment']
 
 # %% ../nbs/09c_instrument.ipynb #3755f53d
-_FINGERPRINT = ['source', 'noise', 'rotation', 'permute', 'n_images', 'zero_shot_auc', 'cka', 'mutual_knn', 'modality_gap']
+_FINGERPRINT = ['source', 'negatives', 'noise', 'rotation', 'permute', 'n_images', 'zero_shot_auc', 'cka', 'mutual_knn',
+                'modality_gap']         # negatives: one data set, another task (hard negatives) — not pooled
 
 def fingerprint_keys(A:pd.DataFrame) -> pd.Series:
     "One string per alignment row from its measurements (`_FINGERPRINT`): equal strings, the same data. A measurement that needs equal widths is NaN on unequal ones and still keys."
@@ -31,6 +32,7 @@ def _set_runs(runs:dict):
         a, res = read_table(r, ALIGNMENT_CSV), read_table(r, RESULTS)
         res = usable(res) if res is not None else None
         if a is None or res is None: continue
+        a = a.assign(negatives=r['config'].get('negatives', 'random'))
         a = a.assign(config=r['name'], feature_set=[set_label(r['config'], z, t) for z, t in zip(a.noise, a.rotation)],
                      family=[family(r['config'], z, t) for z, t in zip(a.noise, a.rotation)], tokens=r['config'].get('tokens'), evidence=evidence(r['config']))
         A.append(a); R.append(res.assign(config=r['name']))

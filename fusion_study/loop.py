@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-from .core import Recipe, RunConfig
+from .core import FusionStudyError, Recipe, RunConfig
 from .stats import pack_correct
 from .data import Features, Pairs, split_pairs, add_noise, misalign, token_sets
 from .fusion import make_model, n_params, dropout_masks
 
 # %% auto #0
-__all__ = ['DIVERGED_AT', 'RunSpec', 'config_specs', 'classification_metrics', 'run_data', 'init_model', 'run_steps', 'cosine_lr',
-           'diverged', 'train_one', 'train_loop']
+__all__ = ['DIVERGED_AT', 'RunSpec', 'config_specs', 'classification_metrics', 'hard_negative_groups', 'run_data', 'init_model',
+           'run_steps', 'cosine_lr', 'diverged', 'train_one', 'train_loop']
 
 # %% ../nbs/04a_loop.ipynb #bae94480
 @dataclass
@@ -30,6 +30,7 @@ class RunSpec(Recipe):
     noise: float = 0.0
     rotation: float = 0.0                    # text rotated by exp(θS) (01_data), radians
     permute: bool = False                    # text coordinates permuted
+    negatives: str = 'random'                # mismatched pairs: 'random' or 'category' (hard negatives, 01_data)
     tags: dict = field(default_factory=dict)
 
     def key(self) -> tuple: return (self.method, self.scale, self.seed, self.noise, self.rotation)   # results.RUN_KEY
@@ -39,7 +40,7 @@ def config_specs(cfg:RunConfig) -> list[RunSpec]:
     tags = dict(config=cfg.name, source=cfg.source, backbone=cfg.backbone,
                 alignment=cfg.alignment if cfg.alignment is not None else float('nan'))
     recipe = {f.name: getattr(cfg, f.name) for f in fields(Recipe)}
-    return [RunSpec(method=m, scale=n, seed=s, noise=sig, rotation=rot, permute=cfg.permute, tags=tags, **recipe)
+    return [RunSpec(method=m, scale=n, seed=s, noise=sig, rotation=rot, permute=cfg.permute, negatives=cfg.negatives, tags=tags, **recipe)
             for sig in cfg.noise for rot in cfg.rotation for n in cfg.scales for m in cfg.methods for s in cfg.seeds]
 
 # %% ../nbs/04a_loop.ipynb #cfeba8c8
@@ -56,12 +57,21 @@ def _misaligned(text:torch.Tensor, rotation:float, permute:bool, tokens:int=None
     "The misaligned text table, computed once per level (tensors hash by identity) and shared by the runs that use it."
     return misalign(text, rotation, permute, tokens=tokens)
 
+def hard_negative_groups(feats:Features, negatives:str):
+    "The image categories that `negatives: category` draws mismatched images from; None for random negatives."
+    if negatives == 'random': return None
+    if feats.image_groups is None:
+        raise FusionStudyError(f"negatives: category needs image categories, which these features ({feats!r}) lack; "
+                               "use negatives: random, or a data set with categories (fusion-study data stamps).")
+    return feats.image_groups
+
 def run_data(feats:Features, spec:RunSpec, device) -> tuple:
     "(image features, text features, train pairs, val pairs) of one run, on `device`: text misaligned (rotation, permutation), then noise on both."
     k_v, k_t = token_sets(feats)
     t = _misaligned(feats.text, spec.rotation, spec.permute, k_t) if spec.rotation or spec.permute else feats.text
     v, t = add_noise(feats.image, spec.noise, spec.seed, k_v), add_noise(t, spec.noise, spec.seed + 10_000, k_t)
-    train, val = split_pairs(feats.caption_image, spec.scale, spec.seed, spec.val_frac, spec.split_by_image, feats.val_images)
+    train, val = split_pairs(feats.caption_image, spec.scale, spec.seed, spec.val_frac, spec.split_by_image, feats.val_images,
+                             groups=hard_negative_groups(feats, spec.negatives))
     to = lambda p: Pairs(p.image.to(device), p.text.to(device), p.label.to(device))
     return v.to(device), t.to(device), to(train), to(val)
 

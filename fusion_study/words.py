@@ -10,10 +10,10 @@ from fractions import Fraction
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['EVIDENCE', 'CAPTIONS', 'METHODS', 'TERMS', 'SIGN', 'Word', 'method_words', 'method_colours', 'term_words', 'is_real',
-           'is_aligned', 'backbone_kind', 'token_level', 'evidence', 'is_clip', 'is_control', 'is_instrument',
-           'encoder_words', 'angle', 'feature_words', 'feature_label', 'source_label', 'short_label', 'set_label',
-           'family']
+__all__ = ['EVIDENCE', 'CAPTIONS', 'METHODS', 'TERMS', 'SIGN', 'STAMPS_WORDS', 'Word', 'method_words', 'method_colours',
+           'term_words', 'is_real', 'is_aligned', 'backbone_kind', 'token_level', 'evidence', 'is_clip', 'is_control',
+           'is_instrument', 'dataset_words', 'encoder_words', 'angle', 'feature_words', 'feature_label', 'source_label',
+           'short_label', 'set_label', 'family']
 
 # %% ../nbs/00d_words.ipynb #2101cad0
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Word:
 
 # %% ../nbs/00d_words.ipynb #ceae0f79
 EVIDENCE = {
-    'image–text': Word('image–text', 'real image–text features', "Flickr8k image and caption features from pretrained encoders: the paper's setting when both come from one CLIP model", '#1b9e77'),
+    'image–text': Word('image–text', 'real image–text features', "real images and their captions through pretrained encoders (Flickr8k's photos, or Tux Paint's captioned stamps): the paper's setting when both come from one CLIP model; an ImageNet CNN's features were never trained with text", '#1b9e77'),
     'text–text': Word('text–text', 'real text–text features', 'Flickr8k captions matched to other captions of the same image, each pooled to one vector by a pretrained sentence encoder: real features, no images', '#7570b3'),
     'token-level': Word('token-level text–text', 'real token-level text–text features', "the text–text task with each caption given as its encoder's token states (a set of vectors), so attention has tokens to choose between", '#e7298a'),
     'your features': Word('your features', 'your features', 'the paired features of a file you gave (`source: file`)', '#66a61e'),
@@ -128,10 +128,18 @@ def is_instrument(cfg:dict) -> bool:
             or 0 not in [float(x) for x in cfg.get('rotation', [0.0])])                   # only rotated features: no θ = 0 run to set beside Table 1
 
 # %% ../nbs/00d_words.ipynb #a4c90ab3
+STAMPS_WORDS = "Tux Paint's captioned stamps"   # `fusion-study data stamps` (02f_stamps): a data_dir named stamps
+
+def dataset_words(cfg:dict) -> str:
+    "The real data set a configuration's images and captions come from: Tux Paint's stamps or Flickr8k."
+    return STAMPS_WORDS if Path(str(cfg.get('data_dir') or '')).name == 'stamps' else 'Flickr8k'
+
 def encoder_words(name:str) -> str:
     "An encoder as a reader names it: 'clip:ViT-B-32/openai' → 'CLIP ViT-B-32', 'torchvision:resnet18/IMAGENET1K_V1' → 'resnet18', a path → its last part."
     kind, _, rest = str(name).partition(':')
     if kind == 'tfidf-svd': return str(name)                                   # a recipe, not a model: its width is its name
+    if kind.startswith('effnet-lite'):                                        # an ImageNet CNN
+        return f"EfficientNet-{rest.split('/')[0]}" + (' region tokens' if kind.endswith('tokens') else '')
     if not rest: kind, rest = '', kind
     model = rest.rsplit('/', 1)[0] if kind in ('clip', 'torchvision') and '/' in rest else rest
     return ('CLIP ' if kind == 'clip' else '') + (Path(model).name or model)
@@ -158,7 +166,8 @@ def feature_words(cfg:dict) -> str:
     if k == 'your features': return f"your features ({Path(c.get('features_file') or '').name})"
     img, txt = (encoder_words(c.get(key) or '?') for key in ('image_encoder', 'text_encoder'))
     if k in CAPTIONS: return f"Flickr8k captions, {EVIDENCE[k].short} ({img} on both sides)" if img == txt else f"Flickr8k captions, {EVIDENCE[k].short} ({img} against {txt})"
-    return f"Flickr8k {img} features" if img == txt else f"Flickr8k features ({img} images, {txt} captions)"
+    ds = dataset_words(c)
+    return f"{ds} {img} features" if img == txt else f"{ds} features ({img} images, {txt} captions)"
 
 # %% ../nbs/00d_words.ipynb #7178be93
 def feature_label(cfg:dict) -> str:
@@ -169,7 +178,7 @@ def feature_label(cfg:dict) -> str:
     enc = c.get('image_encoder'), c.get('text_encoder')
     if k in CAPTIONS:
         return f"{EVIDENCE[k].long} ({backbone_kind(c)}: Flickr8k captions, {enc[0]}{' on both sides' if enc[0] == enc[1] else ' against ' + str(enc[1])})"
-    return f"real Flickr8k features ({enc[0]}{'' if enc[0] == enc[1] else ' + ' + str(enc[1])})"
+    return f"real {dataset_words(c)} features ({enc[0]}{'' if enc[0] == enc[1] else ' + ' + str(enc[1])})"
 
 # %% ../nbs/00d_words.ipynb #4a3aaa25
 def source_label(info:dict) -> str:
@@ -184,7 +193,7 @@ def source_label(info:dict) -> str:
     if k == 'your features': return f"your features ({Path(c.get('features_file') or '').name}, labelled {c['backbone']})"
     if k in CAPTIONS:
         return f"real Flickr8k captions, text–text{', token-level' if k == 'token-level' else ''} ({c['backbone']}: caption #0 by {c.get('image_encoder')}, the others by {c.get('text_encoder')})"
-    return f"real Flickr8k features ({c['backbone']}: image {c.get('image_encoder')}, text {c.get('text_encoder')})"
+    return f"real {dataset_words(c)} features ({c['backbone']}: image {c.get('image_encoder')}, text {c.get('text_encoder')})"
 
 def short_label(info:dict) -> str:
     "A few words for the data of a configuration: 'synthetic, aligned', 'real features, clip', or the inputs a theory run fits."
@@ -203,6 +212,7 @@ def set_label(cfg:dict, noise:float=0.0, rotation:float=0.0) -> str:
     elif cfg.get('tokens') is not None: base = f"{cfg['tokens']} region tokens"
     elif cfg.get('alignment') is not None: base = f"knob a = {cfg['alignment']:g}"
     else: base = f"{backbone_kind(cfg)} backbone"
+    base += ', hard negatives' if cfg.get('negatives') == 'category' else ''
     return base + (', permuted' if cfg.get('permute') else '') + (f', θ = {angle(rotation)}' if rotation else '') + (f', σ = {noise:g}' if noise else '')
 
 def family(cfg:dict, noise:float=0.0, rotation:float=0.0) -> str:
