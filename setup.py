@@ -18,6 +18,7 @@ py_versions = '3.10 3.11 3.12'.split()
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 text_requirements = shlex.split(cfg.get('text_requirements', ''))
+images_requirements = shlex.split(cfg.get('images_requirements', ''))
 lic = licenses[cfg['license']]
 min_python = cfg['min_python']
 console_scripts = cfg.get('console_scripts', '').split()
@@ -34,7 +35,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'text': text_requirements},
+    extras_require={'dev': dev_requirements, 'text': text_requirements, 'images': images_requirements},
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),

@@ -56,7 +56,7 @@ def retrieval(sim:torch.Tensor, owner:torch.Tensor, ks=(1, 5)) -> dict:
     return out
 
 
-# %% ../nbs/02d_alignment.ipynb #88a18bf7
+# %% ../nbs/02d_alignment.ipynb #046aa844
 MAP_ALPHAS = np.logspace(-2, 3, 6)         # ridge penalties tried by cross-validation on the training images
 MAP_MEASURES = ('map_i2t_r1', 'map_t2i_r1', 'map_i2t_r5', 'map_t2i_r5', 'map_chance_r1', 'map_val_images')
 

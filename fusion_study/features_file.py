@@ -4,7 +4,7 @@
 
 # %% ../nbs/02e_features_file.ipynb #be99d2fa
 from __future__ import annotations
-import functools
+import functools, os
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +17,8 @@ from .core import FusionStudyError, RunConfig, FORMATS, PAIRS_CSV, IMAGE_NPY, TE
 from .data import Features, token_view, token_mask
 
 # %% auto #0
-__all__ = ['FILE_KEYS', 'read_arrays', 'features_from_arrays', 'file_digest', 'read_features', 'save_features', 'file_for_config',
-           'check_file', 'FORMATS', 'PAIRS_CSV', 'IMAGE_NPY', 'TEXT_NPY']
+__all__ = ['FILE_KEYS', 'read_arrays', 'features_from_arrays', 'file_digest', 'read_features', 'save_features',
+           'features_to_file', 'file_for_config', 'check_file', 'FORMATS', 'PAIRS_CSV', 'IMAGE_NPY', 'TEXT_NPY']
 
 # %% ../nbs/02e_features_file.ipynb #47f915ca
 FILE_KEYS = {
@@ -139,6 +139,20 @@ def save_features(path, image, text, text_owner, image_ids=None) -> Path:
         np.save(p/IMAGE_NPY, arrays['image']); np.save(p/TEXT_NPY, arrays['text'])
         pd.DataFrame({'text_owner': arrays['text_owner']}).to_csv(p/PAIRS_CSV, index=False)
     return p
+
+# %% ../nbs/02e_features_file.ipynb #a19ee9e7
+def features_to_file(feats:Features, path) -> Path:
+    """Write `feats` (extracted, or any `Features`) as a features file (.npz or .safetensors) that `source: file` and
+    `fusion-study advise` read; token sets keep their tokens (N, K, d). Written beside `path`, then moved into place."""
+    p = Path(path)
+    if p.suffix.lower() not in ('.npz', '.safetensors'):
+        raise FusionStudyError(f"Cannot save features as {p.name}: name a .npz or .safetensors file.")
+    k_v, k_t = feats.meta.get('tokens') or (None, None)
+    side = lambda x, k: (token_view(x, k) if k else x).numpy()
+    part = p.with_name(f".{p.stem}.part{p.suffix}")
+    save_features(part, side(feats.image, k_v), side(feats.text, k_t), feats.caption_image.numpy(), image_ids=list(feats.ids))
+    return Path(os.replace(part, p) or p)
+
 
 # %% ../nbs/02e_features_file.ipynb #bcd81b00
 def file_for_config(cfg:RunConfig) -> Features:

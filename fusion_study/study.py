@@ -28,8 +28,8 @@ from .runstate import valid_rows, previous_results, mark_complete, incomplete_re
 # %% auto #0
 __all__ = ['CONTROL_BASELINES', 'STUDY_TABLES', 'check_methods', 'preflight', 'run_config', 'summarise', 'table1', 'paired_tests',
            'in_convention', 'level_labels', 'chance_states', 'chance_words', 'attention_tests', 'fig1', 'fig2',
-           'feature_set_table', 'feature_set_view', 'alignment_chart', 'grid_words', 'instrument_words', 'page_terms',
-           'study_tables', 'run_study']
+           'feature_set_table', 'feature_set_view', 'alignment_chart', 'alignment_words', 'grid_words',
+           'instrument_words', 'page_terms', 'study_tables', 'run_study']
 
 # %% ../nbs/05_study.ipynb #f226577d
 def check_methods(cfg:RunConfig, d_v:int, d_t:int, tokens:int=None):
@@ -307,6 +307,23 @@ def alignment_chart(tab:pd.DataFrame, title:str=None) -> alt.Chart:
     rows = [_alignment_panels(s[s.scale == sc], methods) for sc in scales]
     chart = rows[0] if len(rows) == 1 else alt.vconcat(*[r.properties(title=f'{int(sc):,} training pairs') for r, sc in zip(rows, scales)])
     return chart.properties(title=title or 'Accuracy and method − concat against measured alignment')
+
+
+# %% ../nbs/05_study.ipynb #0dd4ad98
+def alignment_words(a:pd.DataFrame) -> str|None:
+    "The measured alignment of the noise-free features in one sentence (alignment.csv's σ = 0, θ = 0 row), or None."
+    a = a[(a.noise == 0) & (a.rotation == 0)] if a is not None else a
+    if a is None or not len(a): return None
+    r = a.iloc[0]
+    pct = lambda x: f"{100 * x:.1f}%"
+    auc = f"{r.zero_shot_auc:.3f}" if np.isfinite(r.zero_shot_auc) else 'not defined (the widths differ: no shared coordinates)'
+    parts = [f"zero-shot AUC {auc}", f"linear CKA {r.cka:.3f}",
+             f"mutual k-NN {r.mutual_knn:.3f} (k = {int(r.knn_k)}; unrelated spaces give {r.knn_chance:.3f})"]
+    if np.isfinite(r.get('map_t2i_r1', np.nan)):
+        parts.append(f"through a ridge map fitted on training images, text → image R@1 {pct(r.map_t2i_r1)} and R@5 "
+                     f"{pct(r.map_t2i_r5)}, image → text R@1 {pct(r.map_i2t_r1)} and R@5 {pct(r.map_i2t_r5)} among "
+                     f"{int(r.map_val_images)} held-out images (chance R@1 {pct(r.map_chance_r1)})")
+    return f"Measured on {int(r.n_images):,} images and their captions: " + '; '.join(parts) + '.'
 
 
 # %% ../nbs/05_study.ipynb #e8296317
