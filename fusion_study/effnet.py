@@ -108,7 +108,7 @@ def effnet_spec(name:str, rest:str, modality:str, tokens:bool) -> tuple[str, str
 # %% ../nbs/02bb_effnet.ipynb #73785338
 def on_white(im:Image.Image) -> Image.Image:
     "`im` as RGB, any transparency composited onto white (photos cut out on a transparent ground)."
-    if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
+    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in im.info:
         im = im.convert('RGBA')
         white = Image.new('RGBA', im.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, im).convert('RGB')

@@ -18,6 +18,7 @@ from .data import Features, nonfinite_row, check_synthetic, synthetic_for_config
 from .flickr8k import CaptionSet, Flickr8k, format_caption_report, format_report, resolve_data_dir, scan_captions, scan_dataset
 from .features_file import file_for_config, check_file
 from .encoders import CLIP_DEFAULT, MINILM, Encoder, EncoderSpec, error_line, load_encoder, parse_encoder
+from .effnet import on_white
 
 # %% auto #0
 __all__ = ['CACHE_FORMAT', 'MANIFEST', 'FIT_RULE', 'cache_key', 'cache_path', 'library_versions', 'extract_items', 'read_meta',
@@ -47,7 +48,7 @@ class _Images(torch.utils.data.Dataset):
         try:
             with Image.open(self.paths[i]) as im:
                 im.load()                                      # decodes fully: a truncated file raises here
-                return i, self.transform(im.convert('RGB')), None
+                return i, self.transform(on_white(im)), None         # cut-outs onto white, as a viewer shows them
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             return i, None, f"{type(e).__name__}: {error_line(e)}"
 

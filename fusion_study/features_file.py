@@ -140,7 +140,7 @@ def save_features(path, image, text, text_owner, image_ids=None) -> Path:
         pd.DataFrame({'text_owner': arrays['text_owner']}).to_csv(p/PAIRS_CSV, index=False)
     return p
 
-# %% ../nbs/02e_features_file.ipynb #a19ee9e7
+# %% ../nbs/02e_features_file.ipynb #53a3dded
 def features_to_file(feats:Features, path) -> Path:
     """Write `feats` (extracted, or any `Features`) as a features file (.npz or .safetensors) that `source: file` and
     `fusion-study advise` read; token sets keep their tokens (N, K, d). Written beside `path`, then moved into place."""

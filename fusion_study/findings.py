@@ -104,7 +104,8 @@ def _trend(f:dict) -> str:
 
 def alignment_sentence(f:dict, short:bool=False) -> str:
     "The answer of `follows_alignment` in words (`short`: one clause for the findings): the trend, then whether the ranking flips where alignment is low."
-    if f is None: return 'No feature set here has both methods, so the ranking cannot be set against measured alignment.'
+    if f is None: return ('No feature set here has both methods and a zero-shot AUC (it needs equal widths), so the ranking '
+                          'cannot be set against measured alignment.')
     m, b = f['method'], f['base']
     if f['follows']: flip = f"and the ranking flips: {m} is reliably ahead on {len(f['ahead'])} feature sets, each less aligned than the {len(f['behind'])} where it is behind"
     elif not f['ahead']: flip = (f"but {m} is reliably ahead of {b} on none of them" + (f" (behind on {len(f['behind'])})" if f['behind'] else '')
@@ -158,7 +159,9 @@ def central_sentence(runs:dict, v:pd.DataFrame) -> str:
     fa = follows_alignment(method_gaps(runs))
     inst = f"; {alignment_sentence(fa, short=True)}" if fa is not None and fa['n_sets'] >= 3 else ''
     if not len(central): return f"The paper's central claim (alignment decides the winner) needs an aligned and an unaligned study to be judged as its Table 1 states it{inst}; {tally}."
-    where = central.verdict.iloc[0] if len(central) == 1 else ', '.join(f"{x} on {EVIDENCE[k].long}" for x, k in zip(central.verdict, central.evidence))
+    said = central.groupby(['evidence', 'verdict'], sort=False).size()             # each kind and verdict once
+    where = central.verdict.iloc[0] if len(central) == 1 else ', '.join(
+        f"{x} on {EVIDENCE[k].long}" + (f" ({n} configurations)" if n > 1 else '') for (k, x), n in said.items())
     return f"The paper's central claim — alignment decides the winner, so cross-attention should win on unaligned features — is **{where}** here{inst}; {tally}."
 
 def chance_words(t2:pd.DataFrame) -> str:

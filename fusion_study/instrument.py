@@ -22,7 +22,7 @@ _FINGERPRINT = ['source', 'negatives', 'noise', 'rotation', 'permute', 'n_images
 
 def fingerprint_keys(A:pd.DataFrame) -> pd.Series:
     "One string per alignment row from its measurements (`_FINGERPRINT`): equal strings, the same data. A measurement that needs equal widths is NaN on unequal ones and still keys."
-    return A[_FINGERPRINT].apply(lambda row: '|'.join(map(str, row)), axis=1)
+    return A.reindex(columns=_FINGERPRINT).apply(lambda row: '|'.join(map(str, row)), axis=1)   # a column it lacks: nan
 
 def _set_runs(runs:dict):
     "(alignment rows, result rows) of every finished study or degradation configuration, joined on the noise × rotation level, one feature-set id each."
@@ -122,6 +122,7 @@ def follows_alignment(gaps:pd.DataFrame, method:str='cross', base:str='concat', 
     from scipy.stats import spearmanr
     if gaps is None or method not in set(gaps.method): return None
     g = gaps[(gaps.method == method) & ((gaps.noise == 0) if 'noise' in gaps else True)]      # noise removes information; it is not misalignment
+    g = g[g.zero_shot_auc.notna()]                  # unequal widths: no zero-shot AUC to order the set by
     if not len(g): return None
     scale = int(g.groupby('scale').set_id.nunique().idxmax()); g = g[g.scale == scale].sort_values('zero_shot_auc')
     rho, p = spearmanr(g.zero_shot_auc, g.gap) if len(g) >= 4 and g.gap.nunique() > 1 else (math.nan, math.nan)

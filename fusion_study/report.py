@@ -148,7 +148,7 @@ def alignment_chart(runs:dict, min_sets:int=3):
     n = g.groupby('scale').set_id.nunique()
     if n.max() < min_sets: return None
     scale = int(n.idxmax()); g = g[(g.scale == scale) & (g.method != 'concat')].copy()
-    if not len(g): return None
+    if not len(g) or g.zero_shot_auc.isna().all(): return None      # no set with shared coordinates: no axis
     order = [m for m in ('cross', 'eq3', 'cross_tokens', 'match_mlp', 'bilinear', 'concat_matched', 'gated', 'cosine', 'cosine_proj', 'attend', 'xattn') if m in set(g.method)]
     order += sorted(set(g.method) - set(order))
     x = alt.X('zero_shot_auc:Q', title='measured alignment (zero-shot AUC)', scale=alt.Scale(domain=[0.45, 1.0]))

@@ -12,10 +12,11 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from .core import FusionStudyError, cache_dir, write_atomic
+from .effnet import on_white
 
 # %% auto #0
 __all__ = ['STAMPS_PACKAGE', 'SYSTEM_STAMPS', 'STAMPS_IN_DEB', 'LEFT_OUT', 'MAX_SIDE', 'JPEG_QUALITY', 'BUILD_RECIPE', 'RULE',
-           'SVG', 'ENTITY_SVG', 'SKIPS', 'fake_stamps', 'Stamp', 'scan_stamps', 'on_white', 'rasterise', 'load_stamp',
+           'SVG', 'ENTITY_SVG', 'SKIPS', 'fake_stamps', 'Stamp', 'scan_stamps', 'rasterise', 'load_stamp',
            'default_stamps_dir', 'read_stamps_info', 'build_stamps', 'read_manifest', 'format_stamps_report',
            'package_version', 'find_stamps_package', 'extract_deb', 'fetch_stamps_package', 'fake_stamps_deb']
 
@@ -129,14 +130,6 @@ def scan_stamps(root) -> tuple[list, dict]:
                       images_without_caption_by_category=dict(by_cat))
 
 # %% ../nbs/02f_stamps.ipynb #c149e3be
-def on_white(im:Image.Image) -> Image.Image:
-    "`im` as RGB, any transparency composited onto white."
-    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in im.info:
-        im = im.convert('RGBA')
-        white = Image.new('RGBA', im.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, im).convert('RGB')
-    return im.convert('RGB')
-
 def rasterise(svg_path, size:int=MAX_SIDE) -> Image.Image:
     "Render an SVG file with cairosvg (entities forbidden), its longer side `size` px; RGBA."
     import cairosvg                      # the `images` extra; imported only for SVG stamps

@@ -309,7 +309,7 @@ def alignment_chart(tab:pd.DataFrame, title:str=None) -> alt.Chart:
     return chart.properties(title=title or 'Accuracy and method − concat against measured alignment')
 
 
-# %% ../nbs/05_study.ipynb #0dd4ad98
+# %% ../nbs/05_study.ipynb #bfe4e3f2
 def alignment_words(a:pd.DataFrame) -> str|None:
     "The measured alignment of the noise-free features in one sentence (alignment.csv's σ = 0, θ = 0 row), or None."
     a = a[(a.noise == 0) & (a.rotation == 0)] if a is not None else a

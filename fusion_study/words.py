@@ -178,7 +178,8 @@ def feature_label(cfg:dict) -> str:
     enc = c.get('image_encoder'), c.get('text_encoder')
     if k in CAPTIONS:
         return f"{EVIDENCE[k].long} ({backbone_kind(c)}: Flickr8k captions, {enc[0]}{' on both sides' if enc[0] == enc[1] else ' against ' + str(enc[1])})"
-    return f"real {dataset_words(c)} features ({enc[0]}{'' if enc[0] == enc[1] else ' + ' + str(enc[1])})"
+    hard = ', hard negatives' if c.get('negatives') == 'category' else ''
+    return f"real {dataset_words(c)} features ({enc[0]}{'' if enc[0] == enc[1] else ' + ' + str(enc[1])}{hard})"
 
 # %% ../nbs/00d_words.ipynb #4a3aaa25
 def source_label(info:dict) -> str:
@@ -212,7 +213,6 @@ def set_label(cfg:dict, noise:float=0.0, rotation:float=0.0) -> str:
     elif cfg.get('tokens') is not None: base = f"{cfg['tokens']} region tokens"
     elif cfg.get('alignment') is not None: base = f"knob a = {cfg['alignment']:g}"
     else: base = f"{backbone_kind(cfg)} backbone"
-    base += ', hard negatives' if cfg.get('negatives') == 'category' else ''
     return base + (', permuted' if cfg.get('permute') else '') + (f', θ = {angle(rotation)}' if rotation else '') + (f', σ = {noise:g}' if noise else '')
 
 def family(cfg:dict, noise:float=0.0, rotation:float=0.0) -> str:
