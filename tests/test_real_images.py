@@ -74,17 +74,17 @@ def test_the_study_runs_and_measures_alignment(real):
     assert json.loads((root/'runs'/'real_hard'/'run.json').read_text())['config']['negatives'] == 'category'
     site = cli('site', '--runs-dir', root/'runs', '--out', root/'site')
     assert site.returncode == 0, site.stdout + site.stderr
-    page = (root/'site'/'real_random'/'study.html').read_text() if (root/'site'/'real_random'/'study.html').exists() \
-        else next((root/'site').rglob('real_random*.html')).read_text()
+    page = (root/'site'/'runs'/'real_random'/'study.html').read_text()
     assert "Tux Paint" in page and 'EfficientNet-lite0' in page and 'held-out images' in page
 
 
 def test_advise_on_the_saved_real_features(real):
+    "The saved file reads back as real image-text features; advise takes it as a user's own, and with these ~170 stamps"
+    "(the full set, 700, is enough: README) says in one sentence that a learning curve needs more pairs."
     root, data, params, env, steps = real
     from fusion_study.features_file import read_features
     f = read_features(root/'mine.npz')
-    assert f.dims == (1280, 384)
+    assert f.dims == (1280, 384) and len(f.text) == len(f.ids)
     out = cli('advise', root/'mine.npz', '--out', root/'advice', env=env)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    advice = json.loads((root/'advice'/'advice.json').read_text())
-    assert advice and (root/'advice'/'advice.html').is_file()
+    assert out.returncode == 2 and 'pairs' in out.stderr and 'give more texts' in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not (root/'advice').exists()
