@@ -15,17 +15,18 @@ from tqdm.auto import tqdm
 
 from .core import FusionStudyError, RunConfig, cache_dir, get_device, write_atomic
 from .data import Features, nonfinite_row, check_synthetic, synthetic_for_config
-from .flickr8k import CaptionSet, Flickr8k, format_caption_report, format_report, resolve_data_dir, scan_captions, scan_dataset
+from .flickr8k import (CaptionSet, Flickr8k, MANIFEST, format_caption_report, format_report, image_categories,
+                                   resolve_data_dir, scan_captions, scan_dataset)
 from .features_file import file_for_config, check_file
 from .encoders import CLIP_DEFAULT, MINILM, Encoder, EncoderSpec, error_line, load_encoder, parse_encoder
 from .effnet import on_white
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'MANIFEST', 'FIT_RULE', 'cache_key', 'cache_path', 'library_versions', 'extract_items', 'read_meta',
-           'read_cache', 'extract_command', 'token_counts', 'image_categories', 'Plan', 'make_plan', 'assemble',
-           'cached_features', 'extract_features', 'features_for_config', 'load_features', 'check_features',
-           'captions_per_image', 'captions_command', 'CaptionPlan', 'make_caption_plan', 'assemble_captions',
-           'extract_captions', 'captions_for_config', 'check_captions']
+__all__ = ['CACHE_FORMAT', 'FIT_RULE', 'cache_key', 'cache_path', 'library_versions', 'extract_items', 'read_meta', 'read_cache',
+           'extract_command', 'token_counts', 'Plan', 'make_plan', 'assemble', 'cached_features', 'extract_features',
+           'features_for_config', 'load_features', 'check_features', 'captions_per_image', 'captions_command',
+           'CaptionPlan', 'make_caption_plan', 'assemble_captions', 'extract_captions', 'captions_for_config',
+           'check_captions']
 
 # %% ../nbs/02c_extract.ipynb #2935c4c6
 CACHE_FORMAT = 1
@@ -192,20 +193,6 @@ def token_counts(image:EncoderSpec, text:EncoderSpec):
     k = (image.tokens, text.tokens)
     return None if k == (None, None) else tuple(x or 1 for x in k)
 
-MANIFEST = 'manifest.csv'         # beside a data set's captions: each image's category (`fusion-study data stamps`)
-
-def image_categories(root, ids:list):
-    "(n_images,) int64 category index of each image id from the data set's manifest, and the category names; None without one."
-    import pandas as pd
-    path = Path(root)/MANIFEST
-    if not path.is_file(): return None
-    cat = pd.read_csv(path, usecols=['image', 'category']).set_index('image').category
-    missing = [i for i in ids if i not in cat.index]
-    if missing:
-        raise FusionStudyError(f"{path} has no category for image {missing[0]!r}; rebuild the data set (fusion-study data stamps).")
-    names = sorted(set(cat[ids]))
-    return torch.tensor([names.index(c) for c in cat[ids]], dtype=torch.long), names
-
 @dataclass
 class Plan:
     "A dataset scan, two encoder specs and the cache keys of their features."
@@ -253,7 +240,7 @@ def assemble(plan:Plan) -> Features:
     return Features(list(mi['ids']), ti['features'], tt['features'][keep], caption_image,
                     captions=table.caption.iloc[keep_rows].tolist(), meta=meta,
                     raw=dict(image=ti['raw'], text=tt['raw'][keep]) if plan.keep_raw else None,
-                    image_groups=None if groups is None else groups[0])
+                    image_groups=None if groups is None else torch.tensor(groups[0], dtype=torch.long))
 
 def cached_features(data_dir=None, image_encoder=CLIP_DEFAULT, text_encoder=CLIP_DEFAULT, keep_raw=False) -> Features:
     "Features from the cache only: never extracts."

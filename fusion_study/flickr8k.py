@@ -17,10 +17,10 @@ from .data import Captions, load_captions, drop_missing_images
 
 # %% auto #0
 __all__ = ['FLICKR8K_URL', 'FLICKR8K_ARCHIVES', 'IMAGE_EXTS', 'TEXT_ARCHIVE', 'SPLIT_FILES', 'FALLBACK_VAL_FRAC', 'CACHED_DATA',
-           'flickr8k_base_url', 'Unreachable', 'verify_archive', 'download', 'Layout', 'find_layout', 'Flickr8k',
-           'scan_dataset', 'format_report', 'get_flickr8k', 'find_captions_file', 'read_split', 'CaptionSet',
-           'scan_captions', 'format_caption_report', 'get_flickr8k_captions', 'default_data_dir', 'resolve_data_dir',
-           'fake_flickr8k']
+           'MANIFEST', 'flickr8k_base_url', 'Unreachable', 'verify_archive', 'download', 'Layout', 'find_layout',
+           'Flickr8k', 'scan_dataset', 'format_report', 'get_flickr8k', 'find_captions_file', 'read_split',
+           'CaptionSet', 'scan_captions', 'format_caption_report', 'get_flickr8k_captions', 'default_data_dir',
+           'resolve_data_dir', 'image_categories', 'fake_flickr8k']
 
 # %% ../nbs/02a_flickr8k.ipynb #df9ad823
 FLICKR8K_URL = 'https://github.com/jbrownlee/Datasets/releases/download/Flickr8k'
@@ -294,6 +294,22 @@ def resolve_data_dir(data_dir=None) -> Path:
     p = Path(os.path.expandvars(str(data_dir))).expanduser()
     if not p.is_absolute(): raise FusionStudyError(f"data_dir {str(data_dir)!r} must be an absolute path (or start with ~), because the study runs from its run folder; e.g. {Path(data_dir).resolve()}.")
     return p
+
+# %% ../nbs/02a_flickr8k.ipynb #2df204f6
+MANIFEST = 'manifest.csv'         # beside a data set's captions: each image's category (`fusion-study data stamps`)
+
+def image_categories(root, ids:list):
+    "(category index of each image id, the category names) from the data set's manifest; None without one."
+    import pandas as pd
+    path = Path(root)/MANIFEST
+    if not path.is_file(): return None
+    cat = pd.read_csv(path, usecols=['image', 'category']).set_index('image').category
+    missing = [i for i in ids if i not in cat.index]
+    if missing:
+        raise FusionStudyError(f"{path} has no category for image {missing[0]!r}; rebuild the data set (fusion-study data stamps).")
+    names = sorted(set(cat[ids]))
+    return [names.index(c) for c in cat[ids]], names
+
 
 # %% ../nbs/02a_flickr8k.ipynb #1b3312d8
 _WORDS = 'a the dog man woman child girl boy runs jumps sits plays red blue black white grass water street beach ball snow'.split()

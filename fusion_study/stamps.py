@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from .core import FusionStudyError, cache_dir, write_atomic
 from .effnet import on_white
+from .flickr8k import MANIFEST
 
 # %% auto #0
 __all__ = ['STAMPS_PACKAGE', 'SYSTEM_STAMPS', 'STAMPS_IN_DEB', 'LEFT_OUT', 'MAX_SIDE', 'JPEG_QUALITY', 'BUILD_RECIPE', 'RULE',
@@ -228,7 +229,7 @@ def _write_build(tmp:Path, rows, info:dict) -> dict:
     man = pd.DataFrame([dict(image=r.image, caption=r.caption, category=r.category, format=r.format,
                              source=r.source) for r in kept])
     man[['image', 'caption']].to_csv(tmp/'captions.txt', index=False)
-    man.to_csv(tmp/'manifest.csv', index=False)
+    man.to_csv(tmp/MANIFEST, index=False)
     s = info['scan']
     counts = dict(found=s['found'], kept=len(kept), kept_png=int((man.format == 'png').sum()),
                   kept_svg=int((man.format == 'svg').sum()),
@@ -274,7 +275,7 @@ def build_stamps(dest=None, source=None, log=print) -> Path:
 def read_manifest(root):
     "A stamps build's manifest: a DataFrame of image, caption, category, format, source."
     import pandas as pd
-    f = Path(root)/'manifest.csv'
+    f = Path(root)/MANIFEST
     if not f.is_file():
         raise FusionStudyError(f"{root} has no manifest.csv; build it with: "
                                f"fusion-study data stamps --dest {root}")
