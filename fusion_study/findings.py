@@ -15,7 +15,7 @@ from .paper import CLAIMS as PAPER
 from .results import RESULTS, ALIGNMENT_CSV, TABLE2_CSV, ATTENTION_CSV, usable
 from .stats import verdict_kind
 from .display import fmt_p
-from .words import (EVIDENCE, CAPTIONS, evidence, is_real, token_level, backbone_kind, feature_label, is_control,
+from .words import (EVIDENCE, CAPTIONS, IMAGE_TEXT, evidence, is_real, token_level, backbone_kind, feature_label, is_control,
                                 is_clip)
 from .reading import of_kind, paper_studies, read_table, study_gaps, at_paper_scales
 from .verdicts import claims
@@ -202,13 +202,13 @@ def evidence_caveat(studies:list) -> str:
     kinds = {evidence(r['config']) for r in studies}
     if kinds <= {'synthetic'}: honest = ". All of this evidence comes from the embedded synthetic generator, not from real CLIP or ResNet18 features: it tests the paper's mechanism, not its magnitudes."
     elif any(is_clip(r['config']) for r in studies): honest = ''
-    elif 'image–text' in kinds: honest = ('. The image–text evidence here is an ImageNet CNN (not CLIP) against a sentence encoder, '
+    elif kinds & set(IMAGE_TEXT): honest = ('. The image–text evidence here is an ImageNet CNN (not CLIP) against a sentence encoder, '
                                           'on a few hundred real captioned images (not Flickr8k): it can judge the direction of the paper\'s '
                                           'unaligned claim, not its magnitudes; CLIP weights are not reachable here')
     elif kinds & set(CAPTIONS): honest = (". The real evidence here is text–text — Flickr8k captions matched to other captions through a pretrained sentence encoder — not image–text: "
                                           "it tests whether alignment decides the fusion, not CLIP's magnitudes")
     else: honest = ". The real evidence here is your own features, not the paper's CLIP image–text features: it tests whether alignment decides the fusion on them, not CLIP's magnitudes"
-    seen = next((s for r in studies if evidence(r['config']) in (*CAPTIONS, 'image–text') and (s := seen_flickr(r['config'].get('image_encoder'), r['config'].get('text_encoder')))), None)
+    seen = next((s for r in studies if evidence(r['config']) in (*CAPTIONS, *IMAGE_TEXT) and (s := seen_flickr(r['config'].get('image_encoder'), r['config'].get('text_encoder')))), None)
     return (honest.rstrip('.') + (f". {seen[0].upper() + seen[1:]}" if seen else '') + '.') if honest or seen else '.'
 
 def advice_sentence(runs:dict, studies:list, gaps:dict) -> str:

@@ -295,7 +295,7 @@ def resolve_data_dir(data_dir=None) -> Path:
     if not p.is_absolute(): raise FusionStudyError(f"data_dir {str(data_dir)!r} must be an absolute path (or start with ~), because the study runs from its run folder; e.g. {Path(data_dir).resolve()}.")
     return p
 
-# %% ../nbs/02a_flickr8k.ipynb #2df204f6
+# %% ../nbs/02a_flickr8k.ipynb #f76d533b
 MANIFEST = 'manifest.csv'         # beside a data set's captions: each image's category (`fusion-study data stamps`)
 
 def image_categories(root, ids:list):

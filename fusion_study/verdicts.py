@@ -37,7 +37,7 @@ def untestable(key:str, run:dict, widths=None) -> str|None:
             if evidence(c) == 'synthetic': return "the paper's number is for CLIP image–text features; on synthetic features its size depends on the generator"
             enc = c.get('image_encoder'), c.get('text_encoder')
             these = {'text–text': f"text–text features (Flickr8k captions against captions, {enc[0]}{' on both sides' if enc[0] == enc[1] else ' against ' + str(enc[1])})",
-                     'your features': 'your own features', 'image–text': f"image–text features of {enc[0]}{'' if enc[0] == enc[1] else ' and ' + str(enc[1])}"}[evidence(c)]
+                     'your features': 'your own features', 'CNN image–text': f"ImageNet CNN features of {enc[0]} against {enc[1]} captions (not CLIP)", 'image–text': f"image–text features of {enc[0]}{'' if enc[0] == enc[1] else ' and ' + str(enc[1])}"}[evidence(c)]
             return f"the paper's number is for CLIP image–text features; these are {these}"
         if need == 'widths_512' and (widths is None or [int(w) for w in widths] != [512, 512]):
             return ("the paper's counts are for 512-d features and these features' widths are not recorded" if widths is None else

@@ -10,10 +10,10 @@ from fractions import Fraction
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['EVIDENCE', 'CAPTIONS', 'METHODS', 'TERMS', 'SIGN', 'STAMPS_WORDS', 'Word', 'method_words', 'method_colours',
-           'term_words', 'is_real', 'is_aligned', 'backbone_kind', 'token_level', 'evidence', 'is_clip', 'is_control',
-           'is_instrument', 'dataset_words', 'encoder_words', 'angle', 'feature_words', 'feature_label', 'source_label',
-           'short_label', 'set_label', 'family']
+__all__ = ['EVIDENCE', 'CAPTIONS', 'IMAGE_TEXT', 'CNN_FAMILIES', 'METHODS', 'TERMS', 'SIGN', 'STAMPS_WORDS', 'Word',
+           'method_words', 'method_colours', 'term_words', 'is_real', 'is_aligned', 'backbone_kind', 'token_level',
+           'evidence', 'is_clip', 'is_control', 'is_instrument', 'dataset_words', 'encoder_words', 'angle',
+           'feature_words', 'feature_label', 'source_label', 'short_label', 'set_label', 'family']
 
 # %% ../nbs/00d_words.ipynb #2101cad0
 @dataclass(frozen=True)
@@ -27,13 +27,16 @@ class Word:
 
 # %% ../nbs/00d_words.ipynb #ceae0f79
 EVIDENCE = {
-    'image–text': Word('image–text', 'real image–text features', "real images and their captions through pretrained encoders (Flickr8k's photos, or Tux Paint's captioned stamps): the paper's setting when both come from one CLIP model; an ImageNet CNN's features were never trained with text", '#1b9e77'),
+    'image–text': Word('image–text', 'real image–text features', "Flickr8k image and caption features from pretrained encoders: the paper's setting when both come from one CLIP model", '#1b9e77'),
+    'CNN image–text': Word('CNN image–text', 'real ImageNet-CNN image–text features', "real images through an ImageNet classifier never trained with text (EfficientNet-Lite, ResNet18) against a text encoder: the paper's unaligned setting on real images (Flickr8k's, or Tux Paint's captioned stamps)", '#d95f02'),
     'text–text': Word('text–text', 'real text–text features', 'Flickr8k captions matched to other captions of the same image, each pooled to one vector by a pretrained sentence encoder: real features, no images', '#7570b3'),
     'token-level': Word('token-level text–text', 'real token-level text–text features', "the text–text task with each caption given as its encoder's token states (a set of vectors), so attention has tokens to choose between", '#e7298a'),
     'your features': Word('your features', 'your features', 'the paired features of a file you gave (`source: file`)', '#66a61e'),
     'synthetic': Word('synthetic', 'synthetic features', "the embedded generator's aligned or unaligned spaces, with the structure of real features: they test the paper's mechanism, not its magnitudes", '#999999'),
 }
 CAPTIONS = ('text–text', 'token-level')          # the kinds whose features are Flickr8k captions on both sides
+IMAGE_TEXT = ('image–text', 'CNN image–text')     # the kinds whose features are real images and their captions
+CNN_FAMILIES = ('effnet-lite', 'effnet-lite-tokens', 'torchvision')   # image encoders trained on ImageNet labels, not text
 
 # %% ../nbs/00d_words.ipynb #3211a85a
 METHODS = {
@@ -110,7 +113,7 @@ def evidence(cfg:dict) -> str:
     if s == 'synthetic': return 'synthetic'
     if s == 'file': return 'your features'
     if s == 'captions': return 'token-level' if token_level(cfg) else 'text–text'
-    return 'image–text'
+    return 'CNN image–text' if str(cfg.get('image_encoder') or '').partition(':')[0] in CNN_FAMILIES else 'image–text'
 
 def is_clip(cfg:dict) -> bool:
     "Real image–text features whose image and text both come from one CLIP model (the paper's aligned setting)."
@@ -201,7 +204,7 @@ def short_label(info:dict) -> str:
     c = info['config']
     if c.get('notebook') == 'theory' and c.get('inputs'): return 'fits of ' + ', '.join(c['inputs'])
     k = evidence(c)
-    kind = 'real text–text captions' if k in CAPTIONS else 'your features' if k == 'your features' else 'real ' + c['source'] if k == 'image–text' else 'synthetic'
+    kind = 'real text–text captions' if k in CAPTIONS else 'your features' if k == 'your features' else 'real ' + c['source'] if k in IMAGE_TEXT else 'synthetic'
     return f"{kind}, {c['backbone'] if c.get('alignment') is None else 'alignment ' + str(c['alignment'])}"
 
 # %% ../nbs/00d_words.ipynb #6eabc181
