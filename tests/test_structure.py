@@ -100,7 +100,8 @@ def test_every_method_and_kind_of_evidence_has_one_entry_in_the_word_table():
     from fusion_study.words import METHODS as WORDS, EVIDENCE, evidence
     from fusion_study.core import METHOD_CLASSES
     assert set(WORDS) == set(METHOD_CLASSES) == set(METHODS)
-    assert {evidence(dict(source=s)) for s in ('synthetic', 'features', 'captions', 'file')} | {'token-level'} == set(EVIDENCE)
+    cnn = evidence(dict(source='features', image_encoder='effnet-lite:lite0'))          # an ImageNet CNN's images: a kind of its own
+    assert {evidence(dict(source=s)) for s in ('synthetic', 'features', 'captions', 'file')} | {'token-level', cnn} == set(EVIDENCE)
     for name in ('report', 'findings', 'verdicts', 'instrument', 'site', 'advise'):      # the words are read, not typed again
         src = (PKG/f'{name}.py').read_text()
         assert not re.search(r"\bWORDS = \{|EVIDENCE = \(|def (evidence|feature_words|source_label|short_label|feature_label|set_label)\(", src), name
