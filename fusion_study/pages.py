@@ -10,14 +10,13 @@ from urllib.parse import quote
 
 import nbformat
 
-from .display import CHART_MIME, shared_chart_html, vega_bundle
+from .display import VEGALITE_MIME, shared_chart_html, vega_bundle
 from .words import feature_words
 
 # %% auto #0
 __all__ = ['NAV_ORDER', 'NOT_DONE', 'PAPER', 'EXTERNAL', 'TOC_MIN', 'H2', 'SITE_LIBS', 'VEGA_JS', 'PAGE_CSS', 'NAV_CSS',
            'SITE_CSS', 'STYLE', 'SCRIPT', 'nav_label', 'quarto_navbar', 'nav_items', 'navbar', 'quarto_item', 'toc',
-           'files_line', 'under_heading', 'chart_spec', 'shared_charts', 'vegalite_mime', 'vegalite_charts', 'vega_js',
-           'css_file', 'shared_head']
+           'files_line', 'under_heading', 'chart_spec', 'shared_charts', 'vega_js', 'css_file', 'shared_head']
 
 # %% ../nbs/11a_pages.ipynb #6faf4f73
 NAV_ORDER = ['report', 'study', 'alignment', 'controls', 'degradation', 'analysis', 'theory']
@@ -142,9 +141,9 @@ SITE_LIBS = 'site_libs'
 VEGA_JS = f'{SITE_LIBS}/vega.js'
 
 def chart_spec(output) -> dict|None:
-    "The Vega-Lite spec a chart output draws: its `display.CHART_MIME` entry; None for any other output (a chart made before that entry keeps its own inline copy of Vega: run its configuration again to slim it)."
+    "The Vega-Lite spec a chart output draws (`display.chart_bundle`); None for any other output."
     data = output.get('data') or {}
-    return data[CHART_MIME] if isinstance(data.get(CHART_MIME), dict) else None
+    return data[VEGALITE_MIME] if isinstance(data.get(VEGALITE_MIME), dict) else None
 
 def _charts(nb:nbformat.NotebookNode):
     "Each chart output of `nb` and its spec."
@@ -153,28 +152,18 @@ def _charts(nb:nbformat.NotebookNode):
             if (spec := chart_spec(o)) is not None: yield o, spec
 
 def shared_charts(nb:nbformat.NotebookNode) -> int:
-    "Every chart of `nb` drawn by the site's one Vega bundle (`display.shared_chart_html`) instead of its own copy (changed in place); how many there are."
+    "Every chart of `nb` as the site draws it (`display.shared_chart_html`), in place; how many."
     n = 0
     for o, spec in _charts(nb):
-        o['data'] = nbformat.NotebookNode({k: v for k, v in o['data'].items() if k not in (CHART_MIME, 'text/html')}, **{'text/html': shared_chart_html(spec)})
+        o['data'] = nbformat.NotebookNode({'text/html': shared_chart_html(spec)})
         n += 1
     return n
 
-def vegalite_mime(spec:dict) -> str:
-    "The mimetype of a Vega-Lite spec's major version, the way nbformat allows a JSON output: 'application/vnd.vegalite.v5+json' (which JupyterLab 4 draws), '…v6+json'."
-    m = re.search(r'/v(\d+)[\d.]*\.json$', str(spec.get('$schema', '')))
-    return f"application/vnd.vegalite.v{m.group(1) if m else 5}+json"
-
-def vegalite_charts(nb:nbformat.NotebookNode) -> nbformat.NotebookNode:
-    "`nb` with every chart as its Vega-Lite spec (`vegalite_mime`: Jupyter's renderers draw it) instead of its inline copy of the Vega bundle (changed in place)."
-    for o, spec in _charts(nb):
-        o['data'] = nbformat.NotebookNode({k: v for k, v in o['data'].items() if k not in (CHART_MIME, 'text/html')}, **{vegalite_mime(spec): spec})
-    return nb
-
 @functools.lru_cache(maxsize=1)
 def vega_js() -> str:
-    "The site's `site_libs/vega.js`: the Vega bundle (`display.vega_bundle`) as a classic script, its top-level names kept inside a function (it puts vegaEmbed, vega and vegaLite on `window`)."
-    return '(function(){\n' + vega_bundle() + '\n})();\n' 
+    """The site's `site_libs/vega.js`: the Vega bundle (`display.vega_bundle`) as a classic script,
+    its top-level names kept inside a function (it puts vegaEmbed, vega and vegaLite on `window`)."""
+    return '(function(){\n' + vega_bundle() + '\n})();\n'
 
 # %% ../nbs/11a_pages.ipynb #d08fab49
 PAGE_CSS = """

@@ -12,7 +12,7 @@ import nbformat
 from .core import FusionStudyError, REPORT_DIR, project_root, folder_lock
 from .words import feature_words, is_instrument, is_control      # a configuration in words; the instrument's and the controls' pages
 from .pages import (NAV_ORDER, NOT_DONE, PAGE_CSS, SITE_LIBS, VEGA_JS, nav_label, navbar, nav_items, quarto_navbar, quarto_item,   # the page's parts
-                                toc, files_line, under_heading, shared_charts, shared_head, vegalite_charts, vega_js)
+                                toc, files_line, under_heading, shared_charts, shared_head, vega_js)
 
 # %% auto #0
 __all__ = ['LIBRARY_CELL', 'REPORT_TITLE', 'PAGE_TITLES', 'DROPPED_TAGS', 'EXTERNAL_SCRIPT', 'SITE_MARK', 'site_pages',
@@ -194,14 +194,14 @@ def _html(page:dict, site:Path, libs:dict, nav:str='', problem:str=None, runs_di
     dest.parent.mkdir(parents=True, exist_ok=True); dest.write_text(body, encoding='utf-8')
 
 def publish_files(page:dict, site:Path, runs_dir=None) -> tuple[str|None, list]:
-    """Beside `page` in `site`: its executed notebook to download (every chart as Vega-Lite, `pages.vegalite_charts`, not a copy of the Vega bundle;
+    """Beside `page` in `site`: its executed notebook to download (as executed: every chart its Vega-Lite spec and SVG, `display.chart_bundle`;
     no absolute path, papermill's record included) and every CSV file of its run folder (not of its subfolders), absolute paths scrubbed the same way.
     Returns their names (the notebook's None when it is missing or damaged)."""
     folder, dest = Path(page['nb']).parent, (site/page['href']).parent
     dest.mkdir(parents=True, exist_ok=True)
     nb = read_notebook(page['nb'])
     if nb is not None:
-        text = json.dumps(vegalite_charts(nb), ensure_ascii=False, separators=(',', ':'))      # a valid notebook without nbformat's indentation: half the size
+        text = json.dumps(nb, ensure_ascii=False, separators=(',', ':'))      # a valid notebook without nbformat's indentation: half the size
         (dest/Path(page['nb']).name).write_text(scrub(text, path_names(runs_dir, nb)), encoding='utf-8')
     data, names = sorted(p.name for p in folder.glob('*.csv') if p.is_file()), path_names(runs_dir)
     for name in data:
