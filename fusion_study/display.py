@@ -125,7 +125,7 @@ def glossary(methods=(), terms=()):
                 f'<ul style="columns:2;column-gap:2.5em;list-style:none;padding-left:0;margin:.4em 0 0 0">{rows}</ul></details>')
 
 
-# %% ../nbs/00e_display.ipynb #d0513946
+# %% ../nbs/00e_display.ipynb #c4d5ed63
 @functools.lru_cache(maxsize=1)
 def vega_bundle() -> str:
     """Vega, Vega-Lite and vega-embed as one script that puts them on `window` (vl-convert's bundle).
@@ -140,7 +140,7 @@ def vega_bundle() -> str:
     except OSError: pass                              # a read-only cache folder: built again next time
     return js
 
-# %% ../nbs/00e_display.ipynb #06b274b6
+# %% ../nbs/00e_display.ipynb #bef1ef1a
 def _embed_call(div:str, spec:dict) -> str:
     "The vega-embed call that draws `spec` into the element `div`, or says why it could not."
     return (f"window.vegaEmbed('#{div}', {json.dumps(spec)}, {{actions: false}}).catch(e => "
@@ -157,7 +157,7 @@ def shared_chart_html(spec:dict) -> str:
     div = f"vis-{uuid.uuid4().hex[:12]}"
     return f'<div id="{div}" class="fusion-chart"></div>\n<script>{_embed_call(div, spec)}</script>'
 
-# %% ../nbs/00e_display.ipynb #07056788
+# %% ../nbs/00e_display.ipynb #35d74e6b
 VEGALITE_VERSION = '5.20'                # JupyterLab 4's renderer draws Vega-Lite 3 to 5
 VEGALITE_MIME = 'application/vnd.vegalite.v5+json'
 VEGALITE_SCHEMA = 'https://vega.github.io/schema/vega-lite/v5.20.1.json'
@@ -166,7 +166,7 @@ def vegalite_v5(spec:dict) -> dict:
     "`spec` as a Vega-Lite 5 spec: Altair 6 writes v6, which has the same grammar for our charts."
     return {**spec, '$schema': VEGALITE_SCHEMA}
 
-# %% ../nbs/00e_display.ipynb #f2d936b6
+# %% ../nbs/00e_display.ipynb #b6116be1
 def chart_bundle(spec:dict) -> dict:
     """One chart as the outputs Jupyter draws natively: its Vega-Lite 5 spec, the same chart as SVG
     (compiled with Vega-Lite 5: a spec it cannot draw fails here, not in a reader's browser), text."""
@@ -177,7 +177,7 @@ def chart_bundle(spec:dict) -> dict:
     return {VEGALITE_MIME: spec, 'image/svg+xml': vlc.vegalite_to_svg(spec, vl_version=VEGALITE_VERSION),
             'text/plain': f"Chart{': ' + str(title) if title else ''} (Vega-Lite 5)"}
 
-# %% ../nbs/00e_display.ipynb #a8762a22
+# %% ../nbs/00e_display.ipynb #97384ce7
 def use_notebook_charts():
     "Make Altair display every chart as `chart_bundle` (JupyterLab draws it; the site reads its spec)."
     alt.renderers.register('fusion_study', lambda spec, **kw: chart_bundle(spec))

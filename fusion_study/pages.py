@@ -126,7 +126,8 @@ def toc(page_html:str) -> str:
 
 def files_line(notebook:str=None, data=()) -> str:
     "The line of downloads under a page's heading: its executed notebook and its data files (names of files beside the page); '' when there are none."
-    a = lambda f: f'<a class="fusion-download" href="{html.escape(quote(f))}" download>{html.escape(f)}</a>'
+    a = lambda f: (f'<a class="fusion-download" href="{html.escape(quote(f))}" download data-noresolveinput>'   # Quarto: a file, not a page
+                   f'{html.escape(f)}</a>')
     parts = ([f'the notebook {a(notebook)}'] if notebook else []) + ([f'its data {", ".join(map(a, data))}'] if data else [])
     return f'<p class="fusion-files">Download {" · ".join(parts)}</p>' if parts else ''
 

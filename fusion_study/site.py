@@ -15,10 +15,11 @@ from .pages import (NAV_ORDER, NOT_DONE, PAGE_CSS, SITE_LIBS, VEGA_JS, nav_label
                                 toc, files_line, under_heading, shared_charts, shared_head, vega_js)
 
 # %% auto #0
-__all__ = ['LIBRARY_CELL', 'REPORT_TITLE', 'PAGE_TITLES', 'DROPPED_TAGS', 'EXTERNAL_SCRIPT', 'SITE_MARK', 'site_pages',
-           'project_navbar', 'ensure_report', 'report_stale', 'report_view', 'page_title', 'tab_title', 'path_names',
-           'injected_parameters', 'scrub', 'published', 'banner', 'publish_files', 'write_libs', 'page_problem',
-           'quarto_notebook', 'quarto_config', 'stage_quarto', 'check_site_out', 'site_manifest', 'build_site']
+__all__ = ['LIBRARY_CELL', 'REPORT_TITLE', 'PAGE_TITLES', 'DROPPED_TAGS', 'EXTERNAL_SCRIPT', 'SITE_MARK', 'QUARTO_JQUERY_SHIM',
+           'QUARTO_SITE', 'site_pages', 'project_navbar', 'ensure_report', 'report_stale', 'report_view', 'page_title',
+           'tab_title', 'path_names', 'injected_parameters', 'scrub', 'published', 'banner', 'publish_files',
+           'write_libs', 'page_problem', 'quarto_notebook', 'quarto_config', 'stage_quarto', 'quarto_render',
+           'check_site_out', 'site_manifest', 'build_site']
 
 # %% ../nbs/11_site.ipynb #d7f59a97
 def site_pages(runs_dir) -> list[dict]:
@@ -170,6 +171,7 @@ def published(nb:nbformat.NotebookNode, page:dict, runs_dir=None) -> nbformat.No
 # %% ../nbs/11_site.ipynb #29856bd4
 EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>')
 SITE_MARK = '.fusion-study-site'
+QUARTO_JQUERY_SHIM = """<script type="application/javascript">define('jquery', [],function() {return window.jQuery;})</script>"""
 
 def banner(text:str) -> str:
     return ('<div class="fusion-failed" role="alert" style="background:#c0392b;color:#fff;padding:.8em 1em;font-family:sans-serif;font-size:15px">'
@@ -238,25 +240,36 @@ def quarto_notebook(nb:nbformat.NotebookNode, problem:str=None, files:str='', he
         if rest.strip(): cells[0].source = rest.lstrip('\n')
         else: cells.pop(0)
     front = {'title': title, 'pagetitle': nb.metadata.get('title', title), 'echo': False, 'include-in-header': {'text': f'<style>{PAGE_CSS}</style>{header}'}}
-    top = [nbformat.v4.new_markdown_cell(x) for x in (problem and banner(problem), files) if x]
+    top = [nbformat.v4.new_markdown_cell(f'```{{=html}}\n{x}\n```') for x in (problem and banner(problem), files) if x]   # raw HTML: Quarto leaves its links as they are (a link to a notebook would become its page)
     nb.cells = [nbformat.v4.new_raw_cell('---\n' + yaml.safe_dump(front, allow_unicode=True, sort_keys=False, width=10**6) + '---'), *top, *cells]
     return nb
 
-def quarto_config(root:Path, pages:list) -> dict:
-    "The checkout's `_quarto.yml` with the navbar the fallback shows (`pages.nav_items`): listed pages that do not exist left out, unlisted ones in their kind's menu."
-    import yaml
-    cfg = yaml.safe_load((root/'_quarto.yml').read_text(encoding='utf-8'))
-    left, right = nav_items(pages, quarto_navbar(root/'_quarto.yml'))
-    cfg.setdefault('website', {})['navbar'] = {**(cfg['website'].get('navbar') or {}), 'left': [quarto_item(i) for i in left], 'right': [quarto_item(i) for i in right]}
+QUARTO_SITE = {'project': {'type': 'website', 'render': ['runs/*/*.ipynb']}, 'execute': {'enabled': False},
+               'website': {'title': 'fusion_study', 'search': True},
+               'format': {'html': {'theme': 'cosmo', 'toc': True, 'html-table-processing': 'none'}}}
+
+def quarto_config(pages:list, items:dict|None=None, base:dict|None=None) -> dict:
+    """The `_quarto.yml` Quarto renders the site with: `base` (the checkout's `_quarto.yml`, else `QUARTO_SITE`)
+    with the navbar the fallback shows (`pages.nav_items`, labels from `items` where given: listed pages that do
+    not exist left out, unlisted ones in their kind's menu); every page of the runs folder rendered."""
+    cfg = json.loads(json.dumps(base or QUARTO_SITE))
+    cfg.setdefault('project', {})['render'] = QUARTO_SITE['project']['render']
+    cfg['project'].pop('output-dir', None)
+    left, right = nav_items(pages, items)
+    cfg.setdefault('website', {})['navbar'] = {**(cfg['website'].get('navbar') or {}), 'left': [quarto_item(i) for i in left],
+                                               'right': [quarto_item(i) for i in right]}
     return cfg
 
-def stage_quarto(pages:list, problems:dict, runs_dir, stage:Path, root:Path) -> Path:
+def stage_quarto(pages:list, problems:dict, runs_dir, stage:Path) -> Path:
     """The project `quarto render` builds, in `stage`: the checkout's `_quarto.yml` (its navbar as `quarto_config` makes it) and every page's
     published notebook at its path, its charts drawn by the site's one Vega bundle (`site_libs/vega.js`, which `build_site` adds after the render,
     with the notebooks and CSV files to download that the line under each heading links)."""
     import yaml
     stage.mkdir(parents=True)
-    (stage/'_quarto.yml').write_text(yaml.safe_dump(quarto_config(root, pages), allow_unicode=True, sort_keys=False, width=10**6), encoding='utf-8')
+    root = project_root()
+    base = yaml.safe_load((root/'_quarto.yml').read_text(encoding='utf-8')) if root and (root/'_quarto.yml').is_file() else None
+    cfg = quarto_config(pages, project_navbar(runs_dir), base)
+    (stage/'_quarto.yml').write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False, width=10**6), encoding='utf-8')
     for p in pages:
         dest = stage/Path(p['href']).with_suffix('.ipynb')
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -267,6 +280,16 @@ def stage_quarto(pages:list, problems:dict, runs_dir, stage:Path, root:Path) -> 
         nbformat.write(quarto_notebook(nb, problems.get(p['href']), files, vega), dest)
     return stage
 
+def quarto_render(quarto:Path, stage:Path, out:Path):
+    "`quarto render` of the staged project `stage` into `out`; its own log only when it fails, in one sentence."
+    p = subprocess.run([str(quarto), 'render', '--output-dir', str(out)], cwd=stage, capture_output=True, text=True)
+    if p.returncode:
+        last = next((l.strip() for l in reversed((p.stderr + p.stdout).splitlines()) if l.strip()), 'no message')
+        raise FusionStudyError(f"quarto render failed ({last}); the previous site is kept — "
+                               "run `fusion-study site --no-quarto` for the static fallback.")
+    for page in out.rglob('*.html'):        # Quarto adds require.js and jQuery from a CDN beside HTML outputs: unused
+        text = EXTERNAL_SCRIPT.sub('', page.read_text(encoding='utf-8'))
+        page.write_text(text.replace(QUARTO_JQUERY_SHIM, ''), encoding='utf-8')
 
 # %% ../nbs/11_site.ipynb #8574dee3
 def check_site_out(out, runs_dir) -> Path:
@@ -305,10 +328,11 @@ def build_site(runs_dir='runs', out='_site', use_quarto=None, log=print) -> tupl
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir(): raise FusionStudyError(f"No runs folder {str(runs_dir)!r}; run `fusion-study run params/default.yaml` first.")
     out = check_site_out(out, runs_dir)
-    root = project_root()
-    quarto_ok = shutil.which('quarto') and root is not None and runs_dir.resolve() == (root/'runs').resolve()
-    if use_quarto is None: use_quarto = bool(quarto_ok)
-    if use_quarto and not quarto_ok: raise FusionStudyError("Quarto build needs `quarto` on PATH and the runs in the project's runs/ folder; drop --quarto to use the static fallback.")
+    from fusion_study.quarto import find_quarto
+    quarto = find_quarto() if use_quarto is not False else None
+    if use_quarto and quarto is None:
+        raise FusionStudyError("--quarto needs Quarto: run `fusion-study install-quarto` (or put `quarto` on PATH), "
+                               "or drop --quarto to build the static fallback.")
     with folder_lock(runs_dir, 'site'), contextlib.ExitStack() as held:
         if report_stale(runs_dir):                                # its kernel starts and imports the library while this process does
             from fusion_study.execute import shared_kernel, KERNEL_LOG
@@ -321,16 +345,16 @@ def build_site(runs_dir='runs', out='_site', use_quarto=None, log=print) -> tupl
         try:
             new.mkdir(parents=True)
             libs = {}
-            if use_quarto:
-                stage_quarto(pages, problems, runs_dir, stage, root)
-                subprocess.run(['quarto', 'render', '--output-dir', str(new)], cwd=stage, check=True)
+            if quarto:
+                stage_quarto(pages, problems, runs_dir, stage)
+                quarto_render(quarto, stage, new)
                 for p in pages: publish_files(p, new, runs_dir)
                 libs[VEGA_JS] = vega_js()
-                how = 'site built with quarto render'
+                how = f"built with Quarto ({quarto}: `quarto render`, {len(pages)} pages)"
             else:
                 items = project_navbar(runs_dir)                     # _quarto.yml's labels, where it names these runs
                 for p in pages: _html(p, new, libs, navbar(pages, p['href'], items), problem=problems.get(p['href']), runs_dir=runs_dir)
-                how = (("quarto not found on PATH" if not shutil.which('quarto') else "runs folder is not the project's runs/")
+                how = (("--no-quarto" if use_quarto is False else "Quarto not found (`fusion-study install-quarto` installs it)")
                        + f": built the static HTML fallback with nbconvert ({len(pages)} pages)")
             write_libs(new, libs)
             home = f'runs/{REPORT_DIR}/{REPORT_DIR}.html'

@@ -17,10 +17,10 @@ needs_browser = pytest.mark.skipif(CHROMIUM is None, reason='no Chromium binary 
 
 def pages(site): return sorted((site/'runs').rglob('*.html'))
 
-def open_page(path:Path) -> tuple[str, list]:
-    "The page's DOM after its scripts ran, and the JavaScript errors Chromium logged."
+def open_page(path:Path, url:str=None) -> tuple[str, list]:
+    "The page's DOM after its scripts ran (the file at `path`, or `url`), and the JavaScript errors Chromium logged."
     with tempfile.TemporaryDirectory() as profile:
-        p = subprocess.run([CHROMIUM, *FLAGS, f'--user-data-dir={profile}', path.as_uri()], capture_output=True, text=True, timeout=180)
+        p = subprocess.run([CHROMIUM, *FLAGS, f'--user-data-dir={profile}', url or path.as_uri()], capture_output=True, text=True, timeout=180)
     errors = [l for l in p.stderr.splitlines() if 'Uncaught' in l or ('CONSOLE' in l and 'rror' in l)]
     return p.stdout, errors
 
