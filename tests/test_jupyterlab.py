@@ -2,7 +2,7 @@
 runs and on the site built from them, each executed notebook opened in headless Chromium, and every chart output the
 notebook holds drawn by JupyterLab's own Vega renderer (a `canvas.marks` or `svg.marks` per chart), in the runs
 folder's copy and in the copy the site offers for download. Nothing here trusts a notebook: an untrusted one must draw."""
-import json, os, re, socket, subprocess, sys, tempfile, time, urllib.request
+import json, os, re, shutil, socket, subprocess, sys, tempfile, time, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pytest
@@ -24,9 +24,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope='module')
 def jupyterlab(smoke_runs, site, tmp_path_factory):
-    "A JupyterLab server whose root holds the smoke runs and the site; yields (its address, the root)."
+    """A JupyterLab server on copies of the smoke runs' notebooks (runs/) and of the site's (site/): opening a
+    notebook makes Jupyter write a checkpoint beside it, which must not land in the shared runs and site.
+    Yields (its address, its root)."""
     runs, _ = smoke_runs
-    root = Path(os.path.commonpath([runs.resolve(), site.resolve()]))
+    root = tmp_path_factory.mktemp('lab')
+    for name, folder in (('runs', runs), ('site', site/'runs')):
+        for n in NOTEBOOKS:
+            (root/name/n).parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(folder/n, root/name/n)
     state, port = tmp_path_factory.mktemp('jupyter'), free_port()
     env = {**os.environ, 'JUPYTER_RUNTIME_DIR': str(state/'runtime'), 'JUPYTERLAB_WORKSPACES_DIR': str(state/'ws')}
     server = subprocess.Popen([sys.executable, '-m', 'jupyterlab', '--no-browser', '--allow-root', f'--port={port}',
@@ -63,10 +68,8 @@ def open_in_lab(url:str, rels:list) -> list:
 @needs_browser
 def test_jupyterlab_draws_every_chart_of_the_runs_and_the_published_notebooks(jupyterlab, smoke_runs, site):
     url, root = jupyterlab
-    runs, _ = smoke_runs
-    copies = [runs/n for n in NOTEBOOKS] + [site/'runs'/n for n in NOTEBOOKS]
-    assert all(p.is_file() for p in copies), [str(p) for p in copies if not p.is_file()]
-    rels = [str(p.resolve().relative_to(root)) for p in copies]
+    copies = [root/'runs'/n for n in NOTEBOOKS] + [root/'site'/n for n in NOTEBOOKS]
+    rels = [str(p.relative_to(root)) for p in copies]
     with ThreadPoolExecutor(2) as pool:                                    # two browsers, one per core
         halves = list(pool.map(open_in_lab, [url] * 2, [rels[:len(rels) // 2], rels[len(rels) // 2:]]))
     for path, dom in zip(copies, halves[0] + halves[1]):

@@ -67,15 +67,19 @@ def test_quarto_site_size(quarto_site):
     total = sum(f.stat().st_size for f in quarto_site.rglob('*') if f.is_file())
     assert total <= 5_000_000, f"the Quarto site is {total:,} bytes: over 5 MB"
 
-SEARCH_PROBE = """<script>window.addEventListener('load', () => setTimeout(async () => {
-  const out = document.createElement('pre'); out.id = 'fusion-probe'; document.body.appendChild(out);
-  document.querySelector('#quarto-search button').click();
-  let input = null;
-  for (let i = 0; i < 50 && !input; i++) { await new Promise(r => setTimeout(r, 100)); input = document.querySelector('.aa-Input'); }
-  input.value = 'WORD'; input.dispatchEvent(new Event('input', {bubbles: true}));
-  await new Promise(r => setTimeout(r, 2000));
-  out.textContent = JSON.stringify([...document.querySelectorAll('.aa-Item a')].map(a => a.getAttribute('href')));
-}, 500));</script>"""
+SEARCH_PROBE = """<script>window.addEventListener('load', async () => {
+  const out = document.createElement('pre'); out.id = 'fusion-probe';
+  const wait = async (find, ms) => { for (let t = 0; t < ms; t += 100) { const x = find(); if (x) return x;
+                                                                       await new Promise(r => setTimeout(r, 100)); } return null; };
+  try {
+    (await wait(() => document.querySelector('#quarto-search button'), 3000)).click();
+    const input = await wait(() => document.querySelector('.aa-Input'), 3000);
+    input.value = 'WORD'; input.dispatchEvent(new Event('input', {bubbles: true}));
+    const items = await wait(() => document.querySelectorAll('.aa-Item a').length && document.querySelectorAll('.aa-Item a'), 3000);
+    out.textContent = JSON.stringify([...(items || [])].map(a => a.getAttribute('href')));
+  } catch (e) { out.textContent = JSON.stringify(['error: ' + e]); }
+  document.body.appendChild(out);
+});</script>"""
 
 @needs_browser
 def test_quarto_search_finds_a_page(quarto_site, tmp_path):
