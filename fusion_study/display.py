@@ -13,10 +13,10 @@ import pandas as pd
 from .stats import verdict_kind
 
 # %% auto #0
-__all__ = ['NUMBER_LIKE', 'VERDICT_COLOURS', 'VEGALITE_VERSION', 'VEGALITE_MIME', 'VEGALITE_SCHEMA', 'csv_link', 'table_caption',
-           'fmt_p', 'fmt_count', 'fmt_nstar', 'fmt_number', 'result_table', 'pts', 'pm', 'styled', 'html_table',
-           'method_colour', 'glossary', 'vega_bundle', 'inline_chart_html', 'shared_chart_html', 'vegalite_v5',
-           'chart_bundle', 'use_notebook_charts']
+__all__ = ['NUMBER_LIKE', 'VERDICT_COLOURS', 'VEGALITE_VERSION', 'VEGALITE_MIME', 'VEGALITE_SCHEMA', 'SVG_MAX', 'csv_link',
+           'table_caption', 'fmt_p', 'fmt_count', 'fmt_nstar', 'fmt_number', 'result_table', 'pts', 'pm', 'styled',
+           'html_table', 'method_colour', 'glossary', 'vega_bundle', 'inline_chart_html', 'shared_chart_html',
+           'vegalite_v5', 'chart_bundle', 'use_notebook_charts']
 
 # %% ../nbs/00e_display.ipynb #12d61f33
 def csv_link(name:str) -> str:
@@ -167,14 +167,18 @@ def vegalite_v5(spec:dict) -> dict:
     return {**spec, '$schema': VEGALITE_SCHEMA}
 
 # %% ../nbs/00e_display.ipynb #b6116be1
+SVG_MAX = 250_000      # characters: a t-SNE scatter draws ~1 MB of SVG; its spec suffices
+
 def chart_bundle(spec:dict) -> dict:
     """One chart as the outputs Jupyter draws natively: its Vega-Lite 5 spec, the same chart as SVG
-    (compiled with Vega-Lite 5: a spec it cannot draw fails here, not in a reader's browser), text."""
+    (compiled with Vega-Lite 5: a spec it cannot draw fails here, not in a reader's browser) unless
+    longer than `SVG_MAX`, and a line of text."""
     import vl_convert as vlc
     spec = vegalite_v5(spec)
+    svg = vlc.vegalite_to_svg(spec, vl_version=VEGALITE_VERSION)
     title = spec.get('title', '')
     title = title.get('text', '') if isinstance(title, dict) else title
-    return {VEGALITE_MIME: spec, 'image/svg+xml': vlc.vegalite_to_svg(spec, vl_version=VEGALITE_VERSION),
+    return {VEGALITE_MIME: spec, **({'image/svg+xml': svg} if len(svg) <= SVG_MAX else {}),
             'text/plain': f"Chart{': ' + str(title) if title else ''} (Vega-Lite 5)"}
 
 # %% ../nbs/00e_display.ipynb #97384ce7
