@@ -1,4 +1,4 @@
-"""`fusion-study advise --budget fast` on 10,000 pairs of 512-d features, end to end, as a user runs it (the README's figure).
+"""`fusion-study advise --budget fast` on 10,000 pairs of 512-d features, end to end, as a user runs it (the figure on nbs/your_features.md, *Speed*).
 
     python bench/advise.py [--n 10000] [--dim 512] [--budget fast]
 

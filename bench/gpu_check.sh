@@ -16,7 +16,7 @@ yaml.safe_dump(p, open('/tmp/default_cuda.yaml', 'w'), sort_keys=False)
 PY
 start=$(date +%s)
 timeout 110 fusion-study run /tmp/default_cuda.yaml --runs-dir $OUT/runs 2>&1 | tee $OUT/gpu_default_run.log && fusion-study site --runs-dir $OUT/runs --out $OUT/_site --no-quarto 2>&1 | tail -1
-echo "default run + site on cuda, end to end: $(( $(date +%s) - start )) s (the CPU figure is in the README's Time budget)"
+echo "default run + site on cuda, end to end: $(( $(date +%s) - start )) s (the CPU figure is in nbs/performance.md, *Time budget and deviations*)"
 grep -h "done in" $OUT/gpu_default_run.log
 python3 - <<'PY'                      # the token-set controls at the paper's recipe, on cuda
 import yaml; p = yaml.safe_load(open('params/token_controls.yaml')); p['defaults']['device'] = 'cuda'
@@ -25,5 +25,5 @@ yaml.safe_dump(p, open('/tmp/token_controls_cuda.yaml', 'w'), sort_keys=False)
 PY
 start=$(date +%s)
 timeout 60 fusion-study run /tmp/token_controls_cuda.yaml --runs-dir $OUT/runs_tokens 2>&1 | tee $OUT/gpu_token_controls.log
-echo "token-set controls on cuda: $(( $(date +%s) - start )) s (the CPU figure is in the README)"
+echo "token-set controls on cuda: $(( $(date +%s) - start )) s (the CPU figure is in nbs/attention.md)"
 python3 -c "import pandas as pd, glob; print(pd.concat(pd.read_csv(f) for f in glob.glob('$OUT/runs_tokens/*/attention_tests.csv'))[['task', 'method', 'baseline', 'mean_diff', 'ci_lo', 'ci_hi', 'as_expected']].to_string())"

@@ -1,5 +1,5 @@
 """Real images end to end (issue 37): real Tux Paint stamps (three categories of the installed Debian package) through
-the real EfficientNet-Lite0 ImageNet weights and the packaged MiniLM, by the README's commands: `data stamps`, `extract`,
+the real EfficientNet-Lite0 ImageNet weights and the packaged MiniLM, by the commands of nbs/real_data.md (*Real images*): `data stamps`, `extract`,
 `run` (random and hard negatives), `extract --save` and `advise` on the saved file. Skipped, saying why, where the
 package or the weights are missing (`.ci/run` installs both)."""
 import importlib.util, json, shutil
@@ -80,7 +80,7 @@ def test_the_study_runs_and_measures_alignment(real):
 
 def test_advise_on_the_saved_real_features(real):
     "The saved file reads back as real image-text features; advise takes it as a user's own, and with these ~170 stamps"
-    "(the full set, 700, is enough: README) says in one sentence that a learning curve needs more pairs."
+    "(the full set, 700, is enough: nbs/real_data.md) says in one sentence that a learning curve needs more pairs."
     root, data, params, env, steps = real
     from fusion_study.features_file import read_features
     f = read_features(root/'mine.npz')

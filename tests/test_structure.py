@@ -107,12 +107,14 @@ def test_every_method_and_kind_of_evidence_has_one_entry_in_the_word_table():
         assert not re.search(r"\bWORDS = \{|EVIDENCE = \(|def (evidence|feature_words|source_label|short_label|feature_label|set_label)\(", src), name
 
 def test_readme_notebook_table_matches_the_notebooks():
-    "The README's notebook table lists every notebook with the module it defines, in reading order."
-    import json
+    """The README's notebook table (README.md is made from nbs/index.ipynb by nbdev_readme) lists every module notebook with the module it
+    defines, in reading order; index.ipynb, the front page, and any other page that defines no module are not rows."""
     readme = (PKG.parent/'README.md').read_text()
     rows = re.findall(r"^\| `(\d\d\w*?_\w+)` \| `fusion_study\.(\w+)` \|", readme, flags=re.M)
-    want = []
-    for nb in sorted(NBS.glob('[0-9]*.ipynb')):
+    want, not_modules = [], []
+    for nb in sorted(NBS.glob('*.ipynb')):
         exp = re.search(r'#\| default_exp (\S+)', code_cells(nb))
         if exp: want.append((nb.stem, exp.group(1)))
+        else: not_modules.append(nb.name)
+    assert 'index.ipynb' in not_modules
     assert rows == want, f"README table {rows} != notebooks {want}"
