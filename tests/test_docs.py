@@ -124,7 +124,7 @@ def test_the_mixed_cell_rule_can_fail(tmp_path):
 # ---- nbdev_docs builds the site
 def test_nbdev_docs_builds_the_documentation(tmp_path):
     """`nbdev_docs` in a fresh copy of the checkout (what git tracks or would add): _docs/ holds the front page, every page and a page per
-    module notebook; nbdev.yml comes out as committed and README.md as it is. About 80 s on 2 cores."""
+    module notebook; nbdev.yml comes out as committed and README.md as it is. 82–94 s on 2 busy cores (nbs/editing.md)."""
     env = quarto_env()
     git = shutil.which('git')
     files = subprocess.run([git, 'ls-files', '-co', '--exclude-standard', '-z'], cwd=ROOT, capture_output=True, text=True).stdout.split('\0') if git else []
