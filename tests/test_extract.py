@@ -14,6 +14,17 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv('FUSION_STUDY_CACHE', str(tmp_path/'cache'))
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
 
+def cli_here(*args) -> subprocess.CompletedProcess:
+    """`fusion-study` through the command's own `main`, in this process (torch and the encoders already imported): for the steps below that
+    refuse or read the cache, the same exit status and lines as the installed command, without an interpreter's start and imports each."""
+    import contextlib, io
+    from fusion_study.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: rc = main([str(a) for a in args])
+        except SystemExit as e: rc = e.code
+    return subprocess.CompletedProcess(['fusion-study', *map(str, args)], rc, out.getvalue(), err.getvalue())
+
 def _extract(data, image, text, **kw):
     kw = {**dict(device='cpu', num_workers=2, max_bad_frac=0.1, progress=False, log=lambda *a: None), **kw}
     return X.extract_features(data, image, text, **kw)
@@ -230,13 +241,13 @@ def test_study_runs_on_cached_features_through_the_command(flickr, tmp_path):
                                                   epochs=1, device='cpu', text_encoder=flickr.clip, feature_dims=[32, 32]),
                                  'configs': [dict(name='tiny_aligned', backbone='aligned', image_encoder=flickr.clip)]}))
     runs = tmp_path/'runs'
-    r = cli('run', p, '--runs-dir', runs)
+    r = cli_here('run', p, '--runs-dir', runs)
     assert r.returncode == 2 and 'fusion-study extract --data' in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not runs.exists()
     r = cli('extract', '--params', p, '--max-bad-frac', '0.1', '--workers', '2')
     assert r.returncode == 0, r.stderr
     assert 'bad image' in r.stdout and r.stdout.count('extracted') == 2
-    again = cli('extract', '--params', p, '--max-bad-frac', '0.1')
+    again = cli_here('extract', '--params', p, '--max-bad-frac', '0.1')
     assert again.returncode == 0 and again.stdout.count(': cached (') == 2 and 'extracted' not in again.stdout
     r = cli('run', p, '--runs-dir', runs)
     assert r.returncode == 0, r.stderr
@@ -252,5 +263,5 @@ def test_paper_params_files_point_to_real_features(tmp_path):
     assert {c.text_encoder for c in clip + rn} == {'clip:ViT-B-32/openai'}                      # identical text features
     for c in clip + rn:
         assert c.source == 'features' and c.scales == [2048, 4096, 8192, 16384] and c.seeds == [42, 123, 456] and c.feature_dims == [512, 512]
-    r = cli('run', ROOT/'params'/'clip_flickr8k.yaml', '--runs-dir', tmp_path/'runs')             # no data yet: says how to get it
+    r = cli_here('run', ROOT/'params'/'clip_flickr8k.yaml', '--runs-dir', tmp_path/'runs')        # no data yet: says how to get it
     assert r.returncode == 2 and 'fusion-study data flickr8k' in r.stderr and not (tmp_path/'runs').exists()
