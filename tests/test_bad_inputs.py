@@ -12,6 +12,19 @@ from fusion_study.train import METRICS
 def _params(tmp_path, text, name='p.yaml'):
     p = tmp_path/name; p.write_text(text); return p
 
+def cli_here(*args, cwd=None) -> subprocess.CompletedProcess:
+    """`fusion-study` through the command's own `main`, in this process: for the commands below that refuse before any work, the same
+    exit status and lines as the installed command, without starting an interpreter per case (`cwd`: the folder it runs in)."""
+    import contextlib, io
+    from fusion_study.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.ExitStack() as stack:
+        if cwd is not None: stack.enter_context(contextlib.chdir(cwd))
+        stack.enter_context(contextlib.redirect_stdout(out)); stack.enter_context(contextlib.redirect_stderr(err))
+        try: rc = main([str(a) for a in args])
+        except SystemExit as e: rc = e.code                                   # argparse's own refusals
+    return subprocess.CompletedProcess(['fusion-study', *map(str, args)], rc, out.getvalue(), err.getvalue())
+
 def one_sentence(r, *words):
     msg = r.stderr.strip()
     assert r.returncode == 2, r.stdout + r.stderr
@@ -55,7 +68,7 @@ BAD_PARAMS = [   # (params file text, words of the one sentence)
 def test_params_mistake_is_one_sentence_and_touches_nothing(tmp_path, smoke_runs, text, words):
     runs, _ = smoke_runs
     before = digest(runs)
-    one_sentence(cli('run', _params(tmp_path, text), '--runs-dir', runs), *words)
+    one_sentence(cli_here('run', _params(tmp_path, text), '--runs-dir', runs), *words)
     assert digest(runs) == before
     assert not (tmp_path/'escaped').exists() and not (runs.parent/'escaped').exists()
 
@@ -78,7 +91,7 @@ def test_site_refuses_a_folder_it_did_not_make(tmp_path, smoke_runs, target, wor
     work = tmp_path/'work'; shutil.copytree(runs, work/'runs')
     (work/'thesis').mkdir(); (work/'thesis'/'chapter1.tex').write_text('two years of work'); (work/'notes.txt').write_text('mine')
     before = digest(work)
-    one_sentence(cli('site', '--runs-dir', 'runs', '--out', target, '--no-quarto', cwd=work), words)
+    one_sentence(cli_here('site', '--runs-dir', 'runs', '--out', target, '--no-quarto', cwd=work), words)
     assert {k: v for k, v in digest(work).items() if not k.endswith('.lock')} == {k: v for k, v in before.items() if not k.endswith('.lock')}
 
 def test_site_replaces_its_own_folder_and_a_failed_build_keeps_the_old_one(tmp_path, smoke_runs, monkeypatch):
@@ -128,6 +141,7 @@ TINY = """configs:
   - {name: tiny, n_images: 60, scales: [32, 64], seeds: [1, 2], epochs: 1, device: cpu}
   - {name: noisy, notebook: degradation, n_images: 60, scales: [64], seeds: [1, 2], epochs: 1, device: cpu, noise: [0.3, 0.5], inputs: [tiny]}
 """
+TINY_ALONE = TINY.split('  - {name: noisy')[0]      # configuration tiny alone: for the tests that read nothing of noisy (its degradation notebook is not run again)
 
 def run_cli(*args, cwd=ROOT, env=None, timeout=600):
     "`fusion-study` in its own process group (like a terminal job); whatever is left of the group is killed afterwards."
@@ -162,11 +176,7 @@ def test_a_degradation_without_sigma_0_reports_and_the_terminal_shows_only_our_l
 
 def site_here(*args) -> subprocess.CompletedProcess:
     "`fusion-study site` through the command's own `main`, in this process (its modules are imported once for all the kills below)."
-    import contextlib, io
-    from fusion_study.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): rc = main(['site', *map(str, args)])
-    return subprocess.CompletedProcess(['fusion-study', 'site', *map(str, args)], rc, out.getvalue(), err.getvalue())
+    return cli_here('site', *args)
 
 def _rows(runs) -> dict:
     "sha256 of each run record of configuration tiny."
@@ -252,7 +262,7 @@ def test_a_damaged_run_record_is_dropped_with_a_warning_and_trained_again(tmp_pa
     runs = tmp_path/'runs'; shutil.copytree(clean_runs, runs)
     rec = sorted((runs/'tiny'/'rows').rglob('*.json'))[0]; rec.write_text(rec.read_text()[:25])
     for f in ('results.csv', 'complete.json'): (runs/'tiny'/f).unlink()
-    r = run_cli('run', params, '--runs-dir', runs)
+    r = run_cli('run', _params(tmp_path, TINY_ALONE, 'alone.yaml'), '--runs-dir', runs)
     assert r.returncode == 0, r.stdout + r.stderr
     assert 'damaged' in json.dumps(json.loads((runs/'tiny'/'study.ipynb').read_text()))         # the warning, in the notebook
     assert json.loads((runs/'tiny'/'run.json').read_text())['trained_runs'] == 1
@@ -261,7 +271,8 @@ def test_a_damaged_run_record_is_dropped_with_a_warning_and_trained_again(tmp_pa
 def test_adding_a_seed_trains_only_the_new_runs(tmp_path, clean):
     params, clean_runs, _ = clean
     runs = tmp_path/'runs'; shutil.copytree(clean_runs, runs)
-    more = _params(tmp_path, TINY.replace('seeds: [1, 2], epochs: 1, device: cpu}\n  - {name: noisy', 'seeds: [1, 2, 3], epochs: 1, device: cpu}\n  - {name: noisy'), 'more.yaml')
+    more = _params(tmp_path, TINY_ALONE.replace('seeds: [1, 2], epochs: 1, device: cpu}\n', 'seeds: [1, 2, 3], epochs: 1, device: cpu}\n'), 'more.yaml')
+    assert 'seeds: [1, 2, 3]' in more.read_text()
     r = run_cli('run', more, '--runs-dir', runs)
     assert r.returncode == 0, r.stdout + r.stderr
     info = json.loads((runs/'tiny'/'run.json').read_text())
@@ -278,8 +289,8 @@ def test_a_second_command_on_a_busy_runs_folder_refuses(tmp_path, clean):
         one_sentence(cli('site', '--runs-dir', runs, '--out', tmp_path/'site'), 'is in use')
     assert {k: v for k, v in digest(runs).items() if k != '.lock'} == {k: v for k, v in before.items() if k != '.lock'}
 
-def test_ctrl_c_says_what_is_kept(tmp_path, clean):
-    params, _, _ = clean
+def test_ctrl_c_says_what_is_kept(tmp_path):
+    params = _params(tmp_path, TINY_ALONE, 'alone.yaml')
     runs = tmp_path/'runs'
     p = subprocess.Popen(['fusion-study', 'run', str(params), '--runs-dir', str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'}, start_new_session=True,
@@ -294,7 +305,10 @@ def test_ctrl_c_says_what_is_kept(tmp_path, clean):
         except ProcessLookupError: pass
     assert p.returncode == 130, out + err
     assert 'interrupted; finished runs are kept; run the same command again to resume' in err and 'Traceback' not in err, err
-    assert run_cli('run', params, '--runs-dir', runs).returncode == 0
+    again = run_cli('run', params, '--runs-dir', runs)
+    assert again.returncode == 0, again.stdout + again.stderr
+    info = json.loads((runs/'tiny'/'run.json').read_text())
+    assert info['resumed_runs'] >= 1 and info['trained_runs'] + info['resumed_runs'] == info['runs'], info    # what it kept was resumed
 
 
 # ------------------------------------------------------------------------------------------------ params files that attack or confuse the reader (issue 25)
