@@ -17,7 +17,9 @@ AFTER = {'name': 'after_broken', 'scales': [64], 'seeds': [1, 2], 'inputs': ['br
 def BREAK(runs) -> dict:
     "The environment that makes configuration `broken` of `runs` fail inside its notebook (a RuntimeError after its first run): `core.crash_point`."
     return {'FUSION_STUDY_CRASH_AT': 'row', 'FUSION_STUDY_CRASH_MODE': 'raise', 'FUSION_STUDY_CRASH_DIR': str(Path(runs).resolve()/'broken')}
-VICTIM = {'name': 'victim', 'n_images': 400, 'scales': [512], 'seeds': [1, 2, 3], 'engine': 'loop'}   # killed after its first run (loop: one at a time)
+VICTIM = {'name': 'victim', 'n_images': 400, 'scales': [512], 'seeds': [1, 2, 3], 'methods': ['concat'], 'engine': 'loop'}   # killed after its first run (loop: one at a time)
+JOBS = [c for c in SMOKE['configs'] if c['name'] in ('smoke_aligned', 'degradation')]    # a study and the degradation that reads it, as smoke.yaml has them
+assert [c['name'] for c in JOBS] == ['smoke_aligned', 'degradation'] and JOBS[1]['inputs'] == ['smoke_aligned']
 
 def fs(*args, env=None, timeout=900):
     "The installed `fusion-study` command in its own process group; whatever is left of the group is killed afterwards."
@@ -47,7 +49,7 @@ def one_sentence(r, *words):
     for w in words: assert w in msg, (w, msg)
 
 # ------------------------------------------------------------------------------------------------ mistakes: one sentence, at once, no torch
-@pytest.mark.parametrize('args, section, words', [
+EXECUTOR_MISTAKES = [
     (['--executor', 'slurm', '--slurm-partion', 'gpu'], None, ['unrecognized arguments: --slurm-partion']),
     (['--gpus-per-job', '1'], None, ['--gpus-per-job applies only to --executor subprocess or slurm']),
     (['--executor', 'subprocess', '--slurm-partition', 'gpu'], None, ['--slurm-partition applies only to --executor slurm']),
@@ -59,15 +61,44 @@ def one_sentence(r, *words):
     (['--executor', 'slurm', '--timeout-min', '2'], None, ['--timeout-min must be at least 3 minutes', 'warned 90 s before']),
     (['--executor', 'subprocess', '--mem', '16G'], None, ['--mem applies only to --executor slurm']),
     ([], {'kind': 'slurm', 'mem': 'lots'}, ["'mem'", 'a size such as 16G']),
-])
-def test_executor_mistakes_are_one_sentence_before_anything_starts(tmp_path, args, section, words):
-    params = write(tmp_path/'p.yaml', SMOKE['configs'], **({'executor': section} if section else {}))
-    code = ("import sys, time; t = time.time(); from fusion_study.cli import main; rc = main(sys.argv[1:]); "
-            "assert 'torch' not in sys.modules, 'torch was imported'; print(f'{time.time() - t:.2f}'); sys.exit(rc)")
-    r = subprocess.run([sys.executable, '-c', code, 'run', str(params), '--runs-dir', str(tmp_path/'runs'), *args], capture_output=True, text=True, cwd=ROOT)
+]
+
+MISTAKES_SCRIPT = """
+import contextlib, io, json, sys, time
+t = time.time(); from fusion_study.cli import main; imported = time.time() - t      # the command's import, counted in every case's seconds
+out = []
+for argv in json.loads(open(sys.argv[1]).read()):
+    err, t = io.StringIO(), time.time()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try: rc = main(argv)
+        except SystemExit as e: rc = e.code
+    out.append(dict(rc=rc, stderr=err.getvalue(), seconds=imported + time.time() - t, torch='torch' in sys.modules))
+open(sys.argv[2], 'w').write(json.dumps(out))
+"""
+
+@pytest.fixture(scope='module')
+def executor_mistakes(tmp_path_factory) -> dict:
+    """Every case of `EXECUTOR_MISTAKES` through the command's `main`, one after another in one fresh interpreter (torch not imported before):
+    {case index: (the result as a CompletedProcess, its runs folder, its seconds with the command's import, whether torch was imported by then)}."""
+    d = tmp_path_factory.mktemp('mistakes')
+    argvs = []
+    for i, (args, section, _) in enumerate(EXECUTOR_MISTAKES):
+        params = write(d/f'p{i}.yaml', SMOKE['configs'], **({'executor': section} if section else {}))
+        argvs.append(['run', str(params), '--runs-dir', str(d/f'runs{i}'), *args])
+    (d/'argv.json').write_text(json.dumps(argvs))
+    r = subprocess.run([sys.executable, '-c', MISTAKES_SCRIPT, str(d/'argv.json'), str(d/'out.json')], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return {i: (subprocess.CompletedProcess(argv, o['rc'], '', o['stderr']), d/f'runs{i}', o['seconds'], o['torch'])
+            for i, (argv, o) in enumerate(zip(argvs, json.loads((d/'out.json').read_text())))}
+
+@pytest.mark.parametrize('i', range(len(EXECUTOR_MISTAKES)), ids=[' '.join(a) or json.dumps(s) for a, s, _ in EXECUTOR_MISTAKES])
+def test_executor_mistakes_are_one_sentence_before_anything_starts(executor_mistakes, i):
+    r, runs, seconds, torch_imported = executor_mistakes[i]
+    words = EXECUTOR_MISTAKES[i][2]
+    assert not torch_imported, 'torch was imported'
     if 'unrecognized' in words[0]: assert r.returncode == 2 and words[0] in r.stderr, r.stderr; return       # argparse's own line
     one_sentence(r, *words)
-    assert float(r.stdout) < 5 and not (tmp_path/'runs').exists()
+    assert seconds < 5 and not runs.exists()
 
 def test_slurm_without_slurm_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv('PATH', str(Path(sys.executable).parent))          # python and fusion-study, no sbatch
@@ -81,10 +112,11 @@ def _kill_job(pid:int):
 
 @pytest.fixture(scope='module')
 def local_jobs(tmp_path_factory):
-    """params/smoke.yaml, plus a configuration that fails in its notebook, one that reads it, and one whose job this fixture kills (SIGKILL:
-    a pre-emption, an out-of-memory kill, `scancel`) after its first finished run — each configuration a submitit local job, five at once."""
+    """A study of params/smoke.yaml and the degradation that reads it (`JOBS`: the shared-kernel run `smoke_runs` has them too), plus a
+    configuration that fails in its notebook, one that reads it, and one whose job this fixture kills (SIGKILL: a pre-emption, an out-of-memory
+    kill, `scancel`) after its first finished run — each configuration a submitit local job, two at once (the first stage, of three, in two goes)."""
     d = tmp_path_factory.mktemp('local_jobs')
-    params, runs = write(d/'bad.yaml', [*SMOKE['configs'], BROKEN, AFTER, VICTIM], executor={'kind': 'subprocess', 'max_parallel': 5}), d/'runs'
+    params, runs = write(d/'bad.yaml', [JOBS[0], VICTIM, BROKEN, JOBS[1], AFTER], executor={'kind': 'subprocess', 'max_parallel': 2}), d/'runs'
     start, killed = time.time(), None
     with open(d/'out.txt', 'w') as out, open(d/'err.txt', 'w') as err:
         p = subprocess.Popen(['fusion-study', 'run', str(params), '--runs-dir', str(runs), '--poll', '1'], cwd=ROOT, stdout=out, stderr=err,
@@ -101,13 +133,13 @@ def local_jobs(tmp_path_factory):
     assert killed, r.stdout + r.stderr
     return d, params, runs, r, time.time() - start
 
-def test_the_smoke_params_run_end_to_end_as_local_jobs(local_jobs):
+def test_smoke_configurations_run_end_to_end_as_local_jobs(local_jobs):
     d, params, runs, r, seconds = local_jobs
-    one_sentence(r, f"3 of {len(SMOKE['configs']) + 3} configurations failed", 'broken (RuntimeError: injected failure at row',
+    one_sentence(r, f"3 of {len(JOBS) + 3} configurations failed", 'broken (RuntimeError: injected failure at row',
                  "after_broken (not run: its input 'broken' failed)", 'victim (its job ended without a result')
-    print(f'smoke + 3 as local jobs: {seconds:.0f}s')
+    print(f'{len(JOBS)} of smoke + 3 as local jobs: {seconds:.0f}s')
     records = {p.stem: json.loads(p.read_text()) for p in (runs/'.jobs').glob('*.json')}
-    for c in SMOKE['configs']:
+    for c in JOBS:
         name, rec = c['name'], records[c['name']]
         assert (runs/name/'complete.json').exists() and f"{name}: started as local job {rec['job_id']}" in r.stdout
         job_dir = Path(rec['folder'].replace('%j', rec['job_id']))
@@ -115,34 +147,35 @@ def test_the_smoke_params_run_end_to_end_as_local_jobs(local_jobs):
         assert f'{name}: done in' in (job_dir/f"{rec['job_id']}_0_log.out").read_text()        # … through the runner's unit
         info = json.loads((runs/name/'run.json').read_text())
         assert info['config']['name'] == name and all(len(pd.read_csv(runs/name/f)) for f in info['files'])
-    stage = {n: r.stdout.index(f'{n}: started') for n in ('smoke_aligned', 'smoke_unaligned', 'degradation', 'theory')}
-    assert stage['degradation'] > r.stdout.index('smoke_aligned: done') and stage['theory'] > r.stdout.index('smoke_unaligned: done')   # inputs first
+    stage = {n: r.stdout.index(f'{n}: started') for n in ('smoke_aligned', 'victim', 'broken', 'degradation')}
+    assert stage['degradation'] > r.stdout.index('smoke_aligned: done')                           # inputs first
+    assert stage['broken'] > max(r.stdout.index('smoke_aligned: done'), r.stdout.index('victim: FAILED'))   # max_parallel 2: the third once the first two ended
     assert pd.read_csv(runs/'degradation'/'results.csv').query('noise == 0').config.eq('smoke_aligned').all()   # σ = 0 reused from its input
     assert records['after_broken']['job_id'] is None and not (runs/'after_broken').exists()
     assert list((runs/'victim'/'rows').rglob('*.json')) and not (runs/'victim'/'complete.json').exists()   # its finished runs are kept
     report = json.loads((runs/'report'/'report.ipynb').read_text())                               # rebuilt once, at the end, from everything
-    assert 'report: rebuilt' in r.stdout and r.stdout.index('report: rebuilt') > max(r.stdout.index(f'{n}: done') for n in ('degradation', 'theory'))
+    assert 'report: rebuilt' in r.stdout and r.stdout.index('report: rebuilt') > max(r.stdout.index(f'{n}: done') for n in ('smoke_aligned', 'degradation'))
     assert not [o for c in report['cells'] for o in c.get('outputs', []) if o.get('output_type') == 'error']
-    assert all(n in json.dumps(report) for n in ('smoke_aligned', 'theory', 'broken', 'victim'))
+    assert all(n in json.dumps(report) for n in ('smoke_aligned', 'degradation', 'broken', 'victim'))
 
 def test_status_reads_each_configuration_from_the_runs_folder(local_jobs):
     d, params, runs, _, _ = local_jobs
     r = fs('status', '--runs-dir', runs)
     assert r.returncode == 1, r.stdout + r.stderr                          # a configuration failed
     s = states(r)
-    assert {n: s[n][0] for n in s} == {**{c['name']: 'complete' for c in SMOKE['configs']}, 'broken': 'failed', 'after_broken': 'failed', 'victim': 'failed'}
+    assert {n: s[n][0] for n in s} == {**{c['name']: 'complete' for c in JOBS}, 'broken': 'failed', 'after_broken': 'failed', 'victim': 'failed'}
     assert s['broken'][2].startswith('RuntimeError: injected failure at row')      # its first error line
     assert s['after_broken'][2] == "not run: its input 'broken' failed" and s['broken'][1].isdigit()
     assert s['victim'][2].startswith('its job ended without a result')
-    assert r.stdout.strip().splitlines()[-1] == f"{len(SMOKE['configs'])} complete, 3 failed"
+    assert r.stdout.strip().splitlines()[-1] == f"{len(JOBS)} complete, 3 failed"
 
 def test_a_rerun_runs_only_what_is_not_complete_and_the_killed_job_resumes(local_jobs):
     d, params, runs, _, _ = local_jobs
-    before = {k: v for k, v in digest(runs).items() if k.startswith(tuple(c['name'] + '/' for c in SMOKE['configs'])) and not k.endswith('.lock')}
-    fixed = write(d/'fixed.yaml', [*SMOKE['configs'], BROKEN, VICTIM], executor={'kind': 'subprocess', 'max_parallel': 2})
+    before = {k: v for k, v in digest(runs).items() if k.startswith(tuple(c['name'] + '/' for c in JOBS)) and not k.endswith('.lock')}
+    fixed = write(d/'fixed.yaml', [*JOBS, BROKEN, VICTIM], executor={'kind': 'subprocess', 'max_parallel': 2})
     again = fs('run', fixed, '--runs-dir', runs, '--poll', 1)
     assert again.returncode == 0, again.stdout + again.stderr
-    for c in SMOKE['configs']: assert f"{c['name']}: complete, skipped" in again.stdout and f"{c['name']}: started" not in again.stdout
+    for c in JOBS: assert f"{c['name']}: complete, skipped" in again.stdout and f"{c['name']}: started" not in again.stdout
     assert 'broken: started' in again.stdout and 'victim: started' in again.stdout
     info = json.loads((runs/'victim'/'run.json').read_text())
     assert info['resumed_runs'] >= 1 and info['trained_runs'] + info['resumed_runs'] == info['runs']     # resumed from its finished runs
@@ -240,8 +273,7 @@ def test_one_shared_kernel_gives_the_results_of_a_kernel_per_configuration(local
     _, _, jobs, _, _ = local_jobs
     shared, _ = smoke_runs
     key = ['method', 'scale', 'seed', 'noise', 'rotation']
-    for c in SMOKE['configs']:
-        if c.get('notebook', 'study') not in ('study', 'degradation'): continue
+    for c in JOBS:
         a, b = (pd.read_csv(r/c['name']/'results.csv').sort_values(key).reset_index(drop=True) for r in (shared, jobs))
         pd.testing.assert_frame_equal(a[key + ['accuracy', 'f1', 'precision', 'recall']], b[key + ['accuracy', 'f1', 'precision', 'recall']])
     assert (shared/'kernel.log').exists() and not (shared/'smoke_aligned'/'kernel.log').exists() and (jobs/'smoke_aligned'/'kernel.log').exists()
@@ -249,6 +281,7 @@ def test_one_shared_kernel_gives_the_results_of_a_kernel_per_configuration(local
 # ------------------------------------------------------------------------------------------------ job records after interruptions, against Slurm's own word
 TINY = {'n_images': 60, 'scales': [32], 'seeds': [1], 'epochs': 1, 'device': 'cpu'}
 SLOW = {'n_images': 400, 'scales': [512], 'seeds': [1, 2, 3], 'epochs': 2, 'engine': 'loop'}    # runs one at a time, a few seconds each
+SLOW_ONE = {**SLOW, 'methods': ['concat']}      # three of those runs: one finished before the signal, two left for the job that resumes
 SLURM_WORDS = {'queued': {'PENDING', 'REQUEUED', 'CONFIGURING'}, 'running': {'RUNNING', 'COMPLETING'}, 'complete': {'COMPLETED'}, 'cancelled': {'CANCELLED'},
                'failed': {'FAILED', 'TIMEOUT', 'OUT_OF_MEMORY', 'NODE_FAIL', 'CANCELLED'}}        # failed: CANCELLED when an input failed
 
@@ -313,7 +346,7 @@ def test_slurm_records_after_a_killed_submission_a_resubmission_and_a_failed_rep
 def test_slurm_a_timed_out_job_resubmits_itself_and_resumes_and_a_killed_wait_leaves_its_report(slurm, tmp_path):
     env, _ = slurm
     runs = tmp_path/'runs'
-    params = write(tmp_path/'slow.yaml', [{'name': 'slow', **SLOW}], defaults=TINY)
+    params = write(tmp_path/'slow.yaml', [{'name': 'slow', **SLOW_ONE}], defaults=TINY)
     driver = subprocess.Popen(['fusion-study', 'run', str(params), '--runs-dir', str(runs), '--executor', 'slurm', '--timeout-min', '5', '--wait', '--poll', '1'],
                               cwd=ROOT, env={**env, 'PYTHONUNBUFFERED': '1'}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
