@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_advise.ipynb #a05d1873
 from __future__ import annotations
-import json, math, time, warnings
+import contextlib, json, math, time, warnings
 from pathlib import Path
 
 import altair as alt
@@ -17,7 +17,7 @@ from scipy.optimize import curve_fit, OptimizeWarning
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from .core import FusionStudyError, code_version, min_scale, write_atomic, ADVICE_FILES, advice_source, check_advice_out
+from .core import FusionStudyError, code_version, min_scale, write_atomic, ADVICE_FILES, advice_source, check_advice_out, folder_lock, LOCK_FILE
 from .data import Features, synthetic_features, BACKBONES, token_sets, item_widths
 from .features_file import read_features, file_digest
 from .alignment import measure_alignment, alignment_class, ALIGNED_AUC, UNALIGNED_AUC
@@ -36,7 +36,7 @@ __all__ = ['BUDGETS', 'SMALLEST', 'MIN_SCALES', 'FAMILIES', 'LOGISTIC', 'Z', 'ME
            'advice_scales', 'advice_methods', 'feature_alignment', 'cosine_flops', 'inference_cost', 'fit_curve',
            'held_out', 'best_family', 'predict', 'draws_diff', 'measured_diff', 'sampling_floor', 'decide', 'decide_at',
            'paper_claim', 'backtest_sentence', 'advice_paragraph', 'curves_chart', 'advice_page', 'advice_features',
-           'advise']
+           'advice_lock', 'advise']
 
 # %% ../nbs/13_advise.ipynb #421bb6b0
 BUDGETS = {
@@ -371,9 +371,33 @@ def advice_features(source:str) -> tuple[Features, dict]:
 check_out = check_advice_out
 
 # %% ../nbs/13_advise.ipynb #a861d370
+@contextlib.contextmanager
+def advice_lock(out):
+    """Hold the `--out` folder `out` of `advise` for the whole command (`core.folder_lock`): a second `advise` on it is refused at once, naming
+    the holder, and the check that it holds no advice is made again once it is held (nothing finished meanwhile is overwritten). The lock file
+    goes on the way out, and the folder too when this made it and nothing was written."""
+    out = Path(out); made = not out.exists()
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise FusionStudyError(f"Cannot create --out {out} ({e.strerror}); give a folder you can write to.") from None
+    with contextlib.ExitStack() as stack:
+        try: stack.enter_context(folder_lock(out, 'advise'))
+        except FusionStudyError:
+            try: holder = (out/LOCK_FILE).read_text(encoding='utf-8').splitlines()[0].strip()
+            except (OSError, IndexError): holder = ''
+            raise FusionStudyError(f"--out {out} is in use by {holder or 'another `fusion-study advise`'}; wait for it to finish, or give another --out.") from None
+        try: yield check_out(out)
+        finally:
+            (out/LOCK_FILE).unlink(missing_ok=True)
+            if made and not any(out.iterdir()): out.rmdir()
+
 def advise(features, budget:str='fast', out='advice', progress:bool=True, scales=None, seeds=None, n_boot:int=None, log=print) -> dict:
-    "Measure, train, fit and decide for paired `features` (a file or `synthetic:<backbone>`); write advice.json, advice.html and results.csv to `out`; return the advice."
-    b, out, clock = _budget(budget), check_out(out), {}
+    """Measure, train, fit and decide for paired `features` (a file or `synthetic:<backbone>`); write advice.json, advice.html and results.csv
+    to `out`, held for the whole command (`advice_lock`); return the advice."""
+    with advice_lock(check_out(out)) as held:
+        return _advise(features, budget, held, progress, scales, seeds, n_boot, log)
+
+def _advise(features, budget:str, out:Path, progress:bool, scales, seeds, n_boot:int, log) -> dict:
+    b, clock = _budget(budget), {}
     feats, about = advice_features(features)
     scales = list(scales) if scales is not None else advice_scales(feats.max_pairs, budget)
     if max(scales) > feats.max_pairs: raise FusionStudyError(f"Scale {max(scales)} is more than {about['name']} allows ({feats.max_pairs:,} pairs from its {len(feats.text):,} texts).")

@@ -11,7 +11,7 @@ from .core import (FusionStudyError, RunConfig, ExecutorOptions, SLURM_ONLY, fol
                                REPORT_DIR as REPORT)
 from .params import load_params
 from .execute import notebook_path, run_report, note_terminated
-from .plan import order_by_inputs, check_plan, stages, make_runs_dir, ConfigFailed
+from .plan import order_by_inputs, check_plan, stages, make_runs_dir, runs_lock, ConfigFailed
 from .local import run_one_config, clear_outputs
 from .jobs import (JOBS_DIR, ACTIVE, job_name, job_records, write_job_record, slurm_output, slurm_states, job_state, config_states,
                                wait_for, failure_path)
@@ -218,15 +218,16 @@ def _dry_run(cfgs:list, runs:Path, opts:ExecutorOptions, force:bool, log) -> dic
     return {c.name: 'would run' for c in todo}
 
 def _check_submission(cfgs:list, params, runs:Path, opts:ExecutorOptions, dry_run:bool):
-    "What a submission checks before any job exists: the plan, Slurm's commands and submitit, a busy runs folder, each configuration's preflight."
+    "What a submission checks before it takes the runs folder: the plan, Slurm's commands and submitit."
     slurm = opts.kind == 'slurm'
     check_plan(cfgs, runs, params)
     if slurm and not dry_run and not (shutil.which('sbatch') and shutil.which('srun')):
         raise FusionStudyError(f"--executor slurm needs Slurm's sbatch and srun, and {socket.gethostname()} has neither on PATH; run it on the cluster's login node, or use --executor subprocess.")
     try: import submitit
     except ImportError: raise FusionStudyError(f"--executor {opts.kind} needs submitit; install it with `pip install submitit`.") from None
-    if runs.is_dir() and not dry_run:
-        with folder_lock(runs, 'run'): pass                          # a busy runs folder refuses at once, before the preflight's seconds
+
+def _preflight(cfgs:list, slurm:bool):
+    "Each configuration's preflight, before the first job (under the runs folder's lock, but for a dry run)."
     from fusion_study.study import preflight
     for cfg in cfgs: preflight(dataclasses.replace(cfg, device='cpu') if slurm else cfg); notebook_path(cfg.notebook)   # every one before the first job; a node checks its own device
 
@@ -280,9 +281,10 @@ def submit_params(params, runs_dir='runs', executor:ExecutorOptions=None, force:
     opts, runs, cfgs = executor or ExecutorOptions(kind='slurm'), Path(runs_dir), load_params(params) if cfgs is None else cfgs
     slurm = opts.kind == 'slurm'
     _check_submission(cfgs, params, runs, opts, dry_run)
-    if dry_run: return _dry_run(cfgs, runs, opts, force, log)
-    _prepare_runs_dir(runs, slurm, log)
-    with folder_lock(runs, 'run'):
+    if dry_run: _preflight(cfgs, slurm); return _dry_run(cfgs, runs, opts, force, log)
+    with runs_lock(runs, 'run'):                                  # before the preflight's seconds: a second command is refused at once
+        _preflight(cfgs, slurm)
+        _prepare_runs_dir(runs, slurm, log)
         todo, ids, status = _plan(cfgs, runs, slurm, force, log)
         snap, token = _params_copy(params, runs), uuid.uuid4().hex[:6]
         sub = runs.absolute()/JOBS_DIR/f"{time.strftime('%Y%m%d-%H%M%S')}-{token}"

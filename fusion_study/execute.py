@@ -10,9 +10,10 @@ from pathlib import Path
 from .core import FusionStudyError, project_root, crash_point, write_atomic, REPORT_DIR as REPORT
 
 # %% auto #0
-__all__ = ['CONFIG_HEADING', 'LIBRARY_DIRECTIVES', 'KERNEL_LOG', 'nbs_dir', 'notebook_path', 'cell_directives', 'own_part',
-           'run_view', 'NotebookFailed', 'SharedKernel', 'shared_kernel', 'execute_notebook', 'note_terminated',
-           'run_report', 'read_notebook', 'notebook_unfinished', 'notebook_error']
+__all__ = ['CONFIG_HEADING', 'LIBRARY_DIRECTIVES', 'KERNEL_LOG', 'REPORT_MARK', 'nbs_dir', 'notebook_path', 'cell_directives',
+           'own_part', 'run_view', 'NotebookFailed', 'SharedKernel', 'shared_kernel', 'execute_notebook',
+           'note_terminated', 'mark_report_finished', 'report_unfinished', 'run_report', 'read_notebook',
+           'notebook_unfinished', 'notebook_error']
 
 # %% ../nbs/10a_execute.ipynb #a57c62b1
 def nbs_dir() -> Path:
@@ -162,7 +163,9 @@ def shared_kernel(log_path):
 def execute_notebook(nb:Path, out_nb:Path, parameters:dict, cwd:Path):
     """Execute the `run_view` of notebook `nb` into `out_nb` with papermill — on the command's shared kernel inside `shared_kernel`, else on a
     kernel of its own that logs to `cwd/kernel.log`; a failure of the notebook or its kernel is `NotebookFailed` (our own errors and Ctrl-C pass)."""
-    import nbformat, papermill as pm
+    import errno, nbformat, papermill as pm
+    from .core import DISK_FULL, write_error
+    if Path(out_nb).is_symlink(): Path(out_nb).unlink()     # a link is replaced, never written through (papermill writes to the path it is given)
     kernel = {'km': _shared.ready(Path(cwd).resolve())} if _shared is not None else {'kernel_manager_class': _kernel_manager(Path(cwd).resolve()/KERNEL_LOG)}   # absolute: papermill changes the working folder
     with tempfile.TemporaryDirectory() as tmp:
         view = Path(tmp)/Path(nb).name                     # papermill records its input's path: the source's is put back below
@@ -170,6 +173,8 @@ def execute_notebook(nb:Path, out_nb:Path, parameters:dict, cwd:Path):
         try: pm.execute_notebook(str(view), str(out_nb), kernel_name='python3', parameters=parameters, progress_bar=sys.stderr.isatty(), cwd=str(cwd), **kernel)
         except Exception as e:
             if isinstance(e, FusionStudyError): raise
+            if isinstance(e, OSError) and e.errno in (*DISK_FULL, errno.EROFS):     # the disk, not the notebook: one sentence, no half a notebook
+                Path(out_nb).unlink(missing_ok=True); raise write_error(e, out_nb) from None
             raise NotebookFailed(_failure(e)) from None
         finally:
             if _shared is not None: _shared.done()
@@ -185,7 +190,8 @@ def _record_source(out_nb:Path, nb:Path):
 def _failure(e) -> str:
     "One line for why a notebook did not finish."
     import papermill as pm
-    if isinstance(e, pm.PapermillExecutionError): return f"{e.ename}: {_first_line(e)}"
+    if isinstance(e, pm.PapermillExecutionError):
+        return _first_line(e) if e.ename == 'FusionStudyError' else f"{e.ename}: {_first_line(e)}"      # our own sentence needs no name
     import nbclient.exceptions as nbx
     first = (str(e).strip().splitlines() or [''])[0][:160]
     if isinstance(e, nbx.DeadKernelError) and _terminated: return "its job was stopped (SIGTERM: cancelled, pre-empted or out of time); run it again to resume"
@@ -214,14 +220,39 @@ def _crash_in_report(nb_out:Path):
             time.sleep(0.05)
     threading.Thread(target=watch, daemon=True).start()
 
+REPORT_MARK = 'finished.json'      # in <runs>/report/: written after the report notebook's last cell ran; its notebook's sha256
+
+def _digest(path:Path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+def mark_report_finished(runs_dir):
+    "Record that the report notebook of `runs_dir` ran to its end: its completion mark, naming the notebook's content."
+    out = Path(runs_dir)/REPORT
+    write_atomic(out/REPORT_MARK, json.dumps(dict(notebook=_digest(out/f'{REPORT}.ipynb'), finished=time.time())))
+
+def report_unfinished(runs_dir) -> str|None:
+    """Why the report notebook of `runs_dir` is not a finished report (None: it is): no completion mark — it never ran to its end, whatever
+    stopped it (Ctrl-C leaves every cell `completed` and empty; a kill, cells pending) — or a notebook that changed since the mark."""
+    out = Path(runs_dir)/REPORT
+    try: mark = json.loads((out/REPORT_MARK).read_text(encoding='utf-8'))['notebook']
+    except (OSError, ValueError, KeyError, TypeError):
+        return "the report notebook did not run to its end (no completion mark: the command that ran it was interrupted)"
+    try: same = _digest(out/f'{REPORT}.ipynb') == mark
+    except OSError: return "the report notebook is missing"
+    return None if same else "the report notebook changed after it finished (its completion mark names another notebook)"
+
 def run_report(runs_dir='runs', log=print) -> Path:
-    "Execute the report notebook on `runs_dir` into `<runs_dir>/report/report.ipynb`; return its path."
+    """Execute the report notebook on `runs_dir` into `<runs_dir>/report/report.ipynb`, then write its completion mark (`report_unfinished`:
+    none until its last cell has run); return its path."""
     runs = Path(runs_dir); out = runs/REPORT; out.mkdir(parents=True, exist_ok=True)
     nb_out = out/f'{REPORT}.ipynb'
+    (out/REPORT_MARK).unlink(missing_ok=True)                 # written again only once its last cell has run
     if os.environ.get('FUSION_STUDY_CRASH_AT') == 'report': nb_out.unlink(missing_ok=True); _crash_in_report(nb_out)
     try: execute_notebook(notebook_path(REPORT), nb_out, dict(runs_dir=str(runs.resolve())), out)
     except NotebookFailed as e:
         raise FusionStudyError(f"The report notebook failed ({e}); open {nb_out} to see where, fix it and run `fusion-study site` again.") from None
+    mark_report_finished(runs)
     log(f"report: rebuilt {nb_out} from every configuration in {runs}")
     return nb_out
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from .core import FusionStudyError, write_atomic, REPORT_DIR as REPORT
 from .params import load_params
 from .results import RUN_INFO
-from .execute import read_notebook, notebook_unfinished, notebook_error
+from .execute import read_notebook, notebook_unfinished, notebook_error, report_unfinished
 from .plan import lock_holder, lock_process
 
 # %% auto #0
@@ -150,7 +150,7 @@ def _report_state(rec:dict, slurm:dict, nb:Path) -> tuple[str, str]:
     job, detail = job_state(rec, slurm)
     if job in ACTIVE: return job, detail
     done = read_notebook(nb)
-    why = 'its notebook is missing or damaged' if done is None else notebook_unfinished(done) or notebook_error(done)
+    why = 'its notebook is missing or damaged' if done is None else notebook_unfinished(done) or notebook_error(done) or report_unfinished(nb.parent.parent)
     if why is None and nb.stat().st_mtime > rec.get('submitted', 0): return 'complete', str(nb)
     if job == 'ok': return 'failed', f"{why or 'its notebook is older than its job'}; rebuild it with fusion-study site"
     return job, detail
@@ -244,9 +244,24 @@ def _signal_tree(pid:int, sig):
         try: os.kill(p, sig)
         except (ProcessLookupError, PermissionError): pass
 
+def _stop_command(host:str, pid:int, name:str, log, grace:float=30.0) -> bool:
+    """Stop the `fusion-study run` (process `pid` of `host`) that runs configuration `name` in its own process, without a job: Ctrl-C's SIGINT,
+    so it keeps its finished runs and says so; SIGTERM to it and its kernel if it still runs after `grace` seconds (a background job of a shell
+    ignores SIGINT). On another host it can only be told how: False."""
+    import signal
+    if host != socket.gethostname():
+        log(f"{name}: not cancelled: `fusion-study run` (pid {pid}) runs it on {host}; stop it there (Ctrl-C, or kill -INT {pid})"); return False
+    try: os.kill(int(pid), signal.SIGINT)                         # what Ctrl-C sends: the command says what it kept
+    except ProcessLookupError: pass
+    end = time.time() + grace
+    while _alive(host, pid) and time.time() < end: time.sleep(0.2)
+    if _alive(host, pid): _signal_tree(pid, signal.SIGTERM)
+    log(f"{name}: its `fusion-study run` (pid {pid}) stopped; its finished runs are kept"); return True
+
 def cancel_jobs(runs_dir='runs', names=(), log=print) -> list:
     """Cancel the queued and running jobs of `runs_dir` — of the configurations `names`, or all of them and the report job — with `scancel`
-    (Slurm) or SIGTERM (local jobs); each record says so. Finished runs are kept: running the params file again resumes. Returns the names cancelled."""
+    (Slurm) or SIGTERM (local jobs); each record says so. A configuration a `fusion-study run` of this machine runs in its own process (no job)
+    is stopped by stopping that command (`_stop_command`). Finished runs are kept: running the params file again resumes. Returns the names cancelled."""
     import signal
     runs = Path(runs_dir)
     if not runs.is_dir(): raise FusionStudyError(f"No runs folder {str(runs)!r}; give the --runs-dir the jobs were submitted with.")
@@ -258,6 +273,9 @@ def cancel_jobs(runs_dir='runs', names=(), log=print) -> list:
     done = []
     for s in active:
         rec = recs.get(s['name'], {})
+        if not s['job'] and (who := lock_process(runs/s['name'])) and s['state'] == 'running':    # a `fusion-study run` here runs it: no job
+            if _stop_command(*who, s['name'], log): done.append(s['name'])
+            continue
         if not s['job']: log(f"{s['name']}: not cancelled: it has no job yet ({s['detail']}); stop the command that plans it (pid {rec.get('pid')})"); continue
         if rec.get('kind') == 'slurm': slurm_output(['scancel', str(s['job'])])
         else: _signal_tree(int(s['job']), signal.SIGTERM)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import contextlib, logging, os, shutil, socket, time
 from pathlib import Path
 
-from .core import FusionStudyError, RunConfig, folder_lock, crash_point, LOCK_FILE
+from .core import FusionStudyError, RunConfig, folder_lock, crash_point, LOCK_FILE, no_link, remove_path
 from .params import load_params
 from .execute import notebook_path, execute_notebook, NotebookFailed, shared_kernel, run_report, KERNEL_LOG
-from .plan import order_by_inputs, check_plan, make_runs_dir, ConfigFailed, config_lock
+from .plan import order_by_inputs, check_plan, runs_lock, ConfigFailed, config_lock
 
 # %% auto #0
 __all__ = ['clear_outputs', 'run_one_config', 'run_params']
@@ -19,12 +19,13 @@ __all__ = ['clear_outputs', 'run_one_config', 'run_params']
 def clear_outputs(out:Path, cfg:RunConfig):
     "`--force`: forget what this configuration computed (its completion, record, results and run records), so every run trains again."
     from fusion_study.results import COMPLETE, RUN_INFO, RESULTS, ROWS
-    for f in (COMPLETE, RUN_INFO, RESULTS): (out/f).unlink(missing_ok=True)
-    shutil.rmtree(out/ROWS/cfg.identity(), ignore_errors=True)
+    for f in (COMPLETE, RUN_INFO, RESULTS): (out/f).unlink(missing_ok=True)          # a link goes, never what it points to
+    if (out/ROWS).is_symlink(): (out/ROWS).unlink()
+    remove_path(out/ROWS/cfg.identity())
 
 def _run_one(cfg:RunConfig, runs:Path, force:bool, log) -> tuple[str, str]:
     "Run one configuration unless it is complete (its folder's lock held); return (status, why)."
-    from fusion_study.results import COMPLETE
+    from fusion_study.results import COMPLETE, ROWS
     from fusion_study.runstate import incomplete_reason, mark_complete
     out = runs/cfg.name
     why = incomplete_reason(out, cfg)
@@ -34,6 +35,7 @@ def _run_one(cfg:RunConfig, runs:Path, force:bool, log) -> tuple[str, str]:
     if force: clear_outputs(out, cfg)
     elif not fresh: log(f"{cfg.name}: {why}; running it again (finished runs are reused)")
     out.mkdir(parents=True, exist_ok=True)
+    no_link(out/ROWS, out/ROWS/cfg.identity())                   # its run records are written there: never through a link out of it
     (out/COMPLETE).unlink(missing_ok=True)                       # completion is written last, after everything else
     nb_out, start = out/f'{cfg.notebook}.ipynb', time.time()
     log(f"{cfg.name}: running {nb_out} …")
@@ -50,6 +52,7 @@ def _run_one(cfg:RunConfig, runs:Path, force:bool, log) -> tuple[str, str]:
 
 def _run_config(cfgs:list, name:str, runs:Path, force:bool, log) -> str:
     "Run configuration `name` of `cfgs` under its folder's lock: 'done' or 'skipped', or `ConfigFailed`."
+    no_link(Path(runs)/name)                     # a configuration folder that is a link: nothing is written (or cleared) through it
     with config_lock(runs, name, log):
         status, why = _run_one(next(c for c in cfgs if c.name == name), runs, force, log)
     if status == 'failed': raise ConfigFailed(name, why)
@@ -89,14 +92,12 @@ def run_params(params, runs_dir='runs', force:bool=False, log=print, report:bool
     check_plan(cfgs, runs, params)
     _crash_env(runs)
     logging.getLogger('asyncio').setLevel(logging.CRITICAL)     # a kernel killed by Ctrl-C leaves nbclient a task whose error nobody reads
-    with contextlib.ExitStack() as held:
-        if runs.is_dir(): held.enter_context(folder_lock(runs, 'run'))      # a busy runs folder refuses at once, before anything starts
-        held.enter_context(shared_kernel(runs/KERNEL_LOG))        # the kernel starts and imports the library while this process checks
-        from fusion_study.study import preflight
-        for cfg in cfgs: preflight(cfg)          # fail before any work (and before making the runs folder)
-        if not runs.is_dir(): make_runs_dir(runs); held.enter_context(folder_lock(runs, 'run'))
-        status, errors = _run_in_order(cfgs, runs, force, log)
-        if report: run_report(runs, log)
+    with runs_lock(runs, 'run'):                                  # before the preflight's seconds: a second command is refused at once
+        with shared_kernel(runs/KERNEL_LOG):                      # the kernel starts and imports the library while this process checks
+            from fusion_study.study import preflight
+            for cfg in cfgs: preflight(cfg)                       # fail before any work (a folder this made is removed again)
+            status, errors = _run_in_order(cfgs, runs, force, log)
+            if report: run_report(runs, log)
     if errors:
         raise FusionStudyError(f"{len(errors)} of {len(cfgs)} configurations failed: {'; '.join(errors)}. Finished results are kept; fix the cause and re-run to resume.")
     return status

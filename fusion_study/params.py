@@ -12,7 +12,7 @@ import yaml
 from .core import FusionStudyError, RunConfig, quote, check_executor, check_fields, features_path
 
 # %% auto #0
-__all__ = ['PARAMS_KEYS', 'YAML_MAX_VALUES', 'MAX_NESTING', 'load_params']
+__all__ = ['PARAMS_KEYS', 'YAML_MAX_VALUES', 'MAX_NESTING', 'MAX_PARAMS_BYTES', 'load_params']
 
 # %% ../nbs/00f_params.ipynb #92fd4d8c
 PARAMS_KEYS = {'description', 'defaults', 'configs', 'executor'}
@@ -72,10 +72,14 @@ _Loader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(r'''^(?:
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$''', re.X), list('-+0123456789.'))
 
+MAX_PARAMS_BYTES = 100_000      # a params file is a few configurations (params/default.yaml: 3 KB); reading 1,000 of them takes seconds
+
 def _read_params(path:Path) -> dict:
     "The mapping params file `path` holds, read with `_Loader`; one sentence naming the file when it is missing, not UTF-8, not YAML, too deep or not a mapping."
     if not path.exists(): raise FusionStudyError(f"Params file {str(path)!r} does not exist; pass a path such as params/default.yaml.")
     if not path.is_file(): raise FusionStudyError(f"Params file {str(path)!r} is a folder; pass a YAML file such as params/default.yaml.")
+    if (size := path.stat().st_size) > MAX_PARAMS_BYTES:           # before it is parsed: YAML reads a large file slowly
+        raise FusionStudyError(f"Params file {str(path)!r} is {size / 1000:,.0f} KB, more than a params file's {MAX_PARAMS_BYTES // 1000} KB; pass the right file, or split it into several.")
     try:
         text = path.read_text(encoding='utf-8')
         if _flow_depth(text) > MAX_NESTING: raise RecursionError

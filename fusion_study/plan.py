@@ -12,8 +12,8 @@ from .execute import notebook_path
 from .results import RUN_INFO
 
 # %% auto #0
-__all__ = ['executor_options', 'order_by_inputs', 'stages', 'check_plan', 'make_runs_dir', 'ConfigFailed', 'config_lock',
-           'lock_holder', 'lock_process']
+__all__ = ['executor_options', 'order_by_inputs', 'stages', 'check_plan', 'make_runs_dir', 'runs_lock', 'ConfigFailed',
+           'config_lock', 'lock_holder', 'lock_process']
 
 # %% ../nbs/10b_plan.ipynb #26ee8fb2
 def _check_flag(k:str, v, kind:str):
@@ -55,8 +55,14 @@ def stages(cfgs:list) -> list[list]:
     return [[c for c in cfgs if depth[c.name] == k] for k in range(max(depth.values(), default=-1) + 1)]
 
 # %% ../nbs/10b_plan.ipynb #324d6927
+def _check_synthetic_size(c):
+    "Refuse a synthetic configuration whose largest scale needs more pairs than its scenes give (arithmetic: `data.check_synthetic`'s sentence, without torch)."
+    limit = 2 * c.n_images * c.captions_per_image
+    if c.source == 'synthetic' and max(c.scales) > limit:
+        raise FusionStudyError(f"Scale {max(c.scales)} in configuration {c.name!r} is more than the data allows ({limit} pairs from {c.n_images} images × {c.captions_per_image} captions); lower the scale or raise n_images.")
+
 def check_plan(cfgs:list, runs:Path, params='the params file'):
-    "What can be checked without torch: reserved names, `inputs` that exist (in the file or the runs folder), a usable runs folder."
+    "What can be checked without torch: reserved names, `inputs` that exist (in the file or the runs folder), synthetic sizes, a usable runs folder."
     names = {c.name for c in cfgs}
     for c in cfgs:
         if c.name == REPORT: raise FusionStudyError(f"Configuration name {REPORT!r} in {params} is reserved for the results report; rename the configuration.")
@@ -64,6 +70,7 @@ def check_plan(cfgs:list, runs:Path, params='the params file'):
             if name not in names and not (runs/name/RUN_INFO).exists():
                 raise FusionStudyError(f"Configuration {c.name!r} in {params} reads {name!r} through inputs, but neither {params} nor the runs folder {str(runs)!r} has a configuration of that name; fix the name or add it.")
         notebook_path(c.notebook)
+        _check_synthetic_size(c)
     order_by_inputs(cfgs)
     if runs.exists() and not runs.is_dir(): raise FusionStudyError(f"The runs folder {str(runs)!r} is a file; pass a folder as --runs-dir.")
     near = next(p for p in (runs, *runs.absolute().parents) if p.exists())
@@ -74,6 +81,18 @@ def make_runs_dir(runs:Path):
     "Make the runs folder `runs` (checked by `check_plan`); what the filesystem refuses is one sentence."
     try: runs.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise FusionStudyError(f"Cannot create the runs folder {str(runs)!r} ({e.strerror}); pass a folder you can write to as --runs-dir.") from None
+
+@contextlib.contextmanager
+def runs_lock(runs:Path, what:str='run'):
+    """Hold the lock of the runs folder `runs` — made first if missing — for the whole command, taken right after `check_plan` and before the
+    preflight's seconds, so a second command on the same folder, fresh or not, is refused at once. A folder this command made and left holding
+    only its lock (refused in the preflight) is removed before the lock is released."""
+    runs, made = Path(runs), not Path(runs).exists()
+    make_runs_dir(runs)
+    with folder_lock(runs, what):
+        try: yield runs
+        finally:
+            if made and all(p.name == LOCK_FILE for p in runs.iterdir()): (runs/LOCK_FILE).unlink(missing_ok=True); runs.rmdir()
 
 # %% ../nbs/10b_plan.ipynb #d6385295
 class ConfigFailed(FusionStudyError):

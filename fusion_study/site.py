@@ -59,6 +59,7 @@ def report_stale(runs_dir) -> bool:
     nb = Path(runs_dir)/REPORT_DIR/f'{REPORT_DIR}.ipynb'
     records = [p.stat().st_mtime for p in Path(runs_dir).glob('*/run.json')]
     if not nb.exists() or bool(records and max(records) > nb.stat().st_mtime): return True
+    if report_unfinished(runs_dir): return True                                         # no completion mark: interrupted, whatever the signal
     return (n := read_notebook(nb)) is None or notebook_unfinished(n) is not None      # unreadable or half-run: build it again
 
 # %% ../nbs/11_site.ipynb #a431895c
@@ -73,7 +74,7 @@ def report_view(nb:nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 # %% ../nbs/11_site.ipynb #cdee0ef7
 from .execute import CONFIG_HEADING, LIBRARY_DIRECTIVES, own_part, cell_directives as _directives    # where a configuration's part starts; nbdev's directives
-from .execute import read_notebook, notebook_unfinished, notebook_error     # what papermill left: the runner's words
+from .execute import read_notebook, notebook_unfinished, notebook_error, report_unfinished     # what papermill left: the runner's words
 REPORT_TITLE = 'fusion_study — concat or cross-attention?'
 PAGE_TITLES = {'study': 'Table 1 — {features}', 'degradation': 'Table 2 — noise on {features}',
                'analysis': 'Fig. 4 and Table 3 — {features}', 'theory': 'Table 4 and Fig. 6 — sample complexity from {inputs}'}

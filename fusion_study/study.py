@@ -18,7 +18,7 @@ from .fusion import METHODS, TOKEN_METHODS
 from .data import ATTENTION_WINS, TOKEN_TASK_WORDS
 from .stats import t_interval, paired_interval, holm, chance_state, CHANCE_MARGIN
 from .words import angle, set_label, feature_words, TERMS
-from .display import method_colour, result_table, pm, pts, fmt_count
+from .display import method_colour, result_table, pm, pts, fmt_count, md_text
 from .alignment import alignment_table
 from .results import (paired_differences, usable, is_diverged, INT_COLUMNS, RUN_KEY, ALIGNMENT_CSV, METRICS, RESULT_COLUMNS, RESULTS, RUN_INFO, COMPLETE, ROWS, TABLE1_CSV, PAIRED_TESTS_CSV, ATTENTION_CSV,
                                   record_run, read_results, keep_row, stored_rows, read_record, write_record, read_table, write_table)
@@ -29,7 +29,7 @@ from .runstate import valid_rows, previous_results, mark_complete, incomplete_re
 __all__ = ['CONTROL_BASELINES', 'STUDY_TABLES', 'check_methods', 'preflight', 'run_config', 'summarise', 'table1', 'paired_tests',
            'in_convention', 'level_labels', 'chance_states', 'chance_words', 'attention_tests', 'fig1', 'fig2',
            'feature_set_table', 'feature_set_view', 'alignment_chart', 'alignment_words', 'grid_words',
-           'instrument_words', 'page_terms', 'study_tables', 'run_study']
+           'instrument_words', 'page_terms', 'study_tables', 'run_study', 'check_converged']
 
 # %% ../nbs/05_study.ipynb #f226577d
 def check_methods(cfg:RunConfig, d_v:int, d_t:int, tokens:int=None):
@@ -348,7 +348,7 @@ def instrument_words(cfg:RunConfig) -> str:
     if (undo := ' and '.join(w for w, on in (('the rotation', any(cfg.rotation)), ('the permutation', cfg.permute)) if on)):
         keeps.append(f"{undo} {'are' if ' and ' in undo else 'is'} undone by a linear map, so nothing the text features say is lost")
     if cfg.tokens: moves.append(f"each image given as {cfg.tokens} region tokens")
-    return (f"**What it changes**{'' if cfg.alignment is not None else ', on ' + feature_words(cfg.to_dict())}: {'; '.join(moves)}. **What it keeps**: {'; '.join(keeps)} — "
+    return (f"**What it changes**{'' if cfg.alignment is not None else ', on ' + md_text(feature_words(cfg.to_dict()))}: {'; '.join(moves)}. **What it keeps**: {'; '.join(keeps)} — "
             f"so what moves is the measured alignment, the zero-shot AUC ({TERMS['zero-shot AUC'].definition}).")
 
 def page_terms(cfg:RunConfig, instrument:bool, chance:str='') -> list:
@@ -371,3 +371,12 @@ def run_study(cfg, out_dir, progress:bool=False, warn=print) -> dict:
     results = run_config(cfg, out_dir, progress=progress, tables=study_tables(cfg), warn=warn)
     return dict(results=usable(results), diverged=results[is_diverged(results)], summary=summarise(usable(results)) if len(usable(results)) else pd.DataFrame(), table1=read_table(out_dir, TABLE1_CSV), tests=read_table(out_dir, PAIRED_TESTS_CSV), alignment=read_table(out_dir, ALIGNMENT_CSV),
                 attention=read_table(out_dir, ATTENTION_CSV) if ATTENTION_CSV in study_tables(cfg) else None)
+
+# %% ../nbs/05_study.ipynb #b20c3778
+def check_converged(cfg:RunConfig, diverged:pd.DataFrame):
+    """Refuse to call configuration `cfg` finished when runs of it diverged (`diverged`: their rows): one sentence that says so, which runs,
+    and what to lower — its page would have holes in every table and test, so it is not published."""
+    if not len(diverged): return
+    which = ', '.join(f"{r.method} at {r.scale:,} pairs, seed {r.seed}" for r in diverged.head(3).itertuples()) + ('…' if len(diverged) > 3 else '')
+    raise FusionStudyError(f"Configuration {cfg.name!r} diverged: {len(diverged)} of its {len(config_specs(cfg))} runs ended with a NaN or ∞ "
+                           f"parameter ({which}); lower lr ({cfg.lr:g}) or weight_decay ({cfg.weight_decay:g}) and run it again.")
