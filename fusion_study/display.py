@@ -13,10 +13,25 @@ import pandas as pd
 from .stats import verdict_kind
 
 # %% auto #0
-__all__ = ['NUMBER_LIKE', 'VERDICT_COLOURS', 'VEGALITE_VERSION', 'VEGALITE_MIME', 'VEGALITE_SCHEMA', 'SVG_MAX', 'csv_link',
-           'table_caption', 'fmt_p', 'fmt_count', 'fmt_nstar', 'fmt_number', 'result_table', 'pts', 'pm', 'styled',
-           'html_table', 'method_colour', 'glossary', 'vega_bundle', 'inline_chart_html', 'shared_chart_html',
-           'vegalite_v5', 'chart_bundle', 'use_notebook_charts']
+__all__ = ['MARKDOWN_ENTITIES', 'ASCII_PUNCTUATION', 'NUMBER_LIKE', 'VERDICT_COLOURS', 'VEGALITE_VERSION', 'VEGALITE_MIME',
+           'VEGALITE_SCHEMA', 'SVG_MAX', 'md_text', 'script_json', 'csv_link', 'table_caption', 'fmt_p', 'fmt_count',
+           'fmt_nstar', 'fmt_number', 'result_table', 'pts', 'pm', 'styled', 'html_table', 'method_colour', 'glossary',
+           'vega_bundle', 'inline_chart_html', 'shared_chart_html', 'vegalite_v5', 'chart_bundle',
+           'use_notebook_charts']
+
+# %% ../nbs/00e_display.ipynb #a7cc8e92
+MARKDOWN_ENTITIES = {'<': '&lt;', '>': '&gt;', '&': '&amp;'}
+ASCII_PUNCTUATION = re.compile(r'[!-/:-@\[-`{-~]')
+
+def md_text(s) -> str:
+    """`s` (a user's string: a file or array name, an id, a description, or a label holding one) as Markdown text that shows it as typed:
+    `<`, `>` and `&` as HTML entities, every other ASCII punctuation mark backslash-escaped (no emphasis, link, code, table cell, math,
+    attribute or smart quote), runs of white space one space (a line break in a name starts no heading or list)."""
+    return ASCII_PUNCTUATION.sub(lambda m: MARKDOWN_ENTITIES.get(m.group(), '\\' + m.group()), ' '.join(str(s).split()))
+
+def script_json(value) -> str:
+    "`value` as JSON to put inside a `<script>`: `<`, `>` and `&` as JSON escapes, so no string in it can end the script (`</script>`) or open a comment."
+    return json.dumps(value).replace('<', '\\u003c').replace('>', '\\u003e').replace('&', '\\u0026')
 
 # %% ../nbs/00e_display.ipynb #12d61f33
 def csv_link(name:str) -> str:
@@ -63,8 +78,8 @@ NUMBER_LIKE = re.compile(r'\s*([+\-−]?(\d|\.\d)|—\s*$|p [<=] )')
 
 def result_table(df:pd.DataFrame, names:dict=None, formats:dict=None, caption:str=None, csv:str=None):
     """`df` as a page shows it (a pandas `Styler`): only the columns `names` lists, renamed to its words, in its order (all columns as they are
-    without `names`); each column formatted by `formats` ({column: format string or function}) or else by its type (`fmt_number`, yes/no);
-    no index; columns of numbers right-aligned, text left-aligned; `caption` above, with a link to the results file `csv` the table shows (`table_caption`)."""
+    without `names`); each column formatted by `formats` ({column: format string or function}) or else by its type (`fmt_number`, yes/no),
+    every cell and header HTML-escaped (a name in it shows as typed); no index; columns of numbers right-aligned, text left-aligned; `caption` above, with a link to the results file `csv` the table shows (`table_caption`)."""
     d = df[list(names)].rename(columns=names) if names else df
     formats = {(names or {}).get(k, k): f for k, f in (formats or {}).items()}
     cols, right = {}, []
@@ -78,7 +93,7 @@ def result_table(df:pd.DataFrame, names:dict=None, formats:dict=None, caption:st
     out.columns = d.columns
     last = f'.level{d.columns.nlevels - 1}'                 # the column's own header; a group header above it (colspan) is centred
     styles = [{'selector': f'td.col{i}, th.col_heading{last}.col{i}', 'props': 'text-align: right;'} for i in right]
-    styler = out.style.hide(axis='index').set_table_styles(styles + [{'selector': 'th.col_heading[colspan]', 'props': 'text-align: center; border-bottom: 1px solid #ccc;'}])
+    styler = out.style.format(escape='html').format_index(escape='html', axis=1).hide(axis='index').set_table_styles(styles + [{'selector': 'th.col_heading[colspan]', 'props': 'text-align: center; border-bottom: 1px solid #ccc;'}])
     return styler.set_caption(table_caption(caption, csv)) if caption or csv else styler
 
 # %% ../nbs/00e_display.ipynb #cb57dbd7
@@ -94,8 +109,8 @@ def pm(m, s, scale=1.0) -> str:
 VERDICT_COLOURS = {'reproduced': '#d9f2d9', 'not reproduced': '#f9d6d5', 'inconclusive': '#fff3cd', 'not an empirical claim': '#e8eef7', 'not testable on this data': '#eeeeee', 'not run': '#f3f3f3'}
 
 def styled(df:pd.DataFrame, col:str='verdict', csv:str=None, caption:str=None):
-    "A table with its verdict column coloured, without the index; `caption` and the link to the CSV file `csv` it shows above it."
-    s = df.style.hide(axis='index')
+    "A table with its verdict column coloured, without the index, every cell and header HTML-escaped; `caption` and the link to the CSV file `csv` it shows above it."
+    s = df.style.format(escape='html').format_index(escape='html', axis=1).hide(axis='index')
     if caption or csv: s = s.set_caption(table_caption(caption, csv))
     if col in df: s = s.map(lambda v: f"background-color: {VERDICT_COLOURS.get(verdict_kind(v), 'white')}", subset=[col])
     return s.set_table_attributes('class="report-table dataframe"')
@@ -143,7 +158,7 @@ def vega_bundle() -> str:
 # %% ../nbs/00e_display.ipynb #bef1ef1a
 def _embed_call(div:str, spec:dict) -> str:
     "The vega-embed call that draws `spec` into the element `div`, or says why it could not."
-    return (f"window.vegaEmbed('#{div}', {json.dumps(spec)}, {{actions: false}}).catch(e => "
+    return (f"window.vegaEmbed('#{div}', {script_json(spec)}, {{actions: false}}).catch(e => "
             f"{{document.getElementById('{div}').textContent = 'chart error: ' + e;}});")
 
 def inline_chart_html(spec:dict) -> str:

@@ -14,7 +14,7 @@ from .encoders import seen_flickr
 from .paper import CLAIMS as PAPER
 from .results import RESULTS, ALIGNMENT_CSV, TABLE2_CSV, ATTENTION_CSV, usable
 from .stats import verdict_kind
-from .display import fmt_p
+from .display import fmt_p, md_text                      # a user's words (a file's name) as Markdown text
 from .words import (EVIDENCE, CAPTIONS, IMAGE_TEXT, evidence, is_real, token_level, backbone_kind, feature_label, is_control,
                                 is_clip)
 from .reading import of_kind, paper_studies, read_table, study_gaps, at_paper_scales
@@ -66,7 +66,7 @@ def attention_findings(runs:dict) -> list[str]:
         kind = f"AUC {auc:.2f}" if not math.isnan(auc) else 'widths differ: no zero-shot AUC'
         rows.append(dict(run=f"{name}, θ = {rot:.2f}" if t[t.run == name].rotation.nunique() > 1 else name, method=m, tokens=token_level(r['config']),
                          unaligned=alignment_class(auc) == 'unaligned', won=bool(w.beats_all),
-                         said=f"{name} ({'token-level' if token_level(r['config']) else 'pooled'}, {kind}): {m} − {w.baseline} {w.mean_diff:+.1f} [{w.ci_lo:+.1f}, {w.ci_hi:+.1f}]"))
+                         said=f"{md_text(name)} ({'token-level' if token_level(r['config']) else 'pooled'}, {kind}): {m} − {w.baseline} {w.mean_diff:+.1f} [{w.ci_lo:+.1f}, {w.ci_hi:+.1f}]"))
     d = pd.DataFrame(rows)
     won, tok, unal = set(d.run[d.won]), set(d.run[d.tokens]), set(d.run[d.unaligned])
     if not won: why = 'so neither token structure nor measured alignment gave attention a win here'
@@ -146,7 +146,7 @@ def lead_sentences(studies:list, gaps:dict) -> list[str]:
     out = []
     for r in [r for r in with_gaps if evidence(r['config']) == evidence(with_gaps[0]['config'])][:2] if with_gaps else []:
         g = gaps[r['name']]; top = g.iloc[-1]
-        out.append(f"On {feature_label(r['config'])}, {_lead(g)} from {int(g.scale.min()):,} to {int(g.scale.max()):,} training pairs{_holm(g)}: cross − concat is "
+        out.append(f"On {md_text(feature_label(r['config']))}, {_lead(g)} from {int(g.scale.min()):,} to {int(g.scale.max()):,} training pairs{_holm(g)}: cross − concat is "
                    f"{-top.mean_diff:+.1f} points at {int(top.scale):,} pairs (95% interval {-top.hi:+.1f} to {-top.lo:+.1f}, {int(top.n_seeds)} seeds).")
     return out
 
@@ -185,7 +185,7 @@ def noise_sentences(runs:dict) -> list[str]:
     tr = advantage_trend(t2, usable(read_table(degs[0], RESULTS)))
     onset = chance_words(t2)
     c = degs[0]['config']
-    on = f"{backbone_kind(c)} synthetic features" if not is_real(c) else 'text–text captions' if evidence(c) in CAPTIONS else feature_label(c)
+    on = f"{backbone_kind(c)} synthetic features" if not is_real(c) else 'text–text captions' if evidence(c) in CAPTIONS else md_text(feature_label(c))
     return [f"Under feature noise on {on}, cross − concat moves {' → '.join(f'{-a:+.1f}' for a in t2.advantage)} points (σ = {t2.noise.iloc[0]:g} to {t2.noise.iloc[-1]:g}); "
             f"the paper's \"concatenation's advantage grows monotonically\" is {tr['monotone']}, and {onset} (the paper: at chance from σ = {PAPER['degradation_chance']['sigma']:g})."]
 

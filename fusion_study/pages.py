@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import nbformat
 
-from .display import VEGALITE_MIME, shared_chart_html, vega_bundle
+from .display import VEGALITE_MIME, shared_chart_html, vega_bundle, md_text
 from .words import feature_words
 
 # %% auto #0
@@ -106,10 +106,11 @@ def navbar(pages:list, here:str, items:dict=None) -> str:
             f'<ul class="fusion-right">{"".join(map(li, right))}</ul></nav>')
 
 def quarto_item(item:dict) -> dict:
-    "A navbar item as `_quarto.yml` writes it (for Quarto's staged project): a page by its notebook, a made label with its configuration's name."
-    if 'menu' in item: return {'text': item['text'], 'menu': [quarto_item(l) for l in item['menu']]}
+    """A navbar item as `_quarto.yml` writes it (for Quarto's staged project): a page by its notebook, a made label with its configuration's name;
+    each label as Markdown text (`md_text`: Quarto reads it as Markdown, and a label can hold a file's name), so it shows as the fallback's does."""
+    if 'menu' in item: return {'text': md_text(item['text']), 'menu': [quarto_item(l) for l in item['menu']]}
     name = f" · {_name(item)}" if _name(item) else ''
-    return {'href': item['href'] if EXTERNAL.match(item['href']) else str(Path(item['href']).with_suffix('.ipynb')), 'text': item['text'] + name}
+    return {'href': item['href'] if EXTERNAL.match(item['href']) else str(Path(item['href']).with_suffix('.ipynb')), 'text': md_text(item['text'] + name)}
 
 # %% ../nbs/11a_pages.ipynb #5d3cb628
 TOC_MIN = 4
