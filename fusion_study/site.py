@@ -11,6 +11,7 @@ import nbformat
 
 from .core import FusionStudyError, REPORT_DIR, project_root, folder_lock
 from .words import feature_words, is_instrument, is_control      # a configuration in words; the instrument's and the controls' pages
+from .display import md_text                                     # a heading naming a user's file: Markdown text
 from .pages import (NAV_ORDER, NOT_DONE, PAGE_CSS, SITE_LIBS, VEGA_JS, nav_label, navbar, nav_items, quarto_navbar, quarto_item,   # the page's parts
                                 toc, files_line, under_heading, shared_charts, shared_head, vega_js)
 
@@ -153,7 +154,7 @@ def published(nb:nbformat.NotebookNode, page:dict, runs_dir=None) -> nbformat.No
     else:
         start = own_part(nb)
         cells = nb.cells[start:] if start is not None else [nbformat.v4.new_markdown_cell(CONFIG_HEADING), *report_view(nb).cells]
-        cells[0].source = f"# {page_title(page)}" + cells[0].source.lstrip()[len(CONFIG_HEADING):]
+        cells[0].source = f"# {md_text(page_title(page))}" + cells[0].source.lstrip()[len(CONFIG_HEADING):]
     kept = []
     for c in cells:
         if c.cell_type == 'code':
@@ -240,7 +241,7 @@ def quarto_notebook(nb:nbformat.NotebookNode, problem:str=None, files:str='', he
         title, _, rest = cells[0].source[2:].partition('\n')
         if rest.strip(): cells[0].source = rest.lstrip('\n')
         else: cells.pop(0)
-    front = {'title': title, 'pagetitle': nb.metadata.get('title', title), 'echo': False, 'include-in-header': {'text': f'<style>{PAGE_CSS}</style>{header}'}}
+    front = {'title': title, 'pagetitle': md_text(nb.metadata['title']) if nb.metadata.get('title') else title, 'echo': False, 'include-in-header': {'text': f'<style>{PAGE_CSS}</style>{header}'}}
     top = [nbformat.v4.new_markdown_cell(f'```{{=html}}\n{x}\n```') for x in (problem and banner(problem), files) if x]   # raw HTML: Quarto leaves its links as they are (a link to a notebook would become its page)
     nb.cells = [nbformat.v4.new_raw_cell('---\n' + yaml.safe_dump(front, allow_unicode=True, sort_keys=False, width=10**6) + '---'), *top, *cells]
     return nb
