@@ -4,21 +4,22 @@
 
 # %% ../nbs/00_core.ipynb #2518b84f
 from __future__ import annotations
-import contextlib, contextvars, difflib, hashlib, json, math, os, random, re, reprlib, subprocess, time, typing
+import contextlib, contextvars, difflib, errno, hashlib, json, math, os, random, re, reprlib, stat, subprocess, time, typing
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
 import numpy as np
 
 # %% auto #0
-__all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'MAX_NAME', 'TOKEN_TASKS', 'NEGATIVES', 'RANGES', 'GRID_LISTS', 'METHOD_CLASSES',
-           'ENGINE_NAMES', 'DEVICES', 'ENCODER_FAMILIES', 'ENCODER_FORMS', 'PAIRS_CSV', 'IMAGE_NPY', 'TEXT_NPY',
-           'FORMATS', 'BACKBONES', 'ADVICE_FILES', 'EXECUTORS', 'MIN_TIMEOUT', 'EXECUTOR_RANGES', 'SLURM_ONLY',
-           'JOB_ONLY', 'PER_JOB', 'LOCK_FILE', 'REPORT_DIR', 'CRASH_POINTS', 'COMMAND_CRASH_POINTS', 'FusionStudyError',
-           'Recipe', 'RunConfig', 'check_keys', 'check_fields', 'quote', 'min_scale', 'check_ranges', 'features_path',
-           'check_names', 'advice_source', 'check_advice_out', 'ExecutorOptions', 'check_job', 'check_executor',
-           'seed_everything', 'get_device', 'cache_dir', 'project_root', 'code_version', 'write_atomic', 'file_digest',
-           'folder_lock', 'crash_point']
+__all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'MAX_NAME', 'TOKEN_TASKS', 'NEGATIVES', 'RANGES', 'GRID_LISTS', 'KINDS',
+           'METHOD_CLASSES', 'ENGINE_NAMES', 'DEVICES', 'ENCODER_FAMILIES', 'ENCODER_FORMS', 'PAIRS_CSV', 'IMAGE_NPY',
+           'TEXT_NPY', 'FORMATS', 'BACKBONES', 'ADVICE_FILES', 'EXECUTORS', 'MIN_TIMEOUT', 'EXECUTOR_RANGES',
+           'SLURM_ONLY', 'JOB_ONLY', 'PER_JOB', 'DISK_FULL', 'LOCK_FILE', 'REPORT_DIR', 'CRASH_POINTS',
+           'COMMAND_CRASH_POINTS', 'FusionStudyError', 'Recipe', 'RunConfig', 'check_keys', 'check_fields', 'quote',
+           'min_scale', 'check_ranges', 'file_kind', 'features_path', 'check_names', 'advice_source',
+           'check_advice_out', 'ExecutorOptions', 'check_job', 'check_executor', 'seed_everything', 'get_device',
+           'cache_dir', 'project_root', 'code_version', 'WriteFailed', 'write_error', 'write_atomic', 'file_digest',
+           'own_file', 'no_link', 'remove_path', 'folder_lock', 'crash_point']
 
 # %% ../nbs/00_core.ipynb #61a976dd
 class FusionStudyError(Exception):
@@ -202,6 +203,19 @@ def check_ranges(d:dict, where='configuration'):
     for s in d.get('scales') or []:
         if s < low: raise FusionStudyError(f"Scale {s} in {where} is too small to split with val_frac {d['val_frac']}; use scales of at least {low}.")
 
+# %% ../nbs/00_core.ipynb #58cb39e9
+KINDS = {stat.S_IFDIR: 'a folder', stat.S_IFIFO: 'a FIFO (named pipe)', stat.S_IFCHR: 'a character device',
+         stat.S_IFBLK: 'a block device', stat.S_IFSOCK: 'a socket'}
+
+def file_kind(path) -> str:
+    """What `path` is, following links, without opening it: 'a file' (a regular one), 'missing', 'a link to nothing',
+    or `KINDS`' words ('a FIFO (named pipe)', 'a character device', …): a reader refuses all but 'a file' before it opens one."""
+    try: mode = os.stat(path).st_mode
+    except FileNotFoundError: return 'a link to nothing' if os.path.islink(path) else 'missing'
+    except NotADirectoryError: return 'missing'
+    except OSError as e: return f"unreadable ({e.strerror})"
+    return 'a file' if stat.S_ISREG(mode) else KINDS.get(stat.S_IFMT(mode), 'not a regular file')
+
 # %% ../nbs/00_core.ipynb #c0ffee02
 METHOD_CLASSES = {'concat': 'ConcatFusion', 'cross': 'CrossAttentionFusion', 'cross_tokens': 'CrossAttentionTokens', 'cosine': 'CosineMatch',
                   'cosine_proj': 'CosineProjected', 'match_mlp': 'MatchMLP', 'bilinear': 'Bilinear', 'concat_matched': 'ConcatMatched',
@@ -217,9 +231,12 @@ FORMATS = "a .safetensors or .npz file with arrays image, text and text_owner, o
 def features_path(path) -> Path:
     "The file to read of features file `path` (a folder's `pairs.csv`), checked without reading it: it exists, is of a known kind and can be opened."
     p = Path(path)
-    if not p.exists(): raise FusionStudyError(f"No features file {p}; give {FORMATS}.")
-    if p.is_dir(): p = p/PAIRS_CSV
-    if not p.exists(): raise FusionStudyError(f"Features file {p.parent}: a folder without {PAIRS_CSV}; give {FORMATS}.")
+    if file_kind(p) == 'missing': raise FusionStudyError(f"No features file {p}; give {FORMATS}.")
+    if file_kind(p) == 'a folder': p = p/PAIRS_CSV
+    if file_kind(p) == 'missing': raise FusionStudyError(f"Features file {p.parent}: a folder without {PAIRS_CSV}; give {FORMATS}.")
+    for f in [p] + ([p.parent/IMAGE_NPY, p.parent/TEXT_NPY] if p.name == PAIRS_CSV else []):   # a FIFO would block, a device never end
+        if (kind := file_kind(f)) not in ('a file', 'missing'):
+            raise FusionStudyError(f"Features file {f} is {kind}, not a regular file; give {FORMATS}.")
     if p.suffix.lower() not in ('.safetensors', '.npz', '.csv'):
         raise FusionStudyError(f"Features file {p}: unknown kind {p.suffix.lower() or '(no suffix)'}; give {FORMATS}.")
     try: open(p, 'rb').close()
@@ -343,13 +360,38 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError): return __version__
     return f"{__version__}+g{sha}{'.dirty' if dirty else ''}" if sha else __version__
 
-def write_atomic(path, data):
-    "Write text or bytes to `path` through a temporary file, fsync and a rename: readers (and a later run after a crash) never see half a file."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)      # no space left, a file-size limit (ulimit -f), a quota
+
+class WriteFailed(FusionStudyError, OSError):
+    "A write the disk refused (full, a file-size limit, read-only), in one sentence; still an `OSError` to code that catches those."
+
+def write_error(e:OSError, path, where:str='--runs-dir') -> WriteFailed:
+    "What a failed write of `path` says, in one sentence naming its folder and the fix (`where`: the option that names another folder)."
+    path = Path(path); folder = path.parent
+    if e.errno in DISK_FULL:
+        return WriteFailed(f"No space left on device (or a file-size limit) writing {path}; free space or pass another {where}.")
+    if e.errno == errno.EROFS:
+        return WriteFailed(f"The folder {folder} is on a read-only file system (writing {path.name}); make it writable or pass another {where}.")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return WriteFailed(f"The folder {folder} cannot be written (permission denied, writing {path.name}); make it writable or pass another {where}.")
+    if isinstance(e, WriteFailed): return e
+    return WriteFailed(f"Cannot write {path} ({e.strerror or type(e).__name__}); free space, make {folder} writable or pass another {where}.")
+
+def write_atomic(path, data, where:str='--runs-dir'):
+    """Write text or bytes to `path` through a temporary file, fsync and a rename: readers (and a later run after a crash) never see half a file.
+    A link at `path` is replaced, never written through; a write the disk refuses (full, a file-size limit, read-only) removes the temporary
+    file and is one sentence (`write_error`)."""
+    path = Path(path)
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    with open(tmp, 'wb') as f:
-        f.write(data.encode() if isinstance(data, str) else data); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)                    # a leftover (or a link) of that name: never written through
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), 'wb') as f:
+            f.write(data.encode() if isinstance(data, str) else data); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)                          # renames over a link, not through it
+    except OSError as e:
+        with contextlib.suppress(OSError): tmp.unlink(missing_ok=True)
+        raise write_error(e, path, where) from None
 
 def file_digest(*paths) -> str:
     "SHA-256 (hex) of the bytes of `paths`, one file after another: a file's digest, or a set's (a features folder's three files)."
@@ -359,6 +401,27 @@ def file_digest(*paths) -> str:
             for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
     return h.hexdigest()
 
+# %% ../nbs/00_core.ipynb #a9121531
+def own_file(path) -> bool:
+    "Whether `path` is a regular file that is not a link, in a folder that is not a link: what the site publishes of a run folder."
+    p = Path(path)
+    try: return not p.parent.is_symlink() and stat.S_ISREG(os.lstat(p).st_mode)
+    except OSError: return False
+
+def no_link(*paths, where:str='--runs-dir'):
+    "Refuse, in one sentence, the first of `paths` that is a link: nothing in a runs folder is written through a link out of it."
+    for p in map(Path, paths):
+        if p.is_symlink():
+            raise FusionStudyError(f"{p} is a link (to {os.readlink(p)}), and fusion-study never writes through a link in a runs folder; "
+                                   f"remove the link or pass another {where}.")
+
+def remove_path(path):
+    "Remove a file, a link (never what it points to) or a folder (a real one: `shutil.rmtree` of its files); nothing there is fine."
+    import shutil
+    p = Path(path)
+    if p.is_symlink() or (p.exists() and not p.is_dir()): p.unlink(missing_ok=True)
+    elif p.is_dir(): shutil.rmtree(p)
+
 # %% ../nbs/00_core.ipynb #60013552
 LOCK_FILE = '.lock'
 
@@ -367,7 +430,8 @@ def folder_lock(folder, what:str='run'):
     "Hold an exclusive lock on `folder` (created if missing) for `fusion-study <what>`; refuse with the holder's name when another process has it."
     import fcntl, socket
     folder = Path(folder)
-    f = open(folder/LOCK_FILE, 'a+', encoding='utf-8')
+    try: f = open(folder/LOCK_FILE, 'a+', encoding='utf-8')
+    except OSError as e: raise write_error(e, folder/LOCK_FILE) from None          # read-only, full: one sentence naming the folder
     try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.seek(0); holder = f.readline().strip() or 'another fusion-study command'; f.close()

@@ -37,7 +37,16 @@ def _read_csv_layout(p:Path) -> dict:
     if missing: raise _bad(p, f"{' and '.join(missing)} missing beside it; put image.npy and text.npy in {p.parent}.")
     pairs = pd.read_csv(p)
     if 'text_owner' not in pairs: raise _bad(p, f"no column text_owner (it has {', '.join(map(str, pairs.columns)) or 'none'}); give, for each text row, the row of image.npy it describes.")
+    for f in (IMAGE_NPY, TEXT_NPY):
+        with open(p.parent/f, 'rb') as fh: _check_npy(fh, os.fstat(fh.fileno()).st_size, p.parent/f, f)
     return {'image': np.load(p.parent/IMAGE_NPY, allow_pickle=False), 'text': np.load(p.parent/TEXT_NPY, allow_pickle=False), 'text_owner': pairs.text_owner.to_numpy()}
+
+def _check_npy(f, size:int, path, name:str):
+    "Refuse an .npy (open as `f`, `size` bytes) whose header declares more bytes than follow it: nothing is read, or made, past a file's size."
+    version = np.lib.format.read_magic(f)
+    shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+    need, have = int(np.prod(shape, dtype=object)) * dtype.itemsize, size - f.tell()
+    if need > have: raise _bad(path, f"{name} declares an array of {shape} {dtype} ({need:,} bytes) but holds {max(have, 0):,} bytes; it is cut short or damaged, write it again.")
 
 def read_arrays(path) -> dict:
     "The named arrays of a features file (`FORMATS`), as numpy arrays; a `FusionStudyError` naming the file when it is missing or unreadable."
@@ -50,6 +59,10 @@ def read_arrays(path) -> dict:
         if suffix == '.npz':
             import zipfile
             if not zipfile.is_zipfile(p): raise _bad(p, "is not an .npz archive (an .npz is a zip of .npy arrays); write it with numpy.savez or fusion_study.features_file.save_features.")
+            with zipfile.ZipFile(p) as z:                 # each array's header against its size, before numpy makes it
+                for info in z.infolist():
+                    if info.filename.endswith('.npy'):
+                        with z.open(info) as f: _check_npy(f, info.file_size, p, info.filename)
             with np.load(p, allow_pickle=False) as z: return {k: z[k] for k in z.files}
         if suffix == '.csv': return _read_csv_layout(p)
     except FusionStudyError: raise

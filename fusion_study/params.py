@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from .core import FusionStudyError, RunConfig, quote, check_executor, check_fields, features_path
+from .core import FusionStudyError, RunConfig, quote, check_executor, check_fields, features_path, file_kind
 
 # %% auto #0
 __all__ = ['PARAMS_KEYS', 'YAML_MAX_VALUES', 'MAX_NESTING', 'MAX_PARAMS_BYTES', 'load_params']
@@ -76,8 +76,9 @@ MAX_PARAMS_BYTES = 100_000      # a params file is a few configurations (params/
 
 def _read_params(path:Path) -> dict:
     "The mapping params file `path` holds, read with `_Loader`; one sentence naming the file when it is missing, not UTF-8, not YAML, too deep or not a mapping."
-    if not path.exists(): raise FusionStudyError(f"Params file {str(path)!r} does not exist; pass a path such as params/default.yaml.")
-    if not path.is_file(): raise FusionStudyError(f"Params file {str(path)!r} is a folder; pass a YAML file such as params/default.yaml.")
+    kind = file_kind(path)                         # before it is opened: a FIFO would block, a device never end
+    if kind == 'missing': raise FusionStudyError(f"Params file {str(path)!r} does not exist; pass a path such as params/default.yaml.")
+    if kind != 'a file': raise FusionStudyError(f"Params file {str(path)!r} is {kind}, not a regular file; pass a YAML file such as params/default.yaml.")
     if (size := path.stat().st_size) > MAX_PARAMS_BYTES:           # before it is parsed: YAML reads a large file slowly
         raise FusionStudyError(f"Params file {str(path)!r} is {size / 1000:,.0f} KB, more than a params file's {MAX_PARAMS_BYTES // 1000} KB; pass the right file, or split it into several.")
     try:

@@ -20,7 +20,7 @@ __all__ = ['LIBRARY_CELL', 'REPORT_TITLE', 'PAGE_TITLES', 'DROPPED_TAGS', 'EXTER
            'QUARTO_SITE', 'site_pages', 'project_navbar', 'ensure_report', 'report_stale', 'report_view', 'page_title',
            'tab_title', 'path_names', 'injected_parameters', 'scrub', 'published', 'banner', 'publish_files',
            'write_libs', 'page_problem', 'quarto_notebook', 'quarto_config', 'stage_quarto', 'quarto_render',
-           'check_site_out', 'site_manifest', 'build_site']
+           'data_files', 'check_site_out', 'site_manifest', 'remove_leftovers', 'build_site']
 
 # %% ../nbs/11_site.ipynb #d7f59a97
 def site_pages(runs_dir) -> list[dict]:
@@ -32,11 +32,12 @@ def site_pages(runs_dir) -> list[dict]:
     pages = [dict(kind='report', label='report', name=REPORT_DIR, config=None, nb=p, href=f'runs/{REPORT_DIR}/{p.stem}.html', why=None, done=True)
              for p in sorted((runs_dir/REPORT_DIR).glob('*.ipynb'))]
     for r in collect_runs(runs_dir).values():
+        if r['dir'].is_symlink(): continue                                  # a folder linked in: not the runs folder's own
         kind = r['notebook']
         if kind == 'study' and r['config'] and is_instrument(r['config']): kind = 'alignment'      # the instrument's studies: their own group
         if kind == 'study' and r['config'] and is_control(r['config']): kind = 'controls'         # so are the token-set controls
         for p in r['notebooks'] or [r['dir']/f"{r['notebook']}.ipynb"]:            # a record whose notebook was deleted: a page that says so
-            page = dict(kind=kind, name=r['name'], config=r['config'] or injected_parameters(read_notebook(p) or nbformat.v4.new_notebook()).get('config'),  # a run that stopped early has no run.json
+            page = dict(kind=kind, name=r['name'], config=r['config'] or injected_parameters(_own_notebook(p) or nbformat.v4.new_notebook()).get('config'),  # a run that stopped early has no run.json
                         nb=p, href=f"runs/{r['name']}/{p.stem}.html", why=r['why'], done=bool(r['complete'] and p.exists()))
             pages.append({**page, 'label': nav_label(page) + ('' if page['done'] else NOT_DONE)})
     rank = lambda k: NAV_ORDER.index(k) if k in NAV_ORDER else len(NAV_ORDER)
@@ -61,7 +62,7 @@ def report_stale(runs_dir) -> bool:
     records = [p.stat().st_mtime for p in Path(runs_dir).glob('*/run.json')]
     if not nb.exists() or bool(records and max(records) > nb.stat().st_mtime): return True
     if report_unfinished(runs_dir): return True                                         # no completion mark: interrupted, whatever the signal
-    return (n := read_notebook(nb)) is None or notebook_unfinished(n) is not None      # unreadable or half-run: build it again
+    return (n := _own_notebook(nb)) is None or notebook_unfinished(n) is not None      # unreadable or half-run: build it again
 
 # %% ../nbs/11_site.ipynb #a431895c
 LIBRARY_CELL = ('#| export', '#| default_exp', '#| hide')
@@ -185,7 +186,7 @@ def _html(page:dict, site:Path, libs:dict, nav:str='', problem:str=None, runs_di
     its table of contents; its CSS in the shared files of `libs` ({site path: text}, written once for all pages)."""
     from nbconvert import HTMLExporter
     notebook, data = publish_files(page, site, runs_dir)
-    nb = read_notebook(page['nb'])
+    nb = _own_notebook(page['nb'])
     nb = published(nb, page, runs_dir) if nb is not None else nbformat.v4.new_notebook(metadata=dict(title=page['name']))
     charts = shared_charts(nb)
     body, _ = HTMLExporter(template_name='lab', exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
@@ -199,15 +200,15 @@ def _html(page:dict, site:Path, libs:dict, nav:str='', problem:str=None, runs_di
 
 def publish_files(page:dict, site:Path, runs_dir=None) -> tuple[str|None, list]:
     """Beside `page` in `site`: its executed notebook to download (as executed: every chart its Vega-Lite spec and SVG, `display.chart_bundle`;
-    no absolute path, papermill's record included) and every CSV file of its run folder (not of its subfolders), absolute paths scrubbed the same way.
+    no absolute path, papermill's record included) and every CSV file of its run folder (not of its subfolders; its own regular files, `data_files`), absolute paths scrubbed the same way.
     Returns their names (the notebook's None when it is missing or damaged)."""
     folder, dest = Path(page['nb']).parent, (site/page['href']).parent
     dest.mkdir(parents=True, exist_ok=True)
-    nb = read_notebook(page['nb'])
+    nb = _own_notebook(page['nb'])
     if nb is not None:
         text = json.dumps(nb, ensure_ascii=False, separators=(',', ':'))      # a valid notebook without nbformat's indentation: half the size
         (dest/Path(page['nb']).name).write_text(scrub(text, path_names(runs_dir, nb)), encoding='utf-8')
-    data, names = sorted(p.name for p in folder.glob('*.csv') if p.is_file()), path_names(runs_dir)
+    data, names = data_files(folder), path_names(runs_dir)
     for name in data:
         try: (dest/name).write_text(scrub((folder/name).read_text(encoding='utf-8'), names), encoding='utf-8')
         except UnicodeDecodeError: shutil.copyfile(folder/name, dest/name)      # not text: as it is
@@ -220,9 +221,12 @@ def write_libs(site:Path, libs:dict):
 
 def page_problem(page:dict, runs_dir=None) -> str|None:
     "Why a page does not show a finished result (its notebook's error, or why its configuration is not complete), or None; no absolute path in it."
-    nb = read_notebook(page['nb'])
+    nb = _own_notebook(page['nb'])
     if nb is None:
-        return scrub(f"Its executed notebook {Path(page['nb']).name} is {'damaged (not a readable notebook)' if Path(page['nb']).exists() else 'missing'}; "
+        p = Path(page['nb'])
+        state = ('a link, which the site does not follow' if p.is_symlink() or p.parent.is_symlink()
+                 else 'damaged (not a readable notebook)' if p.exists() else 'missing')
+        return scrub(f"Its executed notebook {p.name} is {state}; "
                      "run its configuration again with `fusion-study run --force` on its params file.", path_names(runs_dir))
     err, why, cut = notebook_error(nb), page['why'], notebook_unfinished(nb)
     if err: text = f"Its notebook stopped with {err}" + (f"; the configuration is not complete ({why})." if why else '.')
@@ -275,8 +279,8 @@ def stage_quarto(pages:list, problems:dict, runs_dir, stage:Path) -> Path:
     for p in pages:
         dest = stage/Path(p['href']).with_suffix('.ipynb')
         dest.parent.mkdir(parents=True, exist_ok=True)
-        nb = read_notebook(p['nb'])
-        files = files_line(Path(p['nb']).name if nb is not None else None, sorted(f.name for f in Path(p['nb']).parent.glob('*.csv') if f.is_file()))
+        nb = _own_notebook(p['nb'])
+        files = files_line(Path(p['nb']).name if nb is not None else None, data_files(Path(p['nb']).parent))
         nb = published(nb, p, runs_dir) if nb is not None else nbformat.v4.new_notebook(metadata=dict(title=p['name']))
         vega = f'<script src="{"../" * p["href"].count("/")}{VEGA_JS}"></script>' if shared_charts(nb) else ''
         nbformat.write(quarto_notebook(nb, problems.get(p['href']), files, vega), dest)
@@ -293,6 +297,18 @@ def quarto_render(quarto:Path, stage:Path, out:Path):
         text = EXTERNAL_SCRIPT.sub('', page.read_text(encoding='utf-8'))
         page.write_text(text.replace(QUARTO_JQUERY_SHIM, ''), encoding='utf-8')
 
+# %% ../nbs/11_site.ipynb #6812d492
+import errno, glob
+from .core import own_file, write_error, DISK_FULL
+
+def _own_notebook(path):
+    "The executed notebook at `path` when it is its run folder's own file (`core.own_file`), else None: nothing is read through a link."
+    return read_notebook(path) if own_file(path) else None
+
+def data_files(folder) -> list[str]:
+    "The CSV files of a run folder the site publishes: its own regular files (`core.own_file`), never a link nor what one points to."
+    return sorted(p.name for p in Path(folder).glob('*.csv') if own_file(p))
+
 # %% ../nbs/11_site.ipynb #8574dee3
 def check_site_out(out, runs_dir) -> Path:
     "Refuse an `--out` that holds anything `fusion-study site` did not make (or the runs folder); return it resolved."
@@ -302,7 +318,7 @@ def check_site_out(out, runs_dir) -> Path:
     if o.exists() and not o.is_dir(): raise FusionStudyError(f"--out {str(out)!r} is a file; pass a folder such as _site.")
     if o.is_dir() and any(o.iterdir()) and not (o/SITE_MARK).exists():
         raise FusionStudyError(f"--out {str(out)!r} already holds files that `fusion-study site` did not make; pass a new or empty folder (or one an earlier site build made).")
-    if (o/SITE_MARK).exists() and (extra := [f for f in _files(o) if f not in site_manifest(o)]):
+    if (o/SITE_MARK).exists() and (extra := [f for f in _files(o) if f not in site_manifest(o)] + _own_folders(o)):
         raise FusionStudyError(f"--out {str(out)!r} is an earlier site, but {', '.join(extra[:3])}{' and more' if len(extra) > 3 else ''} in it "
                                f"{'was' if len(extra) == 1 else 'were'} not written by `fusion-study site`; move {'it' if len(extra) == 1 else 'them'} out (the build replaces the folder) or pass another --out.")
     return o
@@ -311,11 +327,42 @@ def _files(folder:Path) -> list[str]:
     "Every file and link under `folder` but the site's mark, as sorted relative paths."
     return sorted(str(f.relative_to(folder)) for f in folder.rglob('*') if (f.is_file() or f.is_symlink()) and f.name != SITE_MARK)
 
+def _folders(folder:Path) -> list[str]:
+    "Every folder under `folder` (none through a link), as sorted relative paths ending in '/'."
+    return sorted(f"{f.relative_to(folder)}/" for f in folder.rglob('*') if f.is_dir() and not f.is_symlink())
+
+def _own_folders(folder:Path) -> list[str]:
+    """The empty folders (nothing but folders in them) of an earlier site that its build did not make: the user's, named (topmost) so that
+    the build, which replaces the whole folder, refuses rather than deletes them. A mark from before folders were listed: those its files are in."""
+    try: made = set(json.loads((folder/SITE_MARK).read_text())['folders'])
+    except (ValueError, KeyError, TypeError, OSError): made = {f"{p}/" for f in site_manifest(folder) for p in Path(f).parents if str(p) != '.'}
+    files = _files(folder)
+    empty = [d for d in _folders(folder) if d not in made and not any(f.startswith(d) for f in files)]
+    return [d for d in empty if not any(d != e and d.startswith(e) for e in empty)]
+
 def site_manifest(folder:Path) -> set[str]:
     "The files an earlier build wrote into `folder`, from its mark (a mark from before the manifest: its pages, index.html and Quarto's site_libs)."
     try: return set(json.loads((folder/SITE_MARK).read_text())['files'])
     except (ValueError, KeyError, TypeError):
         return {f for f in _files(folder) if f == 'index.html' or f.startswith(('runs/', 'site_libs/')) and f.endswith(('.html', '.css', '.js', '.json', '.svg', '.png', '.woff', '.woff2'))}
+
+def _alive(pid:int) -> bool:
+    "Whether process `pid` runs on this machine."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def remove_leftovers(out:Path) -> list[str]:
+    """Remove what a killed build left beside `out` — `.<name>.new-<pid>`, `.stage-<pid>`, `.old-<pid>` of a process that is gone — and return
+    their names; a live build's are kept. An `.old-` folder with no `out` (killed between the two renames of `_swap_in`) is the previous site: put back."""
+    out, gone = Path(out), []
+    for p in sorted(out.parent.glob(f".{glob.escape(out.name)}.*-*")):
+        m = re.fullmatch(rf"\.{re.escape(out.name)}\.(new|stage|old)-(\d+)", p.name)
+        if not m or p.is_symlink() or not p.is_dir() or int(m[2]) == os.getpid() or _alive(int(m[2])): continue
+        if m[1] == 'old' and not out.exists() and not out.is_symlink() and (p/SITE_MARK).exists(): os.rename(p, out); continue
+        shutil.rmtree(p, ignore_errors=True); gone.append(p.name)
+    return gone
 
 def _swap_in(new:Path, out:Path):
     "Replace `out` (absent, empty, or a site we made) by the finished build `new`."
@@ -336,6 +383,7 @@ def build_site(runs_dir='runs', out='_site', use_quarto=None, log=print) -> tupl
         raise FusionStudyError("--quarto needs Quarto: run `fusion-study install-quarto` (or put `quarto` on PATH), "
                                "or drop --quarto to build the static fallback.")
     with folder_lock(runs_dir, 'site'), contextlib.ExitStack() as held:
+        if (gone := remove_leftovers(out)): log(f"removed {', '.join(gone)} beside {out}: left by a site build that was killed")
         if report_stale(runs_dir):                                # its kernel starts and imports the library while this process does
             from fusion_study.execute import shared_kernel, KERNEL_LOG
             held.enter_context(shared_kernel(runs_dir/KERNEL_LOG))
@@ -364,10 +412,13 @@ def build_site(runs_dir='runs', out='_site', use_quarto=None, log=print) -> tupl
                                           f'<meta http-equiv="refresh" content="0; url={home}">'
                                           f'<a href="{home}">fusion_study results</a>\n', encoding='utf-8')
             (new/SITE_MARK).write_text(json.dumps(dict(made_by='fusion-study site: the next build replaces this folder, and refuses to if it holds a file not listed here',
-                                                       files=_files(new)), indent=1) + '\n')
+                                                       files=_files(new), folders=_folders(new)), indent=1) + '\n')
             _swap_in(new, out)
-        except BaseException:
-            shutil.rmtree(new, ignore_errors=True); raise
+        except BaseException as e:
+            shutil.rmtree(new, ignore_errors=True)                  # nothing half-written is left; the previous site is kept
+            if isinstance(e, OSError) and not isinstance(e, FusionStudyError) and e.errno in (*DISK_FULL, errno.EROFS, errno.EACCES):
+                raise write_error(e, out, '--out') from None        # a full disk, a file-size limit, a read-only folder: one sentence
+            raise
         finally: shutil.rmtree(stage, ignore_errors=True)
     log(f"{how} into {out}")
     return out/'index.html', [f"{href}: {why}" for href, why in problems.items()]
