@@ -157,6 +157,7 @@ def test_result_pages_show_formatted_numbers_and_words(site, smoke_runs):
 def test_published_notebooks_hold_results_only(smoke_runs):
     "What both builders publish (nbconvert's pages, Quarto's staged notebooks): no hidden check, library cell, parameters, stderr or empty cell, no path."
     from fusion_study.site import published, quarto_notebook, site_pages
+    from fusion_study.display import md_text                # the heading as Markdown text
     runs, _ = smoke_runs
     hidden_seen = 0
     for page in site_pages(runs):
@@ -171,9 +172,9 @@ def test_published_notebooks_hold_results_only(smoke_runs):
         text = nbformat.writes(pub)
         assert str(runs.resolve()) not in text and str(ROOT) not in text, page['href']
         if page['kind'] != 'report':
-            assert pub.cells[0].source.startswith(f"# {HEADINGS[page['name']]}") and page['name'] in pub.metadata.title, page['href']
+            assert pub.cells[0].source.startswith(f"# {md_text(HEADINGS[page['name']])}") and page['name'] in pub.metadata.title, page['href']
             front = quarto_notebook(pub).cells[0]
-            assert front.cell_type == 'raw' and f"title: {HEADINGS[page['name']]}" in front.source and 'echo: false' in front.source
+            assert front.cell_type == 'raw' and f"title: {md_text(HEADINGS[page['name']])}" in front.source and 'echo: false' in front.source
     assert hidden_seen, "the smoke notebooks hold no #| hide cell: nothing was tested"
 
 PROBE = """<script>window.addEventListener('load', () => setTimeout(() => {
