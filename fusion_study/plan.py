@@ -8,6 +8,7 @@ import contextlib, dataclasses, json, os
 from pathlib import Path
 
 from .core import FusionStudyError, ExecutorOptions, EXECUTOR_RANGES, SLURM_ONLY, JOB_ONLY, folder_lock, LOCK_FILE, REPORT_DIR as REPORT
+from .core import WriteFailed
 from .execute import notebook_path
 from .results import RUN_INFO
 
@@ -105,6 +106,7 @@ def config_lock(runs:Path, name:str, log=print):
     out = Path(runs)/name; out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         try: stack.enter_context(folder_lock(out, f'run {name}'))
+        except WriteFailed: raise                               # a disk that refuses the lock file: its own sentence
         except FusionStudyError:
             why = f"it is being run by {lock_holder(out) or 'another process'}; wait for that to finish (`fusion-study status`)"
             log(f"{name}: not run here, {why}"); raise ConfigFailed(name, why) from None
