@@ -111,3 +111,35 @@ def test_no_page_file_holds_the_payload_as_markup(hostile_site):
         tag = rf'<(img|svg)\b[^>]*\bon(error|load)\s*=\s*"document\.title=\'{RAN}\''
         assert not re.search(tag, text), page
         assert SCRIPT not in text, page
+
+SEARCH_ITEMS = ("out.textContent = JSON.stringify([...(items || [])].map(a => "
+                "a.getAttribute('href')));")
+SEARCH_SHOWN = ("await new Promise(r => setTimeout(r, 1000)); out.textContent = JSON.stringify({"
+                "title: document.title, shown: [...document.querySelectorAll('.aa-Item')]"
+                ".map(e => e.textContent), handlers: [...document.querySelectorAll('.aa-Panel *')]"
+                ".filter(e => [...e.attributes].some(a => a.name.startsWith('on'))).length});")
+
+@needs_browser
+def test_quarto_search_shows_hostile_names_as_text(hostile_site, tmp_path):
+    "Quarto's search box lists the pages that name the file (search.json holds it decoded) as text."
+    import functools, html, http.server, json, re, shutil, threading
+    from test_quarto_site import SEARCH_PROBE
+    if hostile_site.name != 'site_quarto': pytest.skip('the static fallback has no search box')
+    assert SEARCH_ITEMS in SEARCH_PROBE, 'the search probe of test_quarto_site changed'
+    copy = tmp_path/'site'; shutil.copytree(hostile_site, copy)
+    home = copy/'runs'/'report'/'report.html'
+    head, _, tail = home.read_text(encoding='utf-8').rpartition('</body>')
+    probe = SEARCH_PROBE.replace('WORD', RAN).replace(SEARCH_ITEMS, SEARCH_SHOWN)
+    home.write_text(head + probe + '</body>' + tail, encoding='utf-8')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(copy))
+    handler.log_message = lambda *a: None
+    with http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f'http://127.0.0.1:{server.server_port}/runs/report/report.html'
+        dom, _ = open_page(Path('/'), url=url)
+        server.shutdown()
+    m = re.search(r'<pre id="fusion-probe">(.*?)</pre>', dom, re.S)
+    assert m, "the search probe did not run"
+    found = json.loads(html.unescape(m.group(1)))
+    assert found['title'] != RAN and found['handlers'] == 0, found
+    assert any(f"Table 1 — your features ({A}.npz)" in t for t in found['shown']), found['shown']
