@@ -19,7 +19,7 @@ __all__ = ['RUN_KEYS', 'SLUG', 'MAX_SEED', 'MAX_NAME', 'TOKEN_TASKS', 'NEGATIVES
            'min_scale', 'check_ranges', 'file_kind', 'features_path', 'check_names', 'advice_source',
            'check_advice_out', 'ExecutorOptions', 'check_job', 'check_executor', 'seed_everything', 'get_device',
            'cache_dir', 'project_root', 'code_version', 'WriteFailed', 'write_error', 'write_atomic', 'file_digest',
-           'own_file', 'no_link', 'remove_path', 'folder_lock', 'crash_point']
+           'folder_lock', 'crash_point']
 
 # %% ../nbs/00_core.ipynb #61a976dd
 class FusionStudyError(Exception):
@@ -400,27 +400,6 @@ def file_digest(*paths) -> str:
         with open(p, 'rb') as f:
             for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
     return h.hexdigest()
-
-# %% ../nbs/00_core.ipynb #a9121531
-def own_file(path) -> bool:
-    "Whether `path` is a regular file that is not a link, in a folder that is not a link: what the site publishes of a run folder."
-    p = Path(path)
-    try: return not p.parent.is_symlink() and stat.S_ISREG(os.lstat(p).st_mode)
-    except OSError: return False
-
-def no_link(*paths, where:str='--runs-dir'):
-    "Refuse, in one sentence, the first of `paths` that is a link: nothing in a runs folder is written through a link out of it."
-    for p in map(Path, paths):
-        if p.is_symlink():
-            raise FusionStudyError(f"{p} is a link (to {os.readlink(p)}), and fusion-study never writes through a link in a runs folder; "
-                                   f"remove the link or pass another {where}.")
-
-def remove_path(path):
-    "Remove a file, a link (never what it points to) or a folder (a real one: `shutil.rmtree` of its files); nothing there is fine."
-    import shutil
-    p = Path(path)
-    if p.is_symlink() or (p.exists() and not p.is_dir()): p.unlink(missing_ok=True)
-    elif p.is_dir(): shutil.rmtree(p)
 
 # %% ../nbs/00_core.ipynb #60013552
 LOCK_FILE = '.lock'

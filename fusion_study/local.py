@@ -7,9 +7,10 @@ from __future__ import annotations
 import contextlib, logging, os, shutil, socket, time
 from pathlib import Path
 
-from .core import FusionStudyError, RunConfig, folder_lock, crash_point, LOCK_FILE, no_link, remove_path
+from .core import FusionStudyError, RunConfig, folder_lock, crash_point, LOCK_FILE
 from .params import load_params
 from .execute import notebook_path, execute_notebook, NotebookFailed, shared_kernel, run_report, KERNEL_LOG
+from .plan import no_link, remove_path
 from .plan import order_by_inputs, check_plan, runs_lock, ConfigFailed, config_lock
 
 # %% auto #0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10b_plan.ipynb #7cf6f001
 from __future__ import annotations
-import contextlib, dataclasses, json, os
+import contextlib, dataclasses, json, os, shutil, stat
 from pathlib import Path
 
 from .core import FusionStudyError, ExecutorOptions, EXECUTOR_RANGES, SLURM_ONLY, JOB_ONLY, folder_lock, LOCK_FILE, REPORT_DIR as REPORT
@@ -13,8 +13,8 @@ from .execute import notebook_path
 from .results import RUN_INFO
 
 # %% auto #0
-__all__ = ['executor_options', 'order_by_inputs', 'stages', 'check_plan', 'make_runs_dir', 'runs_lock', 'ConfigFailed',
-           'config_lock', 'lock_holder', 'lock_process']
+__all__ = ['executor_options', 'order_by_inputs', 'stages', 'check_plan', 'make_runs_dir', 'runs_lock', 'own_file', 'no_link',
+           'remove_path', 'ConfigFailed', 'config_lock', 'lock_holder', 'lock_process']
 
 # %% ../nbs/10b_plan.ipynb #26ee8fb2
 def _check_flag(k:str, v, kind:str):
@@ -94,6 +94,26 @@ def runs_lock(runs:Path, what:str='run'):
         try: yield runs
         finally:
             if made and all(p.name == LOCK_FILE for p in runs.iterdir()): (runs/LOCK_FILE).unlink(missing_ok=True); runs.rmdir()
+
+# %% ../nbs/10b_plan.ipynb #494c1fb9
+def own_file(path) -> bool:
+    "Whether `path` is a regular file that is not a link, in a folder that is not a link: what the site publishes of a run folder."
+    p = Path(path)
+    try: return not p.parent.is_symlink() and stat.S_ISREG(os.lstat(p).st_mode)
+    except OSError: return False
+
+def no_link(*paths, where:str='--runs-dir'):
+    "Refuse, in one sentence, the first of `paths` that is a link: nothing in a runs folder is written through a link out of it."
+    for p in map(Path, paths):
+        if p.is_symlink():
+            raise FusionStudyError(f"{p} is a link (to {os.readlink(p)}), and fusion-study never writes through a link in a runs folder; "
+                                   f"remove the link or pass another {where}.")
+
+def remove_path(path):
+    "Remove a file, a link (never what it points to) or a folder (a real one: `shutil.rmtree` of its files); nothing there is fine."
+    p = Path(path)
+    if p.is_symlink() or (p.exists() and not p.is_dir()): p.unlink(missing_ok=True)
+    elif p.is_dir(): shutil.rmtree(p)
 
 # %% ../nbs/10b_plan.ipynb #d6385295
 class ConfigFailed(FusionStudyError):

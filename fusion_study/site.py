@@ -299,14 +299,15 @@ def quarto_render(quarto:Path, stage:Path, out:Path):
 
 # %% ../nbs/11_site.ipynb #6812d492
 import errno, glob
-from .core import own_file, write_error, DISK_FULL
+from .core import write_error, DISK_FULL
+from .plan import own_file
 
 def _own_notebook(path):
-    "The executed notebook at `path` when it is its run folder's own file (`core.own_file`), else None: nothing is read through a link."
+    "The executed notebook at `path` when it is its run folder's own file (`plan.own_file`), else None: nothing is read through a link."
     return read_notebook(path) if own_file(path) else None
 
 def data_files(folder) -> list[str]:
-    "The CSV files of a run folder the site publishes: its own regular files (`core.own_file`), never a link nor what one points to."
+    "The CSV files of a run folder the site publishes: its own regular files (`plan.own_file`), never a link nor what one points to."
     return sorted(p.name for p in Path(folder).glob('*.csv') if own_file(p))
 
 # %% ../nbs/11_site.ipynb #8574dee3

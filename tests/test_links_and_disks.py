@@ -67,7 +67,8 @@ def test_run_force_replaces_links_and_never_writes_through_them(tmp_path):
     assert list((tmp_path/'elsewhere').iterdir()) == []
 
 def test_remove_path_never_deletes_what_a_link_points_to(tmp_path):
-    from fusion_study.core import remove_path, write_atomic
+    from fusion_study.core import write_atomic
+    from fusion_study.plan import remove_path
     (tmp_path/'theirs').mkdir(); (tmp_path/'theirs'/'f').write_text('x'); (tmp_path/'link').symlink_to(tmp_path/'theirs')
     remove_path(tmp_path/'link'); assert (tmp_path/'theirs'/'f').exists() and not (tmp_path/'link').is_symlink()
     (tmp_path/'target.txt').write_text('theirs'); (tmp_path/'out.txt').symlink_to(tmp_path/'target.txt')
