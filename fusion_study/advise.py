@@ -31,31 +31,63 @@ from .stats import paired_interval, seed_bootstrap
 from .words import METHODS, method_words
 
 # %% auto #0
-__all__ = ['BUDGETS', 'SMALLEST', 'MIN_SCALES', 'FAMILIES', 'LOGISTIC', 'Z', 'MEASURED', 'EXTRAPOLATED', 'FAILED', 'BASES',
-           'NEAR', 'PAGE_STYLE', 'ALIGNMENT_ROWS', 'ADVICE_JSON', 'ADVICE_HTML', 'ADVICE_RESULTS', 'check_out',
-           'advice_scales', 'advice_methods', 'feature_alignment', 'cosine_flops', 'inference_cost', 'fit_curve',
-           'held_out', 'best_family', 'predict', 'draws_diff', 'measured_diff', 'sampling_floor', 'decide', 'decide_at',
-           'paper_claim', 'backtest_sentence', 'advice_paragraph', 'curves_chart', 'advice_page', 'advice_features',
-           'advice_lock', 'advise']
+__all__ = ['BUDGETS', 'SMALLEST', 'MIN_SCALES', 'VAL_FRAC', 'FAMILIES', 'THEORY', 'LOGISTIC', 'CHANCE', 'Z', 'POOL', 'MEASURED',
+           'EXTRAPOLATED', 'FAILED', 'BASES', 'NEAR', 'PAGE_STYLE', 'ALIGNMENT_ROWS', 'ADVICE_JSON', 'ADVICE_HTML',
+           'ADVICE_RESULTS', 'check_out', 'advice_scales', 'split_sizes', 'sizes_words', 'advice_target',
+           'advice_methods', 'feature_alignment', 'cosine_flops', 'inference_cost', 'fit_curve', 'fit_variance',
+           'combined_curve', 'backtest_plan', 'fitted_rows', 'predict_from', 'held_out', 'best_family',
+           'passing_families', 'predict', 'draws_diff', 'measured_diff', 'sampling_floor', 'decide', 'decide_at',
+           'paper_claim', 'backtest_shown', 'backtest_sentence', 'advice_paragraph', 'curves_chart', 'advice_page',
+           'advice_features', 'advice_lock', 'advise']
 
 # %% ../nbs/13_advise.ipynb #421bb6b0
 BUDGETS = {
-    'fast': dict(seeds=(42, 123, 456), n_scales=5, largest=8192, n_boot=200, methods=('cosine', 'concat', 'cross', 'match_mlp', 'bilinear'), tokens=('attend',)),
-    'full': dict(seeds=(42, 123, 456, 789, 1011), n_scales=6, largest=32768, n_boot=1000,
+    'fast': dict(seeds=(42, 123, 456), n_scales=6, largest=8192, n_boot=200, methods=('cosine', 'concat', 'cross', 'match_mlp', 'bilinear'), tokens=('attend',)),
+    'full': dict(seeds=(42, 123, 456, 789, 1011), n_scales=8, largest=32768, n_boot=1000,
                  methods=('cosine', 'concat', 'cross', 'match_mlp', 'bilinear', 'concat_matched', 'gated'), tokens=('attend', 'xattn')),
 }
 SMALLEST = 256                 # the smallest scale trained: below it 20% validation pairs (51) make accuracies too coarse to fit
 MIN_SCALES = 3                 # a learning curve needs three sizes at least
+VAL_FRAC = 0.2                 # advise's split: a fifth of every size's pairs validate, on items of their own (`data.split_pairs`, by item)
 
 def advice_scales(max_pairs:int, budget:str='fast') -> list[int]:
-    "Scales doubling up to min(the budget's largest, the data's `max_pairs`), at most the budget's count, none below `SMALLEST`."
+    """Scales doubling up to min(the budget's largest, `max_pairs` — the most pairs advise's split can build, `advice_target`), at most the budget's
+    count, none below `SMALLEST`. Six for `fast` (256 to 8,192), eight for `full` (256 to 32,768): three sizes at or below an eighth of the largest,
+    which the out-of-sample backtest (`backtest_plan`) needs to choose a curve family of three parameters."""
     b = _budget(budget)
     top = min(b['largest'], max_pairs - max_pairs % 2)
     scales = sorted({2 * round(top / 2**k / 2) for k in range(b['n_scales'])})
-    scales = [s for s in scales if s >= max(SMALLEST, min_scale(0.2))]
+    scales = [s for s in scales if s >= max(SMALLEST, min_scale(VAL_FRAC))]
     if len(scales) < MIN_SCALES:
-        raise FusionStudyError(f"The features make at most {max_pairs:,} pairs (two per text), fewer than the {SMALLEST * 2**(MIN_SCALES - 1):,} that {MIN_SCALES} learning-curve scales from {SMALLEST} need; give more texts.")
+        raise FusionStudyError(f"The features make at most {max_pairs:,} pairs (two per text, split by item), fewer than the {SMALLEST * 2**(MIN_SCALES - 1):,} that {MIN_SCALES} learning-curve scales from {SMALLEST} need; give more texts.")
     return scales
+
+def split_sizes(n:int, val_frac:float=VAL_FRAC) -> tuple[int, int]:
+    "(training, validation) pairs of a size of `n` pairs, as `data.split_pairs` splits it."
+    n_val = 2 * round(n * val_frac / 2)
+    return n - n_val, n_val
+
+def sizes_words(n:int) -> str:
+    "A size in words: '26,214 training + 6,554 validation pairs'."
+    tr, va = split_sizes(n)
+    return f"{tr:,} training + {va:,} validation pairs"
+
+def advice_target(feats:Features, seeds, val_frac:float=VAL_FRAC) -> int:
+    """The user's size: the most pairs (even, at most `feats.max_pairs` = 2 × texts) that advise's own split — by item, as `data.split_pairs` makes it
+    for each of `seeds`, or by the features' fixed `val_images` — can build: each side needs one text of its items per pair of each label."""
+    ci = torch.as_tensor(feats.caption_image)
+    imgs = torch.unique(ci)
+    if feats.val_images is not None: val_sets = [torch.as_tensor(feats.val_images)]
+    else:
+        k = max(2, round(len(imgs) * val_frac))
+        val_sets = [imgs[torch.randperm(len(imgs), generator=torch.Generator().manual_seed(s + 1))][:k] for s in seeds]   # split_pairs's permutation
+    n = np.arange(feats.max_pairs - feats.max_pairs % 2, 0, -2)
+    n_val = 2 * np.round(n * val_frac / 2)
+    ok = np.ones(len(n), bool)
+    for v in val_sets:
+        c_val = int(torch.isin(ci, v).sum()); c_train = len(ci) - c_val
+        ok &= (n_val // 2 <= c_val) & ((n - n_val) // 2 <= c_train)
+    return int(n[ok][0]) if ok.any() else 0
 
 def _budget(budget:str) -> dict:
     if budget not in BUDGETS: raise FusionStudyError(f"Unknown budget {budget!r}; use one of {', '.join(BUDGETS)}.")
@@ -88,39 +120,99 @@ def inference_cost(method:str, dims, methods:dict=None) -> dict:
 
 # %% ../nbs/13_advise.ipynb #4a30d815
 FAMILIES = {'B + V/N': 2, 'B + V/N^α': 3, 'logistic in log N': 3}        # name: parameters
-LOGISTIC = 'logistic in log N'
+THEORY, LOGISTIC = 'B + V/N', 'logistic in log N'
+CHANCE = 0.5                                   # a method's accuracy on balanced pairs by guessing: no prediction goes below it
+_TOL = 1.01                                    # "at or below L/8": scales are rounded to even numbers
 
-def fit_curve(n, acc, family:str='B + V/N'):
-    "The fitted accuracy curve of `family` (one of `FAMILIES`) as a function of N, from accuracies `acc` at sizes `n` (NaNs dropped; B + V/N if a fit fails)."
+def fit_curve(n, acc, family:str='B + V/N', var=None):
+    """The fitted accuracy curve of `family` (one of `FAMILIES`) as a function of N, from accuracies `acc` at sizes `n` (NaNs dropped; B + V/N if a
+    fit fails); weighted by 1/`var` (each accuracy's variance, `fit_variance`) when given, so that 52 validation pairs at 256 do not bend the curve
+    that 1,638 at 8,192 pin down."""
+    sd = None if var is None else np.sqrt(np.broadcast_to(np.asarray(var, float), np.shape(acc))).ravel()
     n, acc = np.asarray(n, float).ravel(), np.asarray(acc, float).ravel()
-    n, acc = n[np.isfinite(acc)], acc[np.isfinite(acc)]
+    ok = np.isfinite(acc) if sd is None else np.isfinite(acc) & np.isfinite(sd) & (sd > 0)
+    n, acc, sd = n[ok], acc[ok], None if sd is None else sd[ok]
     B, V = fit_risk(n, 1 - acc)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', OptimizeWarning)             # a covariance it cannot estimate: the point fit stands
         try:
+            if family == THEORY and sd is not None:
+                (B, V), _ = curve_fit(lambda x, B, V: B + V / x, n, 1 - acc, p0=(min(max(B, 1e-6), 1), max(V, 1e-3)), sigma=sd, bounds=([0, 0], [1, np.inf]))
             if family == 'B + V/N^α':
-                (B, V, a), _ = curve_fit(lambda x, B, V, a: B + V * x ** -a, n, 1 - acc, p0=(min(max(B, 1e-6), 1), max(V, 1e-3), 1.0), bounds=([0, 0, 0.05], [1, np.inf, 3]), maxfev=5000)
+                (B, V, a), _ = curve_fit(lambda x, B, V, a: B + V * x ** -a, n, 1 - acc, p0=(min(max(B, 1e-6), 1), max(V, 1e-3), 1.0), sigma=sd,
+                                         bounds=([0, 0, 0.05], [1, np.inf, 3]), maxfev=5000)
                 return lambda x: 1 - (B + V * np.asarray(x, float) ** -a)
             if family == LOGISTIC:
                 lx = np.log(n)
                 (top, k, m), _ = curve_fit(lambda x, top, k, m: 0.5 + (top - 0.5) / (1 + np.exp(-k * (x - m))), lx, acc, p0=(min(max(acc.max(), 0.51), 1), 1.0, np.median(lx)),
-                                           bounds=([0.5, 0.05, lx.min() - 8], [1, 10, lx.max() + 8]), maxfev=5000)
+                                           sigma=sd, bounds=([0.5, 0.05, lx.min() - 8], [1, 10, lx.max() + 8]), maxfev=5000)
                 return lambda x: 0.5 + (top - 0.5) / (1 + np.exp(-k * (np.log(np.asarray(x, float)) - m)))
         except (RuntimeError, ValueError): pass
     return lambda x: 1 - (B + V / np.asarray(x, float))
 
-def held_out(n, acc) -> dict:
-    "Per family: the accuracy predicted at the largest size by the curve fitted on the others, minus the mean measured there (`n`, `acc`: sizes × seeds)."
+def fit_variance(acc, val_var) -> np.ndarray:
+    """Each accuracy's variance for a weighted fit (sizes × seeds, like `acc`): at each size the larger of the seeds' spread and the validation pairs'
+    sampling variance acc(1 − acc)/n_val (`val_var`), so a size measured on few validation pairs weighs little."""
+    acc, val_var = np.asarray(acc, float), np.asarray(val_var, float)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)              # a size with one seed or none
+        spread = np.nanvar(acc, axis=1, ddof=1) if acc.shape[1] > 1 else np.zeros(len(acc))
+        v = np.fmax(np.nan_to_num(spread), np.nan_to_num(np.nanmean(val_var, axis=1)))
+    v = np.where(v > 0, v, np.nanmax(np.r_[v, 1e-6]))                # no weight of infinity
+    return np.broadcast_to(v[:, None], acc.shape)
+
+def combined_curve(n, acc, families, var=None) -> callable:
+    "The mean of the curves of `families` fitted to accuracies `acc` at sizes `n` (weights 1/`var`): the point prediction when several families pass."
+    fits = [fit_curve(n, acc, f, var) for f in families]
+    return lambda x: np.mean([f(x) for f in fits], axis=0)
+
+def backtest_plan(scales) -> dict:
+    """Where the out-of-sample backtests fit and read, for measured `scales` (L the largest), as {step: (fit on the sizes up to, read at)}:
+    `'choose'` picks the curve family — fitted up to L/8, read at L/4 (the largest size at or below it) —; `4` tests the chosen family fitted up to
+    L/4 and read at L, as far out as advise extrapolates (`fast`: 8,192 to 32,768); `2` fitted up to L/2, read at L."""
+    s = np.sort(np.asarray(scales, float)); L = s[-1]
+    at = s[s <= L / 4 * _TOL]
+    return {'choose': ((at[-1] / 2, at[-1]) if len(at) else (np.nan, np.nan)), 4: (L / 4, L), 2: (L / 2, L)}
+
+def fitted_rows(n, acc, upto:float) -> np.ndarray:
+    "The sizes (rows of `n`, `acc`: sizes × seeds) at or below `upto` pairs that hold a measured accuracy."
     n, acc = np.asarray(n, float), np.asarray(acc, float)
-    return {f: float(fit_curve(n[:-1], acc[:-1], f)(n[-1, 0]) - np.nanmean(acc[-1])) for f in FAMILIES}
+    return (n[:, 0] <= upto * _TOL) & np.isfinite(acc).any(1)
+
+def predict_from(n, acc, family:str, upto:float, at:float, var=None) -> float:
+    "The accuracy at `at` pairs of `family`'s curve fitted on the sizes up to `upto`; NaN when they are fewer than its parameters or `at` was not measured."
+    n, acc = np.asarray(n, float), np.asarray(acc, float)
+    rows = fitted_rows(n, acc, upto)
+    if rows.sum() < FAMILIES[family] or not np.isclose(n[:, 0], at).any() or at <= upto * _TOL: return math.nan
+    return float(fit_curve(n[rows], acc[rows], family, None if var is None else np.asarray(var)[rows])(at))
+
+def held_out(n, acc, upto:float=None, at:float=None, var=None) -> dict:
+    """Per family: the accuracy at `at` pairs predicted by its curve fitted on the sizes up to `upto`, minus the mean measured at `at` (`n`, `acc`:
+    sizes × seeds; weights 1/`var`); NaN for a family with more parameters than sizes to fit. Default: the family choice of `backtest_plan` (up to L/8, read at L/4)."""
+    n, acc = np.asarray(n, float), np.asarray(acc, float)
+    if upto is None: upto, at = backtest_plan(n[:, 0])['choose']
+    if not np.isfinite(at): return {f: math.nan for f in FAMILIES}
+    meas = np.nanmean(acc[np.isclose(n[:, 0], at)])
+    return {f: predict_from(n, acc, f, upto, at, var) - meas for f in FAMILIES}
 
 def best_family(n, acc, h:dict=None) -> str:
-    "The family whose held-out miss (`held_out`, or `h` when given) is smallest (fewer parameters on a tie)."
+    "The family whose held-out miss (`held_out`, or `h` when given) is smallest (fewer parameters on a tie); B + V/N, the theory's, when none could be fitted."
     h = held_out(n, acc) if h is None else h
-    return min(FAMILIES, key=lambda f: (round(abs(h[f]), 6), FAMILIES[f]))
+    fitted = [f for f in FAMILIES if np.isfinite(h[f])]
+    return min(fitted, key=lambda f: (round(abs(h[f]), 6), FAMILIES[f])) if fitted else THEORY
+
+def passing_families(h:dict, tol:float=0.0) -> list[str]:
+    """The curve families combined for a method, from their held-out misses `h` (`held_out`): every fitted family whose miss is at most twice the best
+    family's, or within `tol` (Z × the measured mean's error at the held-out size: misses the measurement cannot tell apart all pass); best first.
+    B + V/N alone when none could be fitted."""
+    fitted = {f: abs(v) for f, v in h.items() if np.isfinite(v)}
+    if not fitted: return [THEORY]
+    best = min(fitted.values())
+    return sorted((f for f, v in fitted.items() if v <= max(2 * best, tol)), key=lambda f: (round(fitted[f], 6), FAMILIES[f]))
 
 # %% ../nbs/13_advise.ipynb #364044fe
 Z = 1.959964                                   # the normal quantile of a 95% interval
+POOL = 6                                       # each bootstrap draw holds 6 values, a passing family's share each (1, 2 or 3 families: equal weights)
 
 def _grid(results:pd.DataFrame):
     "(scales, seeds, methods, {method: accuracy, scales × seeds}, {method: each run's validation sampling variance, scales × seeds})."
@@ -132,33 +224,69 @@ def _grid(results:pd.DataFrame):
     S = {m: piv(m, r.accuracy * (1 - r.accuracy) / r.n_val) for m in methods}
     return scales, seeds, methods, A, S
 
-def predict(results:pd.DataFrame, n_target:int, n_boot:int=200, seed:int=0, level:float=0.95, progress:bool=False) -> tuple[pd.DataFrame, dict]:
-    """Each method's expected accuracy at `n_target` pairs from its learning curve (`best_family`), never below the accuracy measured at the largest size,
-    with a seed-bootstrap interval; beside it what was measured at the largest size (mean, and a 95% interval over seeds and validation pairs) and the backtest.
-    Also the bootstrap draws ({method: array}, shared resamples across methods, so differences are paired)."""
+def _mean_se(acc, var) -> float:
+    "The error of the mean of one size's accuracies `acc` over seeds: their spread, or the validation pairs' sampling variance `var` where larger."
+    ok = np.isfinite(acc); acc, var = acc[ok], var[ok]
+    if not len(acc): return math.nan
+    v = np.nanmean(var) if np.isfinite(var).any() else 0.0
+    return math.sqrt(max(acc.var(ddof=1) if len(acc) > 1 else 0.0, v) / len(acc))
+
+def predict(results:pd.DataFrame, n_target:int, n_boot:int=200, seed:int=0, level:float=0.95, progress:bool=False,
+            families:dict=None) -> tuple[pd.DataFrame, dict]:
+    """Each method's expected accuracy at `n_target` pairs, from the learning-curve families that pass the family choice (`backtest_plan`,
+    `passing_families`): the mean of their curves (fits weighted by `fit_variance`), never below the accuracy measured at the largest size, never below chance (0.5) nor above 1.
+    Its interval is the quantiles of the pooled bootstrap draws of every passing family (equal weights); each draw redraws the seeds at every size
+    (the same for every method, so differences are paired) and each run's validation pairs (normal, variance acc(1 − acc)/n_val), so it covers
+    the curve's family, the seeds and the validation pairs. The floor applies to the point only.
+    Beside it what was measured at the largest size L (mean, and a 95% interval over seeds and validation pairs) and the out-of-sample backtest of the
+    chosen family (the best of the choice): fitted up to L/4 it predicts L (`backtest`, 4×; 2× when the sizes up to L/4 are too few), with the
+    interval `backtest_lo`–`backtest_hi` = prediction ± Z·√(bootstrap variance + the measured mean's variance); `backtest_ok` when the measured
+    mean lies in it. `miss_4x`, `miss_2x`: predicted − measured at L, fitted up to L/4 and L/2.
+    Also the draws ({method: array}, the same resamples across methods). `families` ({method: [family, …]}, best first) overrides the choice."""
     scales, seeds, methods, A, S = _grid(results)
     Ns = np.broadcast_to(scales[:, None].astype(float), A[methods[0]].shape)
-    held = {m: held_out(Ns, A[m]) for m in methods}
-    fam = {m: best_family(Ns, A[m], held[m]) for m in methods}
+    plan, L = backtest_plan(scales), float(scales[-1])
+    at = np.isclose(scales, plan['choose'][1])
+    W = {m: fit_variance(A[m], S[m]) for m in methods}                      # the weights of every fit, resamples too
+    held = {m: held_out(Ns, A[m], *plan['choose'], W[m]) for m in methods}
+    fams = {m: passing_families(held[m], Z * _mean_se(A[m][at][0], S[m][at][0]) if at.any() else 0.0) for m in methods}
+    fams.update(families or {})
+    fam = {m: fams[m][0] for m in methods}                                   # the chosen family: the best of the choice
+    factor = {m: next((k for k in (4, 2) if np.isfinite(predict_from(Ns, A[m], fam[m], plan[k][0], L, W[m]))), None) for m in methods}
     rng, a = np.random.default_rng(seed), (1 - level) / 2
-    n_back = min(n_boot, 100)                                              # the backtest's interval needs fewer resamples
-    boot = seed_bootstrap({m: A[m] for m in methods}, lambda m, E, b: (max(fit_curve(Ns, E, fam[m])(n_target), np.nanmean(E[-1])),   # monotone: not below the largest measured
-                                                                   fit_curve(Ns[:-1], E[:-1], fam[m])(scales[-1]) if b < n_back else np.nan),
-                          n_boot, rng, wrap=lambda r: tqdm(r, desc='fitting learning curves', disable=not progress))
-    draws, back = {m: d[:, 0] for m, d in boot.items()}, {m: d[:n_back, 1] for m, d in boot.items()}
+    n_back = min(n_boot, 100)                                              # the backtest's variance needs fewer resamples
+    pooled = {m: np.empty((n_boot, POOL)) for m in methods}
+    back = {m: np.full(n_back, np.nan) for m in methods}
+    for b in tqdm(range(n_boot), desc='fitting learning curves', disable=not progress):
+        idx = rng.integers(0, Ns.shape[1], size=Ns.shape)                  # seeds redrawn at every size, the same for every method
+        for m in methods:
+            V = np.take_along_axis(S[m], idx, axis=1)
+            E = np.take_along_axis(A[m], idx, axis=1) + rng.standard_normal(Ns.shape) * np.sqrt(np.fmax(np.nan_to_num(V), 0))   # the validation pairs redrawn
+            ats = [float(fit_curve(Ns, E, f, W[m])(n_target)) for f in fams[m]]
+            pooled[m][b] = [ats[r % len(ats)] for r in range(POOL)]
+            if b < n_back and factor[m]:
+                rows = fitted_rows(Ns, E, plan[factor[m]][0])
+                back[m][b] = fit_curve(Ns[rows], E[rows], fam[m], W[m][rows])(L)
     rows = []
     for m in methods:
-        top = A[m][-1][np.isfinite(A[m][-1])]
-        meas = paired_interval(top * 100, S[m][-1][np.isfinite(A[m][-1])] * 1e4, level)          # seeds and validation pairs (stats)
-        se = math.sqrt(max(top.var(ddof=1) if len(top) > 1 else 0.0, np.nanmean(S[m][-1])) / len(top))   # the measured mean's error: seeds or validation pairs
-        pred = float(fit_curve(Ns[:-1], A[m][:-1], fam[m])(scales[-1]))
-        miss = pred - meas['mean'] / 100
-        rows.append(dict(method=m, accuracy=float(np.clip(max(fit_curve(Ns, A[m], fam[m])(n_target), meas['mean'] / 100), 0, 1)),
-                         lo=float(np.clip(np.quantile(draws[m], a), 0, 1)), hi=float(np.clip(np.quantile(draws[m], 1 - a), 0, 1)), family=fam[m],
-                         measured=meas['mean'] / 100, measured_lo=meas['lo'] / 100, measured_hi=meas['hi'] / 100, measured_sd=meas['sd'] / 100, largest=int(scales[-1]),
-                         backtest=pred, backtest_lo=float(np.quantile(back[m], a)), backtest_hi=float(np.quantile(back[m], 1 - a)), backtest_miss=miss,
-                         backtest_ok=bool(abs(miss) <= Z * math.sqrt(np.var(back[m]) + se ** 2)), held_out=held[m]))
-    return pd.DataFrame(rows), {m: np.clip(d, 0, 1) for m, d in draws.items()}
+        ok = np.isfinite(A[m][-1]); top, top_var = A[m][-1][ok], S[m][-1][ok]
+        meas = paired_interval(top * 100, top_var * 1e4, level)          # seeds and validation pairs (stats)
+        mean = meas['mean'] / 100
+        point = max(float(combined_curve(Ns, A[m], fams[m], W[m])(n_target)), mean)   # a learning curve rises: the point not below the largest measured
+        point = float(np.clip(point, CHANCE, 1))
+        lo, hi = (float(np.clip(q, CHANCE, 1)) for q in np.quantile(pooled[m], [a, 1 - a]))
+        k = factor[m]
+        pred = float(np.clip(predict_from(Ns, A[m], fam[m], plan[k][0], L, W[m]), CHANCE, 1)) if k else math.nan
+        half = Z * math.sqrt(np.nanvar(back[m]) + _mean_se(top, top_var) ** 2) if k else math.nan
+        miss = {j: predict_from(Ns, A[m], fam[m], plan[j][0], L, W[m]) - mean for j in (4, 2)}
+        fit_to = scales[fitted_rows(Ns, A[m], plan[k][0])].max() if k else None
+        rows.append(dict(method=m, accuracy=point, lo=min(lo, point), hi=max(hi, point), family=fam[m], families=fams[m],
+                         measured=mean, measured_lo=meas['lo'] / 100, measured_hi=meas['hi'] / 100, measured_sd=meas['sd'] / 100, largest=int(L),
+                         backtest=pred, backtest_lo=max(pred - half, 0.0), backtest_hi=min(pred + half, 1.0), backtest_miss=pred - mean,
+                         backtest_ok=bool(k) and bool(pred - half <= mean <= pred + half), backtest_factor=k, backtest_fitted_to=None if k is None else int(fit_to),
+                         miss_4x=miss[4], miss_2x=miss[2], held_out={f: (v if np.isfinite(v) else None) for f, v in held[m].items()},
+                         held_out_at=int(plan['choose'][1]) if at.any() else None))
+    return pd.DataFrame(rows), {m: np.clip(d.ravel(), CHANCE, 1) for m, d in pooled.items()}
 
 # %% ../nbs/13_advise.ipynb #acbb3ffb
 MEASURED, EXTRAPOLATED, FAILED = 'measured', 'extrapolated', 'measured: the extrapolation failed its backtest'
@@ -235,14 +363,45 @@ def _pct(x): return f"{100 * x:.1f}%"
 def _pts(d): return f"{100 * d['mean']:+.1f} points [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
 def _short(m): return METHODS[m].long if m in METHODS else m          # the word table's long name, never cut out of a sentence
 def _count(x): return f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.0f} K" if x >= 1e4 else f"{x:,.0f}"
+def _signed(x): return '—' if x is None or not np.isfinite(x) else f"{100 * x:+.1f}"
+
+def _factor(a:dict) -> int:
+    "The backtests' usual reach: 4 (fitted up to L/4), or 2 where the sizes up to L/4 were too few (three scales)."
+    ks = [r.get('backtest_factor', 4) for r in a['predictions'] if r.get('backtest_factor', 4)]
+    return max(set(ks), key=ks.count) if ks else 4
+
+def _fitted_to(a:dict) -> int:
+    "The largest size the backtests of the usual reach (`_factor`) were fitted on: L/4, or L/2."
+    k = _factor(a)
+    to = [r.get('backtest_fitted_to') for r in a['predictions'] if r.get('backtest_factor', 4) == k and r.get('backtest_fitted_to')]
+    return max(to) if to else a['scales'][-1] // k
+
+def _choice_at(a:dict) -> int|None:
+    "The size the family choice read (L/4), or None where no family could be fitted on the sizes up to L/8."
+    return next((r.get('held_out_at') for r in a['predictions'] if any(v is not None and v == v for v in (r.get('held_out') or {}).values())), None)
+
+def backtest_shown(r:dict, k:int=4) -> str:
+    "One method's backtest as the page and the paragraph show it: predicted [the interval it is tested with] vs measured, whether it missed; its reach when not `k`."
+    f = r.get('backtest_factor', 4)
+    if not f: return f"{_pct(r['measured'])} measured; too few sizes to backtest — missed"
+    far = '' if f == k else f", {f}× from {r['backtest_fitted_to']:,}"
+    return (f"{_pct(r['backtest'])} [{_pct(r['backtest_lo'])}, {_pct(r['backtest_hi'])}] vs {_pct(r['measured'])}{far}"
+            + ('' if r['backtest_ok'] else ' — missed'))
 
 def backtest_sentence(a:dict) -> str:
-    "The backtest in one sentence: each method's curve, fitted on the smaller sizes, against what was measured at the largest."
-    t, L = a['predictions'], a['scales'][-1]
-    each = '; '.join(f"{r['method']} {_pct(r['backtest'])} vs {_pct(r['measured'])}{'' if r['backtest_ok'] else ' (missed)'}" for r in t)
+    """The out-of-sample backtest in one sentence: each method's chosen curve family, fitted on the sizes up to a quarter of the largest (a half with
+    three scales), predicting the largest — with exactly the interval the table shows and the test uses — and each method's misses fitted up to a
+    half (2×) and a quarter (4×)."""
+    t, L, q, k = a['predictions'], a['scales'][-1], _fitted_to(a), _factor(a)
+    at = _choice_at(a)
+    chosen = (f"each method's curve family, chosen by how well it predicts {at:,} pairs from the sizes up to {at // 2:,}, fitted on" if at else
+              "each method's B + V/N curve (too few sizes to choose a family), fitted on")
+    each = '; '.join(f"{r['method']} {backtest_shown(r, k).replace(' — missed', ' (missed)')}" for r in t)
     bad = [r['method'] for r in t if not r['backtest_ok']]
-    return (f"Backtest — each curve fitted on the sizes below {L:,} pairs predicted {L:,} (predicted vs measured): {each}; "
-            + (f"{len(bad)} of {len(t)} missed by more than their interval." if bad else "every one within its interval."))
+    misses = '; '.join(f"{r['method']} {_signed(r.get('miss_2x'))} / {_signed(r.get('miss_4x', r['backtest_miss']))}" for r in t)
+    return (f"Backtest — out of sample: {chosen} the sizes up to {q:,} pairs predicted {L:,} ({k}×; predicted [95%, its bootstrap and the measured mean's error] vs measured): {each}; "
+            + (f"{len(bad)} of {len(t)} missed (measured outside that interval)." if bad else "every one within that interval.")
+            + f" Misses at {L:,} pairs, predicted − measured, fitted up to {L // 2:,} (2×) / {L // 4:,} (4×): {misses} points.")
 
 def advice_paragraph(a:dict) -> str:
     "The recommendation in one paragraph, from an `advice.json` record."
@@ -250,24 +409,32 @@ def advice_paragraph(a:dict) -> str:
     rec, c, L, basis = d['recommended'], a['costs'][d['recommended']], a['scales'][-1], d['basis']
     auc = al['zero_shot_auc']
     auc_words = f"measured zero-shot AUC {auc:.2f}" if auc == auc else f"widths {f['widths'][0]} and {f['widths'][1]} differ, so no zero-shot cosine; CKA {al['cka']:.2f}"
+    level = ', '.join(_short(m) for m in d['level_with'])
     s = [f"**Lean towards {method_words(rec)}: it leads at {L:,} pairs, the largest measured, and the learning curves cannot say what happens at your size.**" if basis == FAILED
-         else f"**Use {method_words(rec)}.**"]
-    size = f"Your {f['n_texts']:,} texts of {f['n_images']:,} items ({auc_words}: {p['alignment']} by our reading of the paper's Table 4) make {a['n_target']:,} matching pairs"
+         else f"**Use {method_words(rec)}.**" if d['clear'] else f"**Lean towards {method_words(rec)}**, level with {level}."]
+    size = (f"Your {f['n_texts']:,} texts of {f['n_images']:,} items ({auc_words}: {p['alignment']} by our reading of the paper's Table 4) make "
+            f"{a['n_target']:,} matching pairs as advise splits them by item ({sizes_words(a['n_target'])})")
     if basis == EXTRAPOLATED:
+        fams = t[rec].get('families') or [t[rec]['family']]
+        curves = f"its {fams[0]} curve" if len(fams) == 1 else f"the mean of its {' and '.join(fams)} curves, the families that passed the choice,"
         s.append(f"{size}; there {_short(rec)} is expected to reach {_pct(t[rec]['accuracy'])} [{_pct(t[rec]['lo'])}, {_pct(t[rec]['hi'])}] accuracy "
-                 f"(a {t[rec]['family']} curve fitted to {len(a['scales'])} sizes from {a['scales'][0]:,} to {L:,} pairs × {len(a['seeds'])} seeds, extrapolated {a['n_target'] / L:.1f}×; "
-                 f"the interval covers seed-to-seed variation, not the curve's family; a difference's interval is never narrower than the validation pairs allow).")
+                 f"({curves} fitted to {len(a['scales'])} sizes from {a['scales'][0]:,} to {L:,} pairs ({sizes_words(L)} at the largest) × {len(a['seeds'])} seeds, "
+                 f"extrapolated {a['n_target'] / L:.1f}×; the interval covers the curve family, the seeds and the validation pairs; a difference's interval is never narrower than the validation pairs allow).")
     else:
         why = (f"within {NEAR}× of yours, so the measured numbers decide" if basis == MEASURED else
                f"{', '.join(m for m in t if not t[m]['backtest_ok'])}'s curve missed its backtest, so no extrapolation to your size is used; `--budget full` measures larger sizes")
-        s.append(f"{size}; at {L:,} pairs, the largest measured ({why}), {_short(rec)} reached {_pct(t[rec]['measured'])} [{_pct(t[rec]['measured_lo'])}, {_pct(t[rec]['measured_hi'])}] "
+        s.append(f"{size}; at {L:,} pairs ({sizes_words(L)}), the largest measured ({why}), {_short(rec)} reached {_pct(t[rec]['measured'])} [{_pct(t[rec]['measured_lo'])}, {_pct(t[rec]['measured_hi'])}] "
                  f"over {len(a['seeds'])} seeds (the interval covers seeds and validation pairs).")
     where = 'at your data size' if basis == EXTRAPOLATED else f"at {L:,} pairs"
     if d['level_with']:
-        s.append(f"There is no reliable difference {where} between it and {', '.join(_short(m) for m in d['level_with'])}; pick the cheaper one"
+        s.append(f"There is no reliable difference {where} between it and {level}; pick the cheaper one"
                  f" ({rec}: {_count(c['params'])} parameters, {_count(c['flops'])} FLOPs per pair).")
     ru, acc = d['runner_up'], ('accuracy' if basis == EXTRAPOLATED else 'measured')
-    s.append(f"The runner-up, {_short(ru)}, is {'expected' if basis == EXTRAPOLATED else 'measured'} at {_pct(t[ru][acc])}: the recommendation minus it is {_pts(d['runner_up_gap'])}.")
+    verb = 'expected' if basis == EXTRAPOLATED else 'measured'
+    if t[ru][acc] > t[rec][acc]:                                       # the recommendation is the cheaper of level methods
+        s.append(f"The runner-up, {_short(ru)}, is {verb} higher, at {_pct(t[ru][acc])}, but level with it: the recommendation minus it is {_pts(d['runner_up_gap'])}.")
+    else:
+        s.append(f"The runner-up, {_short(ru)}, is {verb} at {_pct(t[ru][acc])}: the recommendation minus it is {_pts(d['runner_up_gap'])}.")
     if d['cosine_as_good'] is True and rec != 'cosine': s.append("A parameter-free cosine is already as good.")
     elif d['cosine_as_good'] is False: s.append(f"A parameter-free cosine is not as good ({_pct(t['cosine'][acc])}).")
     elif d['cosine_as_good'] is None: s.append("A parameter-free cosine does not apply: the widths differ.")
@@ -286,14 +453,16 @@ def advice_paragraph(a:dict) -> str:
 
 # %% ../nbs/13_advise.ipynb #0f3ac2c0
 def curves_chart(results:pd.DataFrame, table:pd.DataFrame, n_target:int) -> alt.Chart:
-    "Measured accuracy (mean ± sd over seeds) per method and scale, the fitted curves out to `n_target`, and `n_target` marked."
+    "Measured accuracy (mean ± sd over seeds) per method and scale, the fitted curves (the mean of each method's passing families) out to `n_target`, and `n_target` marked."
     g = results.groupby(['method', 'scale']).accuracy.agg(['mean', 'std']).reset_index()
     g = g.assign(lo=g['mean'] - g['std'].fillna(0), hi=g['mean'] + g['std'].fillna(0))
     grid = np.geomspace(results.scale.min(), max(n_target, results.scale.max()), 60)
-    fits = []
-    for m, r in results.groupby('method', sort=False):
-        e = r.pivot_table(index='scale', columns='seed', values='accuracy')
-        f = fit_curve(np.broadcast_to(e.index.to_numpy(float)[:, None], e.shape), e.to_numpy(), table.set_index('method').family[m])
+    fits, t = [], table.set_index('method')
+    scales, _, methods, A, S = _grid(results.dropna(subset=['accuracy']))
+    Ns = np.broadcast_to(scales[:, None].astype(float), A[methods[0]].shape)
+    for m in methods:                                                     # the curve the point is read from: the mean of the passing families
+        fams = t.families[m] if 'families' in t and isinstance(t.families[m], list) else [t.family[m]]
+        f = combined_curve(Ns, A[m], fams, fit_variance(A[m], S[m]))
         fits.append(pd.DataFrame(dict(method=m, scale=grid, accuracy=f(grid))))
     fits = pd.concat(fits)
     x = alt.X('scale:Q', scale=alt.Scale(type='log', domain=[results.scale.min() / 1.2, max(n_target, results.scale.max()) * 1.2], nice=False), title='matching pairs (log scale)')
@@ -328,10 +497,11 @@ def advice_page(a:dict, results:pd.DataFrame) -> str:
     para = re.sub(r'\*\*(.+?)\*\*', r'<strong>\1</strong>', para)
     para = re.sub(r'`(.+?)`', r'<code>\1</code>', para)
     L, basis = a['scales'][-1], a['decision']['basis']
-    methods = [[method_words(r.method), f"{_pct(r.measured)} [{_pct(r.measured_lo)}, {_pct(r.measured_hi)}]", f"{_pct(r.accuracy)} [{_pct(r.lo)}, {_pct(r.hi)}]",
-                f"{_pct(r.backtest)} [{_pct(r.backtest_lo)}, {_pct(r.backtest_hi)}]" + ('' if r.backtest_ok else ' — missed'), r.family,
-                _count(a['costs'][r.method]['params']), _count(a['costs'][r.method]['flops'])]
-               for r in table.sort_values('accuracy' if basis == EXTRAPOLATED else 'measured', ascending=False).itertuples()]
+    rows = sorted(a['predictions'], key=lambda r: -r['accuracy' if basis == EXTRAPOLATED else 'measured'])
+    methods = [[method_words(r['method']), f"{_pct(r['measured'])} [{_pct(r['measured_lo'])}, {_pct(r['measured_hi'])}]", f"{_pct(r['accuracy'])} [{_pct(r['lo'])}, {_pct(r['hi'])}]",
+                backtest_shown(r, _factor(a)), f"{_signed(r.get('miss_2x'))} / {_signed(r.get('miss_4x', r['backtest_miss']))}", ', '.join(r.get('families') or [r['family']]),
+                _count(a['costs'][r['method']]['params']), _count(a['costs'][r['method']]['flops'])] for r in rows]
+    q = _fitted_to(a)
     al = a['alignment']
     arows = [[words, '—' if not np.isfinite(al[k]) else f"{al[k]:.3f}"] for k, words in ALIGNMENT_ROWS if k in al]
     chart = inline_chart_html(curves_chart(results, table, a['n_target']).to_dict())
@@ -340,9 +510,10 @@ def advice_page(a:dict, results:pd.DataFrame) -> str:
 <nav class="fusion-nav" style="background:#2c3e50;color:#fff;padding:.5em 1em;font-family:sans-serif;font-size:14px"><strong>fusion_study</strong> · advice · <a href="https://arxiv.org/abs/2606.01207" style="color:#fff">paper</a></nav>
 <main><h1>Concat or cross-attention for {html.escape(f['name'])}?</h1>
 <p class="decision">{para}</p>
-{html_table(methods, ['method', f"measured at {L:,} pairs [95%]", f"its curve at your {a['n_target']:,} pairs [95%]", f"backtest: {L:,} predicted from the smaller sizes [95%]",
-                        'curve family', 'parameters', 'FLOPs per pair'],
-             f"Every method trained, best first — decided on: {basis}", numeric=(1, 2, 3, 5, 6))}
+{html_table(methods, ['method', f"measured at {L:,} pairs [95%]", f"its curves at your {a['n_target']:,} pairs [95%: family, seeds, validation pairs]",
+                        f"backtest, out of sample: {L:,} predicted from the sizes up to {q:,} ({_factor(a)}×) [95%] vs measured", f"miss at {L:,}, fitted up to {L // 2:,} / {L // 4:,} (2× / 4×, points)",
+                        'curve families combined (chosen first)', 'parameters', 'FLOPs per pair'],
+             f"Every method trained, best first — your {a['n_target']:,} pairs are {sizes_words(a['n_target'])} — decided on: {basis}", numeric=(1, 2, 3, 4, 6, 7))}
 <h2>Learning curves</h2>{chart}
 <h2>Alignment, measured</h2>
 {html_table(arows, ['measure', 'value'], f"On {al['n_images']:,} items and their {al['n_captions']:,} texts", numeric=(1,))}
@@ -350,8 +521,8 @@ def advice_page(a:dict, results:pd.DataFrame) -> str:
 <h2>How this was decided</h2>
 <p class="note">Matching task as in the paper: each pair is a text with its own item or with a random other one, half each; 80/20 split by item (no item's texts on both sides, as the study splits by image); the paper's recipe (AdamW, lr 10⁻³, 10 epochs, batch 32).
 Trained: {len(results):,} runs — {len(a['methods'])} methods × {len(a['scales'])} sizes ({', '.join(f'{s:,}' for s in a['scales'])} pairs) × seeds {', '.join(map(str, a['seeds']))} — by the lock-step engine in {a['seconds']['training']:.0f} s.
-Within {NEAR}× of the largest measured size the measured numbers decide, paired by seed, with 95% intervals over seeds and validation pairs. Beyond it each method's accuracy is a learning curve — the family, of {', '.join(FAMILIES)}, that best predicts the largest measured size from the smaller ones — read at your {a['n_target']:,} pairs, never below what was measured, with 95% seed-bootstrap intervals ({a['n_boot']} resamples, shared across methods so differences are paired, never narrower than the validation pairs allow); a curve that misses its own backtest is not used for a decision.
-A method wins outright only when its difference to every other excludes zero; otherwise the cheapest of those level with the best is recommended. {html.escape(backtest_sentence(a))}
+Every size is split 80/20 by item ({sizes_words(L)} at {L:,}). Within {NEAR}× of the largest measured size the measured numbers decide, paired by seed, with 95% intervals over seeds and validation pairs. Beyond it each method's accuracy is read at your {a['n_target']:,} pairs from learning curves of the families, of {', '.join(FAMILIES)}, {f"that predict {_choice_at(a):,} pairs from the sizes up to {_choice_at(a) // 2:,} within twice the best family's miss (or within the measurement's own error)" if _choice_at(a) else "— B + V/N alone, too few sizes to choose one —"}: the mean of their curves (fits weighted by each size's variance), never below what was measured nor below chance, with 95% intervals from the pooled bootstrap draws of every passing family ({a['n_boot']} resamples of the seeds and the validation pairs, shared across methods so differences are paired, never narrower than the validation pairs allow) — so the interval covers the curve family, the seeds and the validation pairs. The chosen family is backtested out of sample: fitted on the sizes up to {q:,} it predicts {L:,} ({_factor(a)}×; the fast budget's 4× is as far as it extrapolates); a curve that misses its backtest is not used for a decision.
+A method wins outright (“Use”) only when its difference to every other excludes zero; otherwise the cheapest of those level with the best is recommended (“Lean towards”). {html.escape(backtest_sentence(a))}
 Features: {html.escape(f['name'])} ({f"SHA-256 {f['sha256'][:12]}…" if f['sha256'] else 'embedded, generated with data seed 0'}), budget {a['budget']}, code version {html.escape(a['code_version'])}.</p>
 </main></body></html>"""
 
@@ -399,10 +570,11 @@ def advise(features, budget:str='fast', out='advice', progress:bool=True, scales
 def _advise(features, budget:str, out:Path, progress:bool, scales, seeds, n_boot:int, log) -> dict:
     b, clock = _budget(budget), {}
     feats, about = advice_features(features)
-    scales = list(scales) if scales is not None else advice_scales(feats.max_pairs, budget)
-    if max(scales) > feats.max_pairs: raise FusionStudyError(f"Scale {max(scales)} is more than {about['name']} allows ({feats.max_pairs:,} pairs from its {len(feats.text):,} texts).")
     seeds, n_boot, methods = list(seeds or b['seeds']), n_boot or b['n_boot'], advice_methods(feats, budget)
-    registry, n_target = methods_for(feats.meta.get('tokens')), feats.max_pairs
+    n_target = advice_target(feats, seeds)                                 # the user's size, as advise's own split can build it
+    scales = list(scales) if scales is not None else advice_scales(n_target, budget)
+    if max(scales) > n_target: raise FusionStudyError(f"Scale {max(scales)} is more than {about['name']} allows ({n_target:,} pairs from its {len(feats.text):,} texts, split by item); give smaller scales.")
+    registry = methods_for(feats.meta.get('tokens'))
     t = time.perf_counter()
     with tqdm(total=1, desc='measuring alignment', disable=not progress) as bar: al = feature_alignment(feats); bar.update()
     clock['alignment'] = time.perf_counter() - t; t = time.perf_counter()
