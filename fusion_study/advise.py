@@ -126,7 +126,7 @@ _TOL = 1.01                                    # "at or below L/8": scales are r
 
 def fit_curve(n, acc, family:str='B + V/N', var=None):
     """The fitted accuracy curve of `family` (one of `FAMILIES`) as a function of N, from accuracies `acc` at sizes `n` (NaNs dropped; B + V/N if a
-    fit fails); weighted by 1/`var` (each accuracy's variance, `fit_variance`) when given, so that 52 validation pairs at 256 do not bend the curve
+    fit fails or needs more than 600 evaluations: a degenerate fit); weighted by 1/`var` (each accuracy's variance, `fit_variance`) when given, so that 52 validation pairs at 256 do not bend the curve
     that 1,638 at 8,192 pin down."""
     sd = None if var is None else np.sqrt(np.broadcast_to(np.asarray(var, float), np.shape(acc))).ravel()
     n, acc = np.asarray(n, float).ravel(), np.asarray(acc, float).ravel()
@@ -137,15 +137,15 @@ def fit_curve(n, acc, family:str='B + V/N', var=None):
         warnings.simplefilter('ignore', OptimizeWarning)             # a covariance it cannot estimate: the point fit stands
         try:
             if family == THEORY and sd is not None:
-                (B, V), _ = curve_fit(lambda x, B, V: B + V / x, n, 1 - acc, p0=(min(max(B, 1e-6), 1), max(V, 1e-3)), sigma=sd, bounds=([0, 0], [1, np.inf]))
+                (B, V), _ = curve_fit(lambda x, B, V: B + V / x, n, 1 - acc, p0=(min(max(B, 1e-6), 1), max(V, 1e-3)), sigma=sd, bounds=([0, 0], [1, np.inf]), max_nfev=600)
             if family == 'B + V/N^α':
                 (B, V, a), _ = curve_fit(lambda x, B, V, a: B + V * x ** -a, n, 1 - acc, p0=(min(max(B, 1e-6), 1), max(V, 1e-3), 1.0), sigma=sd,
-                                         bounds=([0, 0, 0.05], [1, np.inf, 3]), maxfev=5000)
+                                         bounds=([0, 0, 0.05], [1, np.inf, 3]), maxfev=600)
                 return lambda x: 1 - (B + V * np.asarray(x, float) ** -a)
             if family == LOGISTIC:
                 lx = np.log(n)
                 (top, k, m), _ = curve_fit(lambda x, top, k, m: 0.5 + (top - 0.5) / (1 + np.exp(-k * (x - m))), lx, acc, p0=(min(max(acc.max(), 0.51), 1), 1.0, np.median(lx)),
-                                           sigma=sd, bounds=([0.5, 0.05, lx.min() - 8], [1, 10, lx.max() + 8]), maxfev=5000)
+                                           sigma=sd, bounds=([0.5, 0.05, lx.min() - 8], [1, 10, lx.max() + 8]), maxfev=600)
                 return lambda x: 0.5 + (top - 0.5) / (1 + np.exp(-k * (np.log(np.asarray(x, float)) - m)))
         except (RuntimeError, ValueError): pass
     return lambda x: 1 - (B + V / np.asarray(x, float))
