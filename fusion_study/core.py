@@ -255,7 +255,7 @@ def check_names(d:dict, where='configuration'):
         if family not in ENCODER_FAMILIES or not (sep and rest): raise FusionStudyError(f"Unknown encoder name {d[k]!r} ({k}) in {where}; use {ENCODER_FORMS}.")
 
 BACKBONES = {'aligned': 1.0, 'unaligned': 0.0}                         # the synthetic backbones: their alignment knob (01_data)
-ADVICE_FILES = ('advice.json', 'advice.html', 'results.csv')           # what `fusion-study advise` writes to its --out (13_advise)
+ADVICE_FILES = ('advice.json', 'advice.html', 'results.csv')           # what `fusion-study advise` writes to its --out (13b_advise)
 
 def advice_source(source):
     "`advise`'s FEATURES checked without torch: None for `synthetic:<backbone>`, else the features file to read (`features_path`)."

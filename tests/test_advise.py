@@ -38,7 +38,14 @@ def test_aligned_features_recommend_concat_or_the_cosine(aligned):
     assert len(rows) == len(a['methods']) * 4 * 3 and set(rows.method) == set(a['methods'])
     assert rows.split_by_image.all() and rows.val_correct.notna().all()             # split by item, as the study; each run's validation pairs kept
     assert a['costs']['cosine']['flops'] == 6 * 512                                  # the cosine's FLOPs are counted, not 0
-    assert all({'backtest', 'backtest_lo', 'backtest_hi', 'backtest_ok', 'family'} <= set(p) for p in a['predictions']) and 'Backtest — ' in a['paragraph']
+    assert all({'backtest', 'backtest_lo', 'backtest_hi', 'backtest_ok', 'family', 'families', 'miss_2x', 'miss_4x'} <= set(p) for p in a['predictions'])
+    assert 'Backtest — out of sample' in a['paragraph']
+    assert '6,000 matching pairs as advise splits them by item (4,800 training + 1,200 validation pairs)' in a['paragraph']
+    for p in a['predictions']:                                                   # the interval shown is the one tested (issue 40)
+        assert p['backtest_ok'] == (p['backtest_lo'] <= p['measured'] <= p['backtest_hi']) and p['backtest_factor'] == 4, p
+        assert f"{100 * p['backtest_lo']:.1f}%, {100 * p['backtest_hi']:.1f}%] vs {100 * p['measured']:.1f}%" in a['paragraph']
+        assert 0.5 <= p['lo'] <= p['accuracy'] <= p['hi'] <= 1
+    assert 'miss at 2,048, fitted up to 1,024 / 512 (2× / 4×, points)' in page and 'curve families combined' in page
 
 def test_rotated_features_say_their_alignment_and_claim_no_learned_alignment(tmp_path):
     f = synthetic_features(n_images=3000, captions_per_image=1, dim=512)
@@ -46,6 +53,7 @@ def test_rotated_features_say_their_alignment_and_claim_no_learned_alignment(tmp
     auc = a['alignment']['zero_shot_auc']
     assert auc < 0.6 and f"measured zero-shot AUC {auc:.2f}" in a['paragraph'] and a['paper']['alignment'] == 'unaligned'
     assert a['decision']['recommended'] != 'cosine'                    # rotated: the raw cosine is at chance
+    for p in a['predictions']: assert 0.5 <= p['lo'] <= p['accuracy'] <= p['hi'] <= 1, p      # issue 40: never an interval below chance on balanced pairs
     if not a['paper']['cross_wins']:                                   # the claim only when cross measurably wins
         assert 'does not measurably beat concatenation' in a['paragraph'] and 'as the paper' not in a['paragraph'], a['paragraph']
     else:
@@ -121,7 +129,7 @@ def test_the_command_end_to_end_and_it_never_overwrites(tmp_path):
     path = save_features(tmp_path/'mine', f.image, f.text, f.caption_image)               # the folder layout
     run = cli('advise', path, '--out', tmp_path/'advice')
     assert run.returncode == 0, run.stderr
-    assert run.stdout.startswith('Use ') and 'open ' in run.stdout
+    assert run.stdout.startswith(('Use ', 'Lean towards ')) and 'open ' in run.stdout            # issue 40: 'Use' only for a clear answer
     for stage in ('measuring alignment', 'training', 'fitting learning curves', 'writing the page'): assert stage in run.stderr
     a = json.loads((tmp_path/'advice'/ADVICE_JSON).read_text())
     assert a['scales'] == [300, 600, 1200] and a['paper']['alignment'] == 'unaligned'
@@ -151,6 +159,24 @@ def test_a_curve_that_misses_its_backtest_is_not_stated_as_sure(aligned):
     text = advice_paragraph(a)
     assert text.startswith('**Lean towards') and 'missed its backtest' in text and 'the largest measured' in text and '1 of' in text, text
     assert advice_paragraph(aligned[0]).startswith(('**Use ', '**Lean towards'))
+
+def test_use_only_when_clear_and_a_higher_runner_up_is_said(aligned):
+    "Issue 40: 'Use X.' only for a clear answer; level methods lean, naming them; a runner-up predicted higher than the (cheaper) recommendation is said to be."
+    import copy
+    from fusion_study.advise import EXTRAPOLATED
+    a = copy.deepcopy(aligned[0])
+    t = {p['method']: p for p in a['predictions']}
+    for p in a['predictions']: p['backtest_ok'] = True
+    t['concat'].update(accuracy=0.95, lo=0.93, hi=0.97); t['cosine'].update(accuracy=0.94, lo=0.92, hi=0.96)
+    a['decision'].update(recommended='cosine', best='concat', basis=EXTRAPOLATED, clear=False, level_with=['concat'], runner_up='concat',
+                         runner_up_gap=dict(mean=-0.01, lo=-0.03, hi=0.01), cosine_as_good=True)
+    text = advice_paragraph(a)
+    assert text.startswith('**Lean towards the zero-shot cosine') and '**, level with concatenation' in text.split('. ')[0], text
+    assert 'The runner-up, concatenation, is expected higher, at 95.0%, but level with it' in text, text
+    a['decision'].update(clear=True, level_with=[], best='cosine', runner_up='concat')
+    t['cosine'].update(accuracy=0.97)
+    text = advice_paragraph(a)
+    assert text.startswith('**Use the zero-shot cosine') and 'is expected at 95.0%' in text and 'higher' not in text.split('The runner-up')[1].split('.')[0], text
 
 def test_every_notebook_runs_on_a_features_file(tmp_path):
     "A params file whose configurations read your features (source: file): study, degradation, analysis and theory through papermill, then the site."
